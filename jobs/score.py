@@ -1,0 +1,14 @@
+"""spark-submit entry point: batch-score input with a saved model.
+
+    spark-submit jobs/score.py --config conf/score.yaml [--input PATH] [--output PATH]
+
+Only parses arguments and calls the library (the same code as
+``sparkml-aiaas score``); the session comes from spark-submit.
+"""
+
+import sys
+
+from sparkml_aiaas.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(["score", *sys.argv[1:]]))

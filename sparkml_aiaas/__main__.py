@@ -1,0 +1,3 @@
+from sparkml_aiaas.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""``sparkml-aiaas`` command line: a thin shell over :mod:`sparkml_aiaas.pipeline`.
+
+Expected user errors (bad config, bad data, missing files) print one line
+``error: ...`` on stderr and exit with status 2; anything else is a bug and
+keeps its traceback.  ``jobs/*.py`` call :func:`main` too, so spark-submit and
+the CLI share one code path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional, Sequence
+
+from sparkml_aiaas import __version__
+from sparkml_aiaas.errors import SparkmlAiaasError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _add_common(parser: argparse.ArgumentParser, config_required: bool) -> None:
+    parser.add_argument("--config", required=config_required, metavar="YAML",
+                        help="job configuration file (conf/*.yaml)")
+    parser.add_argument("--master", help="Spark master for a session we start (default local[*])")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set model.params.reg_param=0.1")
+    parser.add_argument("--quiet", action="store_true", help="print only the summary")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sparkml-aiaas",
+        description="Spark-native ML pipelines: ingest, train, score.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    quickstart = commands.add_parser(
+        "quickstart", help="run the whole pipeline on a bundled data set")
+    _add_common(quickstart, config_required=False)
+    quickstart.add_argument("--workdir", help="where data, model and outputs go "
+                            "(default ./sparkml_aiaas_work/quickstart)")
+
+    train = commands.add_parser("train", help="ingest, train, evaluate and save a model")
+    _add_common(train, config_required=True)
+    train.add_argument("--input", help="override input.path")
+    train.add_argument("--model-path", help="override output.model_path")
+
+    score = commands.add_parser("score", help="batch-score input with a saved model")
+    _add_common(score, config_required=True)
+    score.add_argument("--model-path", help="override model_path")
+    score.add_argument("--input", help="override input.path")
+    score.add_argument("--output", help="override output.path")
+    score.add_argument("--model-name", help="override model_name")
+    return parser
+
+
+def _overrides(args: argparse.Namespace, flag_to_key: dict) -> List[str]:
+    items = list(args.overrides)
+    for flag, key in flag_to_key.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            items.append(f"{key}={value}")
+    if args.master is not None:
+        items.append(f"spark.master={args.master}")
+    return items
+
+
+def _configure_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("sparkml_aiaas")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+
+
+def _session(settings):
+    from sparkml_aiaas.session import get_spark
+
+    return get_spark(settings.app_name, master=settings.master, conf=settings.conf)
+
+
+def _quickstart(args) -> int:
+    from sparkml_aiaas.config import QuickstartConfig, load_config
+    from sparkml_aiaas.pipeline import run_quickstart
+
+    config = load_config(QuickstartConfig, args.config,
+                         _overrides(args, {"workdir": "workdir"}))
+    spark = _session(config.spark)
+    print(f"sparkml_aiaas {__version__} quickstart on Spark {spark.version} "
+          f"({spark.sparkContext.master})")
+    report = run_quickstart(spark, config)
+    train, score = report.train, report.score
+    metrics = train.metrics
+    print()
+    print("summary")
+    print(f"  data        {report.data_path}")
+    print(f"  ingest      read {train.ingest_counts['read']}, accepted "
+          f"{train.ingest_counts['accepted']}, rejected {train.ingest_counts['rejected']}")
+    print(f"  split       train {train.train_rows}, test {train.test_rows}")
+    print(f"  training    {train.iterations} iterations, {train.passes} passes, "
+          f"final objective {train.final_objective:.6f}")
+    print(f"  test        AUC {metrics['auc']:.4f}, accuracy {metrics['accuracy']:.4f}")
+    print(f"  model       {train.model_path} (model_id {train.model_id}); reloaded: "
+          f"{'identical predictions' if report.reloaded_identical else 'PREDICTIONS DIFFER'}")
+    print(f"  metrics     {train.metrics_path}")
+    print(f"  scored      {score.rows_out} rows → {score.output_path}")
+    print(f"              columns: id, label, features..., rawPrediction, probability, "
+          f"prediction, model_name, model_version, scored_at, run_id")
+    return 0 if report.reloaded_identical else 1
+
+
+def _train(args) -> int:
+    from sparkml_aiaas.config import TrainJobConfig, load_config
+    from sparkml_aiaas.pipeline import run_training
+
+    config = load_config(TrainJobConfig, args.config, _overrides(
+        args, {"input": "input.path", "model_path": "output.model_path"}))
+    spark = _session(config.spark)
+    report = run_training(spark, config)
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in report.metrics.items() if k != "rows")
+    print(f"trained model_path={report.model_path} model_id={report.model_id} "
+          f"iterations={report.iterations} {metrics} (on {report.evaluated_on})")
+    return 0
+
+
+def _score(args) -> int:
+    from sparkml_aiaas.config import ScoreJobConfig, load_config
+    from sparkml_aiaas.pipeline import run_scoring
+
+    config = load_config(ScoreJobConfig, args.config, _overrides(
+        args, {"model_path": "model_path", "input": "input.path", "output": "output.path",
+               "model_name": "model_name"}))
+    spark = _session(config.spark)
+    report = run_scoring(spark, config)
+    print(report.summary_line())
+    return 0
+
+
+_COMMANDS = {"quickstart": _quickstart, "train": _train, "score": _score}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the CLI; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.quiet)
+    try:
+        return _COMMANDS[args.command](args)
+    except SparkmlAiaasError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,233 @@
+"""Typed job configuration, parsed once at the edge from YAML (``conf/*.yaml``).
+
+YAML keys are snake_case; model params are mapped to the estimators'
+camelCase Params through one explicit table (:data:`PARAM_ALIASES`).  Every
+model forbids unknown keys, so a typo fails with the field's name instead of
+being ignored.  CLI flags override values through dotted ``key=value`` pairs
+(:func:`apply_overrides`) before validation.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Literal, Optional, Sequence, Type, TypeVar, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sparkml_aiaas.errors import ConfigError
+
+#: snake_case YAML name → camelCase pyspark.ml Param name.
+PARAM_ALIASES: Dict[str, str] = {
+    "max_iter": "maxIter",
+    "tol": "tol",
+    "step_size": "stepSize",
+    "reg_param": "regParam",
+    "elastic_net_param": "elasticNetParam",
+    "fit_intercept": "fitIntercept",
+    "standardization": "standardization",
+    "threshold": "threshold",
+    "optimizer": "optimizer",
+    "seed": "seed",
+    "aggregation_depth": "aggregationDepth",
+    "num_partitions": "numPartitions",
+    "weight_col": "weightCol",
+}
+
+MODEL_TYPES = ("logistic_regression", "linear_regression")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SparkSettings(_Strict):
+    """Settings for a session we start; an active session (Databricks, spark-submit) wins."""
+
+    app_name: str = "sparkml_aiaas"
+    master: Optional[str] = None
+    conf: Dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _stringify(cls, value):
+        if isinstance(value, dict):
+            return {str(k): str(v).lower() if isinstance(v, bool) else str(v)
+                    for k, v in value.items()}
+        return value
+
+
+class InputSettings(_Strict):
+    """A source read with a declared schema; malformed rows go to the quarantine."""
+
+    path: str
+    format: Literal["csv", "json", "parquet"] = "csv"
+    schema_: Union[str, List[Dict[str, Any]], None] = Field(default=None, alias="schema")
+    options: Dict[str, Any] = Field(default_factory=dict)
+    quarantine_path: Optional[str] = None
+    max_reject_fraction: Optional[float] = Field(default=None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _schema_for_text_formats(self):
+        if self.format in ("csv", "json") and not self.schema_:
+            raise ValueError(f"a schema must be declared for format {self.format!r}")
+        return self
+
+
+class SplitSettings(_Strict):
+    key: str
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    seed: int = 0
+
+
+class ModelSettings(_Strict):
+    type: Literal["logistic_regression", "linear_regression"] = "logistic_regression"
+    label_col: str = "label"
+    features: Optional[List[str]] = None
+    features_col: Optional[str] = None
+    params: Dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, value: Dict[str, Any]):
+        unknown = sorted(set(value) - set(PARAM_ALIASES))
+        if unknown:
+            raise ValueError(
+                f"unknown model param(s) {unknown}; known: {sorted(PARAM_ALIASES)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_feature_source(self):
+        if bool(self.features) == bool(self.features_col):
+            raise ValueError("set exactly one of 'features' (columns) or 'features_col' (a vector)")
+        return self
+
+    def spark_params(self) -> Dict[str, Any]:
+        """Constructor keywords of the estimator (camelCase)."""
+        params = {PARAM_ALIASES[k]: v for k, v in self.params.items()}
+        params["labelCol"] = self.label_col
+        if self.features:
+            params["featuresCols"] = list(self.features)
+        else:
+            params["featuresCol"] = self.features_col
+        return params
+
+
+class TrainOutput(_Strict):
+    model_path: str
+    metrics_path: Optional[str] = None
+    overwrite: bool = True
+
+
+class TrainJobConfig(_Strict):
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    input: InputSettings
+    split: Optional[SplitSettings] = None
+    model: ModelSettings
+    output: TrainOutput
+
+
+class ScoreOutput(_Strict):
+    path: str
+    format: Literal["parquet"] = "parquet"
+    mode: Literal["overwrite", "error"] = "overwrite"
+    partition_by: List[str] = Field(default_factory=list)
+
+
+class ScoreJobConfig(_Strict):
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    model_path: str
+    model_name: Optional[str] = None
+    input: InputSettings
+    output: ScoreOutput
+
+
+class QuickstartConfig(_Strict):
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    workdir: str = "sparkml_aiaas_work/quickstart"
+    split: SplitSettings = Field(default_factory=lambda: SplitSettings(key="id", test_fraction=0.25,
+                                                                       seed=42))
+    model_params: Dict[str, Any] = Field(
+        default_factory=lambda: {"reg_param": 0.01, "max_iter": 100, "tol": 1e-8,
+                                 "optimizer": "lbfgs"}
+    )
+
+    @field_validator("model_params")
+    @classmethod
+    def _known_params(cls, value):
+        return ModelSettings._known_params(value)
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML scalars) to a config dict."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like key.subkey=value")
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = _parse_scalar(raw)
+    return data
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {message}")
+    return f"invalid configuration in {source}:\n" + "\n".join(lines)
+
+
+def validate_config(model: Type[C], data: Dict[str, Any], source: str = "<arguments>") -> C:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def load_config(model: Type[C], path: Optional[str] = None,
+                overrides: Sequence[str] = ()) -> C:
+    """Read a YAML file (optional), apply overrides, validate into ``model``.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or not YAML, or a field is invalid (each problem
+        named by its dotted field path).
+    """
+    data: Dict[str, Any] = {}
+    source = path or "<defaults>"
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file {path!r} does not exist")
+        try:
+            with open(path) as f:
+                loaded = yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path!r} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path!r} must hold a mapping at the top level")
+        data = loaded
+    data = apply_overrides(data, overrides)
+    return validate_config(model, data, source)

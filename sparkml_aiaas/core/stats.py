@@ -1,0 +1,132 @@
+"""Mergeable summaries of a training block: validation counts and feature moments.
+
+One pass builds the blocks and these summaries together; the driver merges
+them in partition order, validates the data (non-finite values, label domain,
+weights) before any training step, and derives the standardization scales.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass
+class BlockStats:
+    """Summary of rows ``(X, y, w)``; :func:`merge_stats` combines two disjoint sets."""
+
+    count: int
+    weight_sum: float
+    weight_sq_sum: float
+    label_sum: float  # Σ w y over rows with finite values
+    mean: np.ndarray  # weighted feature means, shape (d,)
+    m2: np.ndarray  # Σ w (x - mean)², shape (d,)
+    nonfinite_features: np.ndarray  # rows with NaN/inf per feature, shape (d,)
+    nonfinite_labels: int = 0
+    nonfinite_weights: int = 0
+    negative_weights: int = 0
+    bad_vector_rows: int = 0  # null vectors or vectors of the wrong size
+    label_min: float = np.inf
+    label_max: float = -np.inf
+    non_integer_labels: int = 0
+    #: Sorted distinct label values while there are few of them (None once > 64).
+    label_values: Optional[np.ndarray] = field(default_factory=lambda: np.empty(0))
+
+    @staticmethod
+    def empty(n_features: int) -> "BlockStats":
+        return BlockStats(
+            0, 0.0, 0.0, 0.0, np.zeros(n_features), np.zeros(n_features), np.zeros(n_features, np.int64)
+        )
+
+    @property
+    def n_features(self) -> int:
+        return int(self.mean.shape[0])
+
+    def variance(self) -> np.ndarray:
+        """Unbiased weighted variance (reliability weights), as MLlib's Summarizer."""
+        denom = self.weight_sum - self.weight_sq_sum / self.weight_sum if self.weight_sum else 0.0
+        if denom <= 0:
+            return np.zeros_like(self.m2)
+        return np.maximum(self.m2 / denom, 0.0)
+
+    def std(self) -> np.ndarray:
+        return np.sqrt(self.variance())
+
+
+MAX_TRACKED_LABELS = 64
+
+
+def block_stats(X: np.ndarray, y: np.ndarray, w: np.ndarray, bad_vector_rows: int = 0) -> BlockStats:
+    """Summarize one block.  Non-finite entries are counted, and left out of the moments."""
+    n, d = X.shape
+    stats = BlockStats.empty(d)
+    stats.bad_vector_rows = int(bad_vector_rows)
+    if n == 0:
+        return stats
+    finite_x = np.isfinite(X)
+    stats.nonfinite_features = (~finite_x).sum(axis=0).astype(np.int64)
+    finite_y = np.isfinite(y)
+    finite_w = np.isfinite(w)
+    stats.nonfinite_labels = int((~finite_y).sum())
+    stats.nonfinite_weights = int((~finite_w).sum())
+    stats.negative_weights = int((w[finite_w] < 0).sum())
+    yf = y[finite_y]
+    if yf.size:
+        stats.label_min = float(yf.min())
+        stats.label_max = float(yf.max())
+        stats.non_integer_labels = int((yf != np.round(yf)).sum())
+        values = np.unique(yf)
+        stats.label_values = values if values.size <= MAX_TRACKED_LABELS else None
+
+    rows_ok = finite_x.all(axis=1) & finite_y & finite_w
+    if not rows_ok.all():
+        X, y, w = X[rows_ok], y[rows_ok], w[rows_ok]
+    stats.count = int(n)
+    wsum = float(w.sum())
+    stats.weight_sum = wsum
+    stats.weight_sq_sum = float(np.dot(w, w))
+    stats.label_sum = float(np.dot(w, y))
+    if wsum > 0:
+        mean = (w @ X) / wsum
+        centered = X - mean
+        stats.mean = mean
+        stats.m2 = w @ (centered * centered)
+    return stats
+
+
+def merge_stats(a: BlockStats, b: BlockStats) -> BlockStats:
+    """Combine summaries of disjoint row sets (Chan et al.'s parallel variance)."""
+    wsum = a.weight_sum + b.weight_sum
+    if a.weight_sum == 0:
+        mean, m2 = b.mean, b.m2
+    elif b.weight_sum == 0:
+        mean, m2 = a.mean, a.m2
+    else:
+        delta = b.mean - a.mean
+        mean = a.mean + delta * (b.weight_sum / wsum)
+        m2 = a.m2 + b.m2 + delta * delta * (a.weight_sum * b.weight_sum / wsum)
+    if a.label_values is None or b.label_values is None:
+        labels = None
+    else:
+        labels = np.union1d(a.label_values, b.label_values)
+        if labels.size > MAX_TRACKED_LABELS:
+            labels = None
+    return BlockStats(
+        count=a.count + b.count,
+        weight_sum=wsum,
+        weight_sq_sum=a.weight_sq_sum + b.weight_sq_sum,
+        label_sum=a.label_sum + b.label_sum,
+        mean=mean,
+        m2=m2,
+        nonfinite_features=a.nonfinite_features + b.nonfinite_features,
+        nonfinite_labels=a.nonfinite_labels + b.nonfinite_labels,
+        nonfinite_weights=a.nonfinite_weights + b.nonfinite_weights,
+        negative_weights=a.negative_weights + b.negative_weights,
+        bad_vector_rows=a.bad_vector_rows + b.bad_vector_rows,
+        label_min=min(a.label_min, b.label_min),
+        label_max=max(a.label_max, b.label_max),
+        non_integer_labels=a.non_integer_labels + b.non_integer_labels,
+        label_values=labels,
+    )

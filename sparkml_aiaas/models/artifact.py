@@ -1,0 +1,156 @@
+"""The on-disk model format, readable without Spark.
+
+A saved model is a directory::
+
+    metadata.json        class, params, format_version, signature, training record,
+                         and the sha256 of every array file
+    arrays.npz           learned arrays (numpy's open zip-of-.npy format, loaded
+                         with allow_pickle=False: loading never runs code)
+    metadata/part-00000  the same metadata on one line, where pyspark.ml's
+                         Pipeline reader looks for a stage's class name
+
+Writes are atomic on a local filesystem: the directory is assembled under a
+temporary name beside the target and renamed into place, so a crash never
+leaves a directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Dict, Mapping, Tuple
+
+import numpy as np
+
+from sparkml_aiaas import __version__
+from sparkml_aiaas.errors import ModelFormatError, SparkmlAiaasError
+
+#: Bump when the layout or the meaning of a field changes; readers refuse
+#: versions they do not know rather than guess.
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
+
+METADATA_FILE = "metadata.json"
+ARRAYS_FILE = "arrays.npz"
+SPARK_METADATA_DIR = "metadata"
+
+
+def local_path(path: str) -> str:
+    """Accept plain paths and ``file:`` URIs; refuse other schemes with a clear error."""
+    if path.startswith("file://"):
+        return path[len("file://"):]
+    if path.startswith("file:"):
+        return path[len("file:"):]
+    if "://" in path:
+        raise SparkmlAiaasError(
+            f"model path {path!r}: only local paths (or file: URIs) are supported for model "
+            "artifacts; on Databricks use the /dbfs/... FUSE path"
+        )
+    return path
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to model metadata")
+
+
+def write_artifact(path: str, metadata: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
+                   overwrite: bool = False) -> Dict[str, Any]:
+    """Write a model directory atomically; returns the metadata as written.
+
+    ``metadata`` must hold at least ``class``; this function adds
+    ``format_version``, ``sparkml_aiaas_version``, ``timestamp``, the array
+    file's sha256 and a ``model_id`` (digest of the arrays and the params).
+    """
+    target = os.path.abspath(local_path(path))
+    if os.path.exists(target) and not overwrite:
+        raise SparkmlAiaasError(
+            f"model path {path!r} already exists; use model.write().overwrite().save(path) "
+            "to replace it"
+        )
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
+    try:
+        buffer = io.BytesIO()
+        np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+        with open(os.path.join(staging, ARRAYS_FILE), "wb") as f:
+            f.write(buffer.getvalue())
+        arrays_sha = sha256_file(os.path.join(staging, ARRAYS_FILE))
+        full = dict(metadata)
+        full["format_version"] = FORMAT_VERSION
+        full["sparkml_aiaas_version"] = __version__
+        full["timestamp"] = int(time.time() * 1000)
+        full["files"] = {ARRAYS_FILE: {"sha256": arrays_sha}}
+        params_json = json.dumps(full.get("paramMap", {}), sort_keys=True, default=_to_json)
+        full["model_id"] = hashlib.sha256(
+            (full["class"] + params_json + arrays_sha).encode()
+        ).hexdigest()[:16]
+        text = json.dumps(full, indent=2, sort_keys=True, default=_to_json)
+        with open(os.path.join(staging, METADATA_FILE), "w") as f:
+            f.write(text + "\n")
+        os.makedirs(os.path.join(staging, SPARK_METADATA_DIR))
+        with open(os.path.join(staging, SPARK_METADATA_DIR, "part-00000"), "w") as f:
+            f.write(json.dumps(full, sort_keys=True, default=_to_json) + "\n")
+        if os.path.exists(target):
+            # Move the old one aside first so the rename below stays atomic.
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=parent)
+            os.rename(target, os.path.join(old, "model"))
+            os.rename(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return full
+
+
+def read_artifact(path: str) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+    """Read and verify a model directory: ``(metadata, arrays)``."""
+    root = local_path(path)
+    meta_path = os.path.join(root, METADATA_FILE)
+    if not os.path.isdir(root):
+        raise ModelFormatError(f"no model at {path!r}: the directory does not exist")
+    if not os.path.isfile(meta_path):
+        raise ModelFormatError(f"no model at {path!r}: {METADATA_FILE} is missing")
+    try:
+        with open(meta_path) as f:
+            metadata = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ModelFormatError(f"{meta_path} is not valid JSON: {exc}") from None
+    version = metadata.get("format_version")
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        raise ModelFormatError(
+            f"model at {path!r} has format_version {version!r}; this sparkml_aiaas "
+            f"({__version__}) reads {list(SUPPORTED_FORMAT_VERSIONS)}: upgrade the package"
+        )
+    arrays_path = os.path.join(root, ARRAYS_FILE)
+    if not os.path.isfile(arrays_path):
+        raise ModelFormatError(f"model at {path!r} is incomplete: {ARRAYS_FILE} is missing")
+    expected = metadata.get("files", {}).get(ARRAYS_FILE, {}).get("sha256")
+    actual = sha256_file(arrays_path)
+    if expected != actual:
+        raise ModelFormatError(
+            f"model at {path!r}: checksum mismatch for {ARRAYS_FILE} (expected {expected}, "
+            f"found {actual}); the file was modified or corrupted"
+        )
+    with np.load(arrays_path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    return metadata, arrays

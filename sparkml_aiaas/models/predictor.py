@@ -1,0 +1,165 @@
+"""Spark-free predictors: the code path shared by batch scoring and serving.
+
+A predictor knows its input columns and output columns and turns a pandas
+DataFrame into predictions with numpy.  Spark's pandas UDFs call exactly this
+code on each Arrow batch; the REST server calls it on request records; so the
+same rows get the same numbers everywhere.  This module imports no pyspark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from sparkml_aiaas.errors import DataValidationError, ModelFormatError
+from sparkml_aiaas.models.artifact import read_artifact
+
+#: Spark SQL types of output columns, by predictor kind.
+_OUTPUTS = {
+    "binary_logistic": [("rawPrediction", "double"), ("probability", "array<double>"),
+                        ("prediction", "double")],
+    "linear_regression": [("prediction", "double")],
+}
+
+
+@dataclass
+class LinearPredictor:
+    """Predictions of a fitted linear model from columns of a pandas DataFrame.
+
+    Parameters
+    ----------
+    kind : {"binary_logistic", "linear_regression"}
+    coefficients : ndarray of shape (d,)
+    intercept : float
+    feature_cols : list of str, optional
+        Numeric input columns, in coefficient order.
+    vector_col : str, optional
+        Alternatively, one column holding length-``d`` arrays.
+    threshold : float
+        Binary classifiers predict 1 when P(y=1) > threshold.
+    output_names : dict, optional
+        Renames of the output columns (e.g. ``{"prediction": "pred"}``).
+    """
+
+    kind: str
+    coefficients: np.ndarray
+    intercept: float
+    feature_cols: Optional[List[str]] = None
+    vector_col: Optional[str] = None
+    threshold: float = 0.5
+    output_names: Optional[Dict[str, str]] = None
+    metadata: Optional[Dict[str, Any]] = None
+
+    def __post_init__(self):
+        if self.kind not in _OUTPUTS:
+            raise ModelFormatError(f"unknown linear predictor kind {self.kind!r}")
+        self.coefficients = np.asarray(self.coefficients, dtype=np.float64).ravel()
+        self.intercept = float(self.intercept)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.coefficients.shape[0])
+
+    @property
+    def input_columns(self) -> List[str]:
+        return list(self.feature_cols) if self.feature_cols else [self.vector_col]
+
+    @property
+    def output_columns(self) -> List[tuple]:
+        """``[(name, spark_sql_type), ...]`` in output order."""
+        names = self.output_names or {}
+        return [(names.get(name, name), dtype) for name, dtype in _OUTPUTS[self.kind]]
+
+    def features(self, frame: pd.DataFrame) -> np.ndarray:
+        """The ``(n, d)`` float64 feature matrix of a pandas DataFrame."""
+        missing = [c for c in self.input_columns if c not in frame.columns]
+        if missing:
+            raise DataValidationError(
+                f"input is missing column(s) {missing}; the model needs {self.input_columns}"
+            )
+        if self.feature_cols:
+            try:
+                X = frame[self.feature_cols].to_numpy(dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise DataValidationError(f"feature columns must be numeric: {exc}") from None
+        else:
+            cells = frame[self.vector_col].to_numpy()
+            if len(cells) == 0:
+                return np.empty((0, self.n_features))
+            sizes = {len(c) if c is not None else -1 for c in cells}
+            if sizes != {self.n_features}:
+                raise DataValidationError(
+                    f"column {self.vector_col!r} must hold vectors of size {self.n_features}; "
+                    f"found sizes {sorted(sizes)}"
+                )
+            X = np.stack([np.asarray(c, dtype=np.float64) for c in cells])
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise DataValidationError(f"expected {self.n_features} features, got shape {X.shape}")
+        return X
+
+    def predict_arrays(self, X: np.ndarray) -> Dict[str, np.ndarray]:
+        """Output arrays keyed by canonical output name."""
+        margin = X @ self.coefficients + self.intercept
+        if self.kind == "linear_regression":
+            return {"prediction": margin}
+        e = np.exp(-np.abs(margin))
+        p1 = np.where(margin >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        return {
+            "rawPrediction": margin,
+            "probability": np.column_stack([1.0 - p1, p1]),
+            "prediction": (p1 > self.threshold).astype(np.float64),
+        }
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Predictions for every row of ``frame`` (NaN features give NaN outputs)."""
+        out = self.predict_arrays(self.features(frame))
+        names = self.output_names or {}
+        columns = {}
+        for name, _ in _OUTPUTS[self.kind]:
+            values = out[name]
+            columns[names.get(name, name)] = list(values) if values.ndim == 2 else values
+        return pd.DataFrame(columns, index=frame.index)
+
+    @classmethod
+    def from_artifact(cls, metadata: Dict[str, Any], arrays: Dict[str, np.ndarray]):
+        spec = metadata.get("predictor")
+        if not spec:
+            raise ModelFormatError("model metadata has no 'predictor' section")
+        return cls(
+            kind=spec["kind"],
+            coefficients=arrays["coefficients"],
+            intercept=float(arrays["intercept"].ravel()[0]),
+            feature_cols=spec.get("feature_cols"),
+            vector_col=spec.get("vector_col"),
+            threshold=float(spec.get("threshold", 0.5)),
+            output_names=spec.get("output_names"),
+            metadata=metadata,
+        )
+
+
+_PREDICTORS = {"linear": LinearPredictor}
+
+
+def load_predictor(path: str):
+    """Load a saved model as a Spark-free predictor (``predictor.predict(pandas_df)``).
+
+    Parameters
+    ----------
+    path : str
+        Directory written by a model's ``save``.
+
+    Examples
+    --------
+    >>> predictor = load_predictor("model_dir")          # doctest: +SKIP
+    >>> predictor.predict(pandas_frame)["probability"]   # doctest: +SKIP
+    """
+    metadata, arrays = read_artifact(path)
+    family = metadata.get("predictor", {}).get("family")
+    try:
+        predictor_class = _PREDICTORS[family]
+    except KeyError:
+        raise ModelFormatError(f"model at {path!r} has unknown predictor family {family!r}") from None
+    return predictor_class.from_artifact(metadata, arrays)

@@ -1,0 +1,1 @@
+"""Batch scoring: pandas-UDF scoring of any saved model, with lineage columns."""

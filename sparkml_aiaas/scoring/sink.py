@@ -1,0 +1,64 @@
+"""Atomic Parquet output: the result appears complete or not at all.
+
+Spark writes into a hidden staging folder beside the target; only after the
+write job has committed is the staging folder renamed onto the target (the
+old output, if any, is moved aside first and deleted after).  Renames go
+through Hadoop's FileSystem API, so this holds on local disks and HDFS, where
+a directory rename is atomic.  On object stores (S3, GCS, ABFS without
+hierarchical namespace) a rename is a copy: use a Delta sink there.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Optional, Sequence
+
+from sparkml_aiaas.errors import SparkmlAiaasError
+
+
+def _hadoop_fs(spark, path: str):
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return fs, hadoop_path, jvm
+
+
+def write_parquet_atomically(df, path: str, mode: str = "overwrite",
+                             partition_by: Optional[Sequence[str]] = None) -> str:
+    """Write ``df`` as Parquet at ``path`` atomically; returns the absolute path.
+
+    Parameters
+    ----------
+    mode : {"overwrite", "error"}
+        ``error`` refuses an existing target before any work is done.
+    """
+    spark = df.sparkSession
+    fs, target, jvm = _hadoop_fs(spark, path)
+    target = fs.makeQualified(target)
+    if mode not in ("overwrite", "error"):
+        raise SparkmlAiaasError(f"output mode must be 'overwrite' or 'error', got {mode!r}")
+    if mode == "error" and fs.exists(target):
+        raise SparkmlAiaasError(f"output {path!r} already exists (mode 'error')")
+    parent = target.getParent()
+    token = uuid.uuid4().hex[:12]
+    staging = jvm.org.apache.hadoop.fs.Path(parent, f".{target.getName()}.staging-{token}")
+    writer = df.write.mode("overwrite")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    try:
+        writer.parquet(staging.toString())
+        fs.mkdirs(parent)
+        if fs.exists(target):
+            aside = jvm.org.apache.hadoop.fs.Path(parent, f".{target.getName()}.old-{token}")
+            if not fs.rename(target, aside):
+                raise SparkmlAiaasError(f"could not move the previous output {path!r} aside")
+            if not fs.rename(staging, target):
+                fs.rename(aside, target)
+                raise SparkmlAiaasError(f"could not move the new output into {path!r}")
+            fs.delete(aside, True)
+        elif not fs.rename(staging, target):
+            raise SparkmlAiaasError(f"could not move the new output into {path!r}")
+    finally:
+        if fs.exists(staging):
+            fs.delete(staging, True)
+    return target.toString()
