@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 
 from sparkml_aiaas.config import (InputSettings, ModelSettings, QuickstartConfig, ScoreJobConfig,
                                   TrainJobConfig, TrainOutput)
-from sparkml_aiaas.errors import SparkmlAiaasError
+from sparkml_aiaas.errors import ConfigError, SparkmlAiaasError
 
 logger = logging.getLogger("sparkml_aiaas.pipeline")
 
@@ -61,7 +61,10 @@ def build_estimator(settings: ModelSettings):
     from sparkml_aiaas.models import LinearRegression, LogisticRegression
 
     classes = {"logistic_regression": LogisticRegression, "linear_regression": LinearRegression}
-    return classes[settings.type](**settings.spark_params())
+    try:
+        return classes[settings.type](**settings.spark_params())
+    except (TypeError, ValueError) as exc:  # pyspark's param type converters
+        raise ConfigError(f"invalid model.params: {exc}") from None
 
 
 def read_input(spark, settings: InputSettings):

@@ -25,7 +25,8 @@ def _hadoop_fs(spark, path: str):
 
 def write_parquet_atomically(df, path: str, mode: str = "overwrite",
                              partition_by: Optional[Sequence[str]] = None) -> str:
-    """Write ``df`` as Parquet at ``path`` atomically; returns the absolute path.
+    """Write ``df`` as Parquet at ``path`` atomically; returns the absolute path (a plain
+    path for the local filesystem, else the fully qualified URI).
 
     Parameters
     ----------
@@ -61,4 +62,5 @@ def write_parquet_atomically(df, path: str, mode: str = "overwrite",
     finally:
         if fs.exists(staging):
             fs.delete(staging, True)
-    return target.toString()
+    written = target.toString()
+    return written[len("file:"):] if written.startswith("file:") else written

@@ -16,6 +16,13 @@ from sparkml_aiaas.errors import DataValidationError
 _RESULT_COL = "__sparkml_aiaas_result"
 
 
+def _col(name: str):
+    """A top-level column by its exact name (dots and backticks are not parsed)."""
+    from pyspark.sql import functions as F
+
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
 def _input_struct(df, predictor):
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
@@ -31,9 +38,9 @@ def _input_struct(df, predictor):
         data_type = df.schema[name].dataType
         if type(data_type).__name__ == "VectorUDT":
             # Arrow has no vector type: hand the UDF a plain array<double>.
-            fields.append(vector_to_array(F.col(name), "float64").alias(name))
+            fields.append(vector_to_array(_col(name), "float64").alias(name))
         else:
-            fields.append(F.col(name))
+            fields.append(_col(name))
     return F.struct(*fields)
 
 
@@ -71,6 +78,6 @@ def transform_with_predictor(df, predictor):
 
     scored = df.withColumn(_RESULT_COL, score(_input_struct(df, predictor)))
     return scored.select(
-        *[F.col(f"`{c}`") for c in df.columns],
+        *[_col(c) for c in df.columns],
         *[F.col(_RESULT_COL)[name].alias(name) for name, _ in outputs],
     )
