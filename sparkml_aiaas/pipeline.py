@@ -96,6 +96,9 @@ def run_training(spark, config: TrainJobConfig) -> TrainReport:
     from sparkml_aiaas.data import split_by_key
     from sparkml_aiaas.evaluation import evaluate_binary, evaluate_regression
 
+    # Params are checked before any data is read: a bad config fails in a second.
+    estimator = build_estimator(config.model)
+    estimator.validate_params()
     ingested = read_input(spark, config.input)
     counts = dict(ingested.counts)
     logger.info("ingest    read %d, accepted %d, rejected %d%s", counts["read"],
@@ -114,7 +117,6 @@ def run_training(spark, config: TrainJobConfig) -> TrainReport:
         logger.info("split     train %d, test %d (hash of %r, seed %d)", train_rows, test_rows,
                     config.split.key, config.split.seed)
 
-    estimator = build_estimator(config.model)
     logger.info("train     %s %s", type(estimator).__name__,
                 ", ".join(f"{k}={v}" for k, v in sorted(config.model.params.items())))
     model = estimator.fit(train)

@@ -143,7 +143,21 @@ def lbfgs(
 
     objective = _CountingObjective(fun)
     x0 = np.array(x0, dtype=float)
-    history = [objective(x0)[0]]
+    f0, g0 = objective(x0)
+    history = [f0]
+    if max_iter == 0:
+        # scipy would still take one iteration with maxiter=0.
+        return OptimizeResult(x0, f0, 0, objective.calls, False,
+                              "maximum number of iterations reached", history)
+    # scipy evaluates x0 first: answer that from the pass just made.
+    first = [(x0.copy(), f0, g0)]
+
+    def evaluate(theta: np.ndarray) -> Tuple[float, np.ndarray]:
+        if first:
+            x_first, f_first, g_first = first.pop()
+            if np.array_equal(theta, x_first):
+                return f_first, g_first.copy()
+        return objective(theta)
 
     def on_iteration(intermediate_result):
         history.append(float(intermediate_result.fun))
@@ -151,7 +165,7 @@ def lbfgs(
             callback(len(history) - 1, float(intermediate_result.fun))
 
     result = minimize(
-        objective,
+        evaluate,
         x0,
         jac=True,
         method="L-BFGS-B",

@@ -93,8 +93,10 @@ def open_block(path: str) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]
 def remove_fit(fit_id: str) -> int:
     """Delete every block of a fit on this machine; returns how many folders went."""
     root = fit_dir(fit_id)
-    if not os.path.isdir(root):
+    try:
+        # Another task of the same cleanup job may be removing it concurrently.
+        count = len(os.listdir(root))
+    except (FileNotFoundError, NotADirectoryError):
         return 0
-    count = len(os.listdir(root))
     shutil.rmtree(root, ignore_errors=True)
     return count

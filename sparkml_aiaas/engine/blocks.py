@@ -61,6 +61,21 @@ def _type_name(data_type) -> str:
     return type(data_type).__name__
 
 
+def _vector_to_array(column):
+    """``vector_to_array`` that keeps null vectors null (Spark's raises on them)."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    return F.when(column.isNotNull(), vector_to_array(column, "float64"))
+
+
+def _col(name: str):
+    """A top-level column by its exact name (dots and backticks are not parsed)."""
+    from pyspark.sql import functions as F
+
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
 def _check_numeric(df, column: str, role: str) -> None:
     if column not in df.columns:
         raise DataValidationError(
@@ -75,7 +90,6 @@ def _check_numeric(df, column: str, role: str) -> None:
 
 def vector_size(df, column: str) -> int:
     """Size of the vectors in ``column``: from ML attributes when present, else the first row."""
-    from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
     field = df.schema[column]
@@ -83,10 +97,10 @@ def vector_size(df, column: str) -> int:
     if "num_attrs" in attrs:
         return int(attrs["num_attrs"])
     if _type_name(field.dataType) == "VectorUDT":
-        expr = F.size(vector_to_array(F.col(column)))
+        expr = F.size(_vector_to_array(_col(column)))
     else:
-        expr = F.size(F.col(column))
-    first = df.select(expr.alias("n")).where(F.col(column).isNotNull()).first()
+        expr = F.size(_col(column))
+    first = df.select(expr.alias("n")).where(_col(column).isNotNull()).first()
     if first is None:
         raise DataValidationError(f"feature column {column!r} holds no vectors (empty or all null)")
     return int(first["n"])
@@ -99,20 +113,19 @@ def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[s
     double columns ``f0..f{d-1}`` or one ``array<double>`` column ``features``,
     then ``label`` and ``weight`` as doubles.
     """
-    from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
     _check_numeric(df, label_col, "label")
     if weight_col:
         _check_numeric(df, weight_col, "weight")
-    weight = F.col(weight_col).cast("double") if weight_col else F.lit(1.0)
-    label = F.col(label_col).cast("double")
+    weight = _col(weight_col).cast("double") if weight_col else F.lit(1.0)
+    label = _col(label_col).cast("double")
     if spec.columns:
         if len(set(spec.columns)) != len(spec.columns):
             raise DataValidationError(f"featuresCols lists a column twice: {list(spec.columns)}")
         for column in spec.columns:
             _check_numeric(df, column, "feature")
-        features = [F.col(c).cast("double").alias(f"f{i}") for i, c in enumerate(spec.columns)]
+        features = [_col(c).cast("double").alias(f"f{i}") for i, c in enumerate(spec.columns)]
         return df.select(*features, label.alias("label"), weight.alias("weight")), len(spec.columns)
 
     column = spec.vector_col
@@ -123,9 +136,9 @@ def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[s
         )
     data_type = df.schema[column].dataType
     if _type_name(data_type) == "VectorUDT":
-        array = vector_to_array(F.col(column), "float64")
+        array = _vector_to_array(_col(column))
     elif _type_name(data_type) == "ArrayType" and _type_name(data_type.elementType) in _NUMERIC_TYPES:
-        array = F.col(column).cast("array<double>")
+        array = _col(column).cast("array<double>")
     else:
         raise DataValidationError(
             f"features column {column!r} must be a vector or an array of numbers, but its type "
@@ -222,6 +235,7 @@ class ResidentBlocks:
         self.feature_names = feature_names
         self.fit_id = fit_id
         self.rebuilt_partitions = 0
+        self._keys_built = False
 
     @classmethod
     def build(cls, df, spec: FeatureSpec, label_col: str, weight_col: Optional[str] = None,
@@ -245,6 +259,7 @@ class ResidentBlocks:
         try:
             sc.setJobDescription(f"sparkml_aiaas: build training blocks ({fit_id})")
             rows = sorted(keys.collect(), key=lambda r: r["partition"])
+            blocks._keys_built = True
         except BaseException:
             blocks.cleanup()
             raise
@@ -285,6 +300,9 @@ class ResidentBlocks:
         sc = self.spark.sparkContext
         sc.setJobDescription(f"sparkml_aiaas: remove training blocks ({fit_id})")
         try:
+            if not self._keys_built:
+                # The build job failed: running the keys again would redo (and re-fail) it.
+                raise RuntimeError("training blocks were never fully built")
             # Locality sends each task to the executor that holds the key.
             self.keys.mapPartitions(remove).collect()
         except Exception:  # keys lost or never built: reach executors blindly

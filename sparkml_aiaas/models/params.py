@@ -113,6 +113,13 @@ class LinearModelParams(
         for ok, name, rule in checks:
             if not ok:
                 raise ConfigError(f"param {name} {rule}, got {self.getOrDefault(name)!r}")
+        if (self.getOptimizer() == "lbfgs" and self.getRegParam() > 0
+                and self.getElasticNetParam() > 0):
+            # Refuse before any Spark job runs, not after the blocks are built.
+            raise ConfigError(
+                "optimizer 'lbfgs' does not support an L1 penalty (elasticNetParam > 0 with "
+                "regParam > 0); set optimizer='gd', which applies L1 through a proximal step"
+            )
 
 
 class BinaryClassifierParams(LinearModelParams, HasProbabilityCol, HasRawPredictionCol,

@@ -102,7 +102,10 @@ class LinearPredictor:
 
     def predict_arrays(self, X: np.ndarray) -> Dict[str, np.ndarray]:
         """Output arrays keyed by canonical output name."""
-        margin = X @ self.coefficients + self.intercept
+        # einsum, not BLAS: each row's dot product is summed in one fixed order whatever
+        # the batch size or BLAS threading, so Spark batches, the driver and the REST
+        # server give bit-identical numbers for the same row.
+        margin = np.einsum("ij,j->i", X, self.coefficients) + self.intercept
         if self.kind == "linear_regression":
             return {"prediction": margin}
         e = np.exp(-np.abs(margin))

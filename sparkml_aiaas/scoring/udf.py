@@ -38,7 +38,11 @@ def _input_struct(df, predictor):
         data_type = df.schema[name].dataType
         if type(data_type).__name__ == "VectorUDT":
             # Arrow has no vector type: hand the UDF a plain array<double>.
-            fields.append(vector_to_array(_col(name), "float64").alias(name))
+            # (guarded: Spark's vector_to_array raises on a null vector; the predictor
+            # reports null vectors with a clear message instead)
+            column = _col(name)
+            fields.append(F.when(column.isNotNull(), vector_to_array(column, "float64"))
+                          .alias(name))
         else:
             fields.append(_col(name))
     return F.struct(*fields)

@@ -1,0 +1,8 @@
+import pytest
+
+@pytest.fixture(scope="session")
+def spark():
+    from sparkml_aiaas.session import get_spark
+    session = get_spark("sparkml_aiaas-tests", master="local[2]", conf={"spark.task.maxFailures": "1", "spark.sql.shuffle.partitions": "4"})
+    yield session
+    session.stop()

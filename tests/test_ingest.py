@@ -1,0 +1,407 @@
+"""Ingest: declared schemas, malformed-record detection, reconciliation, sources and errors."""
+
+import datetime
+import os
+
+import pytest
+from pyspark.sql import types as T
+
+from sparkml_aiaas.data import ingest, parse_schema, records, write_breast_cancer_csv
+from sparkml_aiaas.data.ingest import REJECTED_SCHEMA, _reading
+from sparkml_aiaas.data.schema import ColumnConstraints
+from sparkml_aiaas.errors import ConfigError, DataValidationError, InputNotFoundError
+
+SCHEMA = "id INT NOT NULL, x DOUBLE NOT NULL, name STRING"
+
+
+def write(folder, name, text, encoding="utf-8"):
+    """Write ``text`` byte for byte (no newline translation)."""
+    path = folder / name
+    path.write_bytes(text.encode(encoding))
+    return str(path)
+
+
+def outcome(result):
+    """Collect both sides and check that they reconcile with the counts."""
+    accepted = result.accepted.collect()
+    rejected = result.rejected.collect()
+    counts = result.counts
+    assert counts["read"] == counts["accepted"] + counts["rejected"]
+    assert (len(accepted), len(rejected)) == (counts["accepted"], counts["rejected"])
+    assert sum(result.reasons.values()) == counts["rejected"]
+    result.unpersist()
+    by_line = {r._line: r for r in rejected}
+    assert len(by_line) == len(rejected) or None in by_line
+    return accepted, by_line
+
+
+def reasons_by_line(rejected):
+    return {line: row._reason.split(": ")[0] for line, row in rejected.items()}
+
+
+# ------------------------------------------------------------------ schema
+
+
+def test_parse_schema_from_ddl():
+    declared = parse_schema(
+        "id INT NOT NULL, x DOUBLE, `odd name` decimal(10, 2) NOT NULL, s varchar(5)"
+    )
+    assert declared.struct == T.StructType(
+        [
+            T.StructField("id", T.IntegerType(), False),
+            T.StructField("x", T.DoubleType(), True),
+            T.StructField("odd name", T.DecimalType(10, 2), False),
+            T.StructField("s", T.StringType(), True),
+        ]
+    )
+    assert declared.constraints == {}
+
+
+def test_parse_schema_from_yaml_list_with_constraints():
+    declared = parse_schema(
+        [
+            {"name": "id", "type": "int", "nullable": False},
+            {"name": "age", "type": "double", "min": 0, "max": 130},
+            {"name": "sex", "type": "string", "allowed": ["f", "m"]},
+            {"name": "day", "type": "date", "min": datetime.date(2020, 1, 1)},
+        ]
+    )
+    assert declared.names == ["id", "age", "sex", "day"]
+    assert [f.nullable for f in declared.struct.fields] == [False, True, True, True]
+    assert declared.constraints == {
+        "age": ColumnConstraints(min=0, max=130),
+        "sex": ColumnConstraints(allowed=("f", "m")),
+        "day": ColumnConstraints(min=datetime.date(2020, 1, 1)),
+    }
+
+
+def test_parse_schema_passes_struct_type_through():
+    struct = T.StructType([T.StructField("a", T.LongType())])
+    assert parse_schema(struct).struct is struct
+
+
+@pytest.mark.parametrize(
+    "schema, message",
+    [
+        ("id INT, x FLAOT", r"column 2 \('x'\).*unknown or unsupported type 'FLAOT'"),
+        ("id INT, x", r"column 2 \('x'\) is not of the form"),
+        ("id INT, id DOUBLE", r"declares column 'id' twice"),
+        ([{"name": "a", "type": "map<string,int>"}], r"entry 1 \('a'\).*unsupported type"),
+        ([{"name": "a", "type": "int"}, {"name": "b"}], r"entry 2 \('b'\) needs a 'type'"),
+        (
+            [{"name": "a", "type": "int", "nulable": False}],
+            r"entry 1 \('a'\) has unknown keys \['nulable'\]",
+        ),
+        ([{"name": "a", "type": "int", "nullable": "no"}], r"'nullable' must be true or false"),
+        ([{"name": "a", "type": "string", "min": 1}], r"'min' applies only to numeric"),
+        ([{"name": "a", "type": "int", "min": 5, "max": 1}], r"'min' \(5\) is greater than 'max'"),
+        ([{"name": "a", "type": "int", "allowed": []}], r"'allowed' is empty"),
+        ([{"name": "a", "type": "int", "allowed": ["x"]}], r"allowed value 'x' does not fit"),
+        (["a INT"], r"entry 1 must be a mapping"),
+        ([], r"column list is empty"),
+        (42, r"schema must be a DDL string"),
+    ],
+)
+def test_parse_schema_errors_name_the_entry(schema, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_schema(schema)
+
+
+# -------------------------------------------------- record splitting (no Spark)
+
+
+def test_whole_file_csv_splitting_keeps_quotes_and_line_starts():
+    spec = records.TextSpec(format="csv")
+    text = 'a,b\r\n1,"x, y"\r\n\r\n2,"two\r\nlines"\r\n3,"open\n'
+    got = list(records.iter_csv_text(text, spec))
+    assert got[0] == (0, "a,b", ["a", "b"], None)
+    assert got[1] == (1, '1,"x, y"', ["1", "x, y"], None)
+    assert got[2][:3] == (2, "", [])  # blank line, dropped by the caller
+    assert got[3] == (3, '2,"two\r\nlines"', ["2", "two\r\nlines"], None)
+    assert got[4][0:3] == (5, '3,"open', None) and got[4][3].startswith("unclosed quote")
+
+
+# --------------------------------------------------------------- CSV ingest
+
+MESSY_CSV = (
+    "\ufeffid,x,name\r\n"  # BOM and CRLF
+    '1,1.5,"Smith, J"\r\n'  # quoted comma: accepted
+    "2,2.5\r\n"  # short row
+    "\r\n"  # blank: not a record
+    "3,3.5,c,extra\r\n"  # long row
+    "4,abc,d\r\n"  # unparsable number
+    "5,,e\r\n"  # empty value in a NOT NULL column
+    "6,6.5,\r\n"  # empty value in a nullable column: accepted as null
+    "   \r\n"  # whitespace only: blank
+    "x7,7.5,g\r\n"  # unparsable int
+    '8,8.5,"say ""hi"""\r\n'  # doubled quotes: accepted
+    "9,1e3,i"  # no final line break: accepted
+)
+
+
+@pytest.mark.parametrize("multiline", [False, True], ids=["line-mode", "whole-file-mode"])
+def test_csv_rejects_malformed_rows_with_reasons_and_lines(spark, tmp_path, multiline):
+    path = write(tmp_path, "messy.csv", MESSY_CSV)
+    result = ingest(spark, path, SCHEMA, options={"multiLine": multiline})
+    assert result.counts == {"read": 9, "accepted": 4, "rejected": 5}
+    assert result.reasons == {
+        "null:x": 1,
+        "too_few_fields": 1,
+        "too_many_fields": 1,
+        "unparsable:id": 1,
+        "unparsable:x": 1,
+    }
+    # Exactly the declared columns, types and nullability.
+    assert result.accepted.schema == parse_schema(SCHEMA).struct
+    assert result.rejected.schema == REJECTED_SCHEMA
+    # Both sides come from the cache: the source is not read again.
+    os.remove(path)
+    accepted, rejected = outcome(result)
+    assert sorted(accepted) == [
+        (1, 1.5, "Smith, J"),
+        (6, 6.5, None),
+        (8, 8.5, 'say "hi"'),
+        (9, 1000.0, "i"),
+    ]
+    assert reasons_by_line(rejected) == {
+        3: "too_few_fields",
+        5: "too_many_fields",
+        6: "unparsable:x",
+        7: "null:x",
+        10: "unparsable:id",
+    }
+    assert rejected[3]._reason == "too_few_fields: 2 fields, expected 3"
+    assert rejected[3]._raw == "2,2.5"
+    assert rejected[5]._raw == "3,3.5,c,extra"
+    assert rejected[6]._reason == "unparsable:x: 'abc' is not a valid DOUBLE"
+    assert rejected[7]._reason == "null:x: missing value in a NOT NULL column"
+    assert rejected[10]._source_file.endswith("messy.csv")
+
+
+def test_csv_quoted_newlines_need_multiline(spark, tmp_path):
+    text = 'id,x,name\n1,1.0,"two\nlines"\n2,2.0,b\n3,3.0,"never closed\n4,4.0,d\n'
+    path = write(tmp_path, "multi.csv", text)
+
+    accepted, rejected = outcome(ingest(spark, path, SCHEMA, options={"multiLine": True}))
+    assert sorted(accepted) == [(1, 1.0, "two\nlines"), (2, 2.0, "b")]
+    # The open quote swallows the rest of the file: one malformed record.
+    assert list(rejected) == [5]
+    assert rejected[5]._reason.startswith("malformed_record: unclosed quote")
+    assert rejected[5]._raw == '3,3.0,"never closed\n4,4.0,d'
+
+    # Line mode splits records at every line break and says why.
+    accepted, rejected = outcome(ingest(spark, path, SCHEMA, options={"multiLine": "false"}))
+    assert sorted(accepted) == [(2, 2.0, "b"), (4, 4.0, "d")]
+    assert reasons_by_line(rejected) == {
+        2: "malformed_record",
+        3: "too_few_fields",
+        5: "malformed_record",
+    }
+    assert "needs the multiLine=true option" in rejected[2]._reason
+
+
+def test_csv_constraints_from_yaml_schema(spark, tmp_path):
+    # Quotes and backslashes in names and values must survive the generated SQL.
+    schema = [
+        {"name": "id", "type": "long", "nullable": False},
+        {"name": "age", "type": "double", "nullable": False, "min": 0, "max": 130},
+        {"name": "it's \\ kind", "type": "string", "allowed": ["f", "o'k \\"]},
+        {"name": "day", "type": "date", "min": "2020-01-01"},
+    ]
+    text = (
+        "id,age,it's \\ kind,day\n"
+        "1,30,f,2020-01-01\n"
+        "2,-1,f,\n"
+        "3,131.5,f,\n"
+        "4,40,x,\n"
+        "5,50,,2021-06-30\n"
+        "6,,f,\n"
+        "7,70,o'k \\,2019-12-31\n"
+        "8,80,o'k \\,2020-02-30\n"
+        "9,90,o'k \\,\n"
+    )
+    accepted, rejected = outcome(ingest(spark, write(tmp_path, "c.csv", text), schema))
+    assert sorted(accepted) == [
+        (1, 30.0, "f", datetime.date(2020, 1, 1)),
+        (5, 50.0, None, datetime.date(2021, 6, 30)),
+        (9, 90.0, "o'k \\", None),
+    ]
+    assert reasons_by_line(rejected) == {
+        3: "out_of_range:age",
+        4: "out_of_range:age",
+        5: "not_allowed:it's \\ kind",
+        7: "null:age",
+        8: "out_of_range:day",
+        9: "unparsable:day",
+    }
+    assert rejected[3]._reason == "out_of_range:age: -1.0 is below the minimum 0"
+    assert rejected[4]._reason == "out_of_range:age: 131.5 is above the maximum 130"
+    assert rejected[5]._reason == "not_allowed:it's \\ kind: 'x' is not one of [f, o'k \\]"
+    assert rejected[8]._reason == "out_of_range:day: 2019-12-31 is below the minimum 2020-01-01"
+    assert rejected[9]._reason == "unparsable:day: '2020-02-30' is not a valid DATE"
+
+
+def test_csv_header_maps_columns_by_name_per_file(spark, tmp_path):
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    write(folder, "a.csv", "id,x,name\n1,1.0,a\n")
+    write(folder, "b.csv", "name,id,x\nb,2,2.0\nc,3\n")
+    write(folder, "empty.csv", "")
+    accepted, rejected = outcome(ingest(spark, str(folder), SCHEMA))
+    assert sorted(accepted) == [(1, 1.0, "a"), (2, 2.0, "b")]
+    assert reasons_by_line(rejected) == {3: "too_few_fields"}
+    assert rejected[3]._source_file.endswith("b.csv")
+
+
+def test_csv_without_header_options_and_glob(spark, tmp_path):
+    # Semicolons, single quotes, "NA" for null, Latin-1 (read file by file).
+    text = "1;2,5;'caf\u00e9; cr\u00e8me'\n2;NA;NA\n3;NA;x\n"
+    write(tmp_path, "data1.txt", text, encoding="latin-1")
+    write(tmp_path, "other.csv", "not;matched;by glob\n")
+    schema = "id INT NOT NULL, x STRING NOT NULL, name STRING"
+    options = {"header": False, "sep": ";", "quote": "'", "nullValue": "NA", "encoding": "latin-1"}
+    result = ingest(spark, str(tmp_path / "data*.txt"), schema, options=options)
+    accepted, rejected = outcome(result)
+    assert sorted(accepted) == [(1, "2,5", "caf\u00e9; cr\u00e8me")]
+    assert reasons_by_line(rejected) == {2: "null:x", 3: "null:x"}
+
+
+def test_csv_line_numbers_across_file_splits(spark, tmp_path):
+    lines = ["id,x,name"] + [f"{i},{i}.5,n{i}" for i in range(1, 301)]
+    lines[120] = "120,oops,n120"
+    lines[250] = "250,250.5"
+    lines.insert(200, "")  # a blank line shifts what follows
+    path = write(tmp_path, "big.csv", "\n".join(lines) + "\n")
+    previous = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "1000")
+    try:
+        splits = spark.read.text(path).rdd.getNumPartitions()  # planning only, no job
+        result = ingest(spark, path, SCHEMA)
+        assert result.counts == {"read": 300, "accepted": 298, "rejected": 2}
+        rejected = {r._line: r._raw for r in result.rejected.collect()}
+        result.unpersist()
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
+    assert splits >= 3  # the file really was read in several splits
+    assert rejected == {121: "120,oops,n120", 252: "250,250.5"}
+
+
+def test_csv_header_mismatch_names_columns(spark, tmp_path):
+    path = write(tmp_path, "h.csv", "id,X,name,extra\n1,1.0,a,b\n")
+    message = r"h\.csv: missing columns \['x'\], unexpected columns \['X', 'extra'\]"
+    with pytest.raises(DataValidationError, match=message):
+        ingest(spark, path, SCHEMA)
+
+
+def test_max_reject_fraction_reports_counts_and_top_reasons(spark, tmp_path):
+    path = write(tmp_path, "messy.csv", MESSY_CSV)
+    quarantine = str(tmp_path / "quarantine")
+    message = (
+        r"rejected 5 of 9 records \(55\.56%\), more than max_reject_fraction=0\.5; accepted 4; "
+        r"top reasons: null:x \(1\), too_few_fields \(1\), too_many_fields \(1\); "
+        r"rejected rows written to .*quarantine"
+    )
+    with pytest.raises(DataValidationError, match=message):
+        ingest(spark, path, SCHEMA, quarantine_path=quarantine, max_reject_fraction=0.5)
+    # Written before failing, so the rejects can be inspected.
+    quarantined = spark.read.parquet(quarantine)
+    assert quarantined.schema == REJECTED_SCHEMA
+    assert quarantined.count() == 5
+
+    result = ingest(spark, path, SCHEMA, max_reject_fraction=0.6)
+    assert result.counts["rejected"] == 5
+    outcome(result)
+
+
+def test_bundled_breast_cancer_round_trips(spark, tmp_path):
+    dataset = write_breast_cancer_csv(str(tmp_path / "new" / "dir" / "bc.csv"))
+    assert os.path.isfile(dataset.path) and dataset.n_rows == 569
+    assert dataset.feature_cols[0] == "mean_radius" and len(dataset.feature_cols) == 30
+    assert "worst_concave_points" in dataset.feature_cols
+    assert dataset.schema_ddl.startswith("id INT NOT NULL, mean_radius DOUBLE NOT NULL")
+    result = ingest(spark, dataset.path, dataset.schema_ddl)
+    assert result.counts == {"read": 569, "accepted": 569, "rejected": 0}
+    assert result.accepted.columns == ["id", *dataset.feature_cols, "label"]
+    assert result.accepted.where("label = 1").count() == 357  # benign
+    result.unpersist()
+
+
+# ---------------------------------------------------------- JSON and Parquet
+
+
+def test_json_lines(spark, tmp_path):
+    text = (
+        '{"id": 1, "x": 1.5, "name": "a", "ignored": [1]}\n'
+        '{"id": 2, "x": "2.5"}\n'  # numbers as strings parse; absent name is null
+        "\n"
+        '{"id": 3, "name": "c"}\n'  # x absent in a NOT NULL column
+        '{"id": 4, "x": "four"}\n'
+        '{"id": 5, "x": 5.0, "name": {"nested": true}}\n'  # objects stay JSON text in a string
+        "{not json}\n"
+        "[6, 6.0]\n"
+        '{"id": 7.5, "x": 7}\n'
+    )
+    path = write(tmp_path, "r.jsonl", text)
+    accepted, rejected = outcome(ingest(spark, path, SCHEMA, format="json"))
+    assert sorted(accepted) == [(1, 1.5, "a"), (2, 2.5, None), (5, 5.0, '{"nested": true}')]
+    assert reasons_by_line(rejected) == {
+        4: "null:x",
+        5: "unparsable:x",
+        7: "malformed_record",
+        8: "malformed_record",
+        9: "unparsable:id",
+    }
+    assert rejected[8]._reason == (
+        "malformed_record: a JSON lines record must be an object, not list"
+    )
+
+
+def test_parquet_source(spark, tmp_path):
+    folder = str(tmp_path / "pq")
+    rows = [(1, "1.5", "a", 0), (None, "2.5", "b", 0), (3, "three", "c", 0)]
+    spark.createDataFrame(rows, "id int, x string, name string, unused int").write.parquet(folder)
+    result = ingest(spark, folder, SCHEMA, format="parquet")
+    assert result.counts == {"read": 3, "accepted": 1, "rejected": 2}
+    assert result.accepted.collect() == [(1, 1.5, "a")]
+    rejected = sorted(result.rejected.collect())
+    assert [(r._raw, r._reason, r._line) for r in rejected] == [
+        ('{"id":3,"x":"three","name":"c"}', "unparsable:x: 'three' is not a valid DOUBLE", None),
+        ('{"x":"2.5","name":"b"}', "null:id: missing value in a NOT NULL column", None),
+    ]
+    assert all(r._source_file.endswith(".parquet") for r in rejected)
+    result.unpersist()
+
+    with pytest.raises(DataValidationError, match=r"lacks declared columns \['z'\]"):
+        ingest(spark, folder, "id INT, z DOUBLE", format="parquet")
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_missing_paths_raise_input_not_found(spark, tmp_path):
+    missing = str(tmp_path / "nope.csv")
+    with pytest.raises(InputNotFoundError, match=r"nope\.csv.*does not exist"):
+        ingest(spark, missing, SCHEMA)
+    with pytest.raises(InputNotFoundError, match=r"\*\.csv' matches no files"):
+        ingest(spark, str(tmp_path / "*.csv"), SCHEMA)
+    # Paths Spark itself finds missing (e.g. remote ones) are translated too.
+    with pytest.raises(InputNotFoundError, match=r"nope\.csv"):
+        _reading(lambda: spark.read.text(missing), [missing])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"format": "xml"}, r"unknown ingest format 'xml'"),
+        ({"options": {"headr": True}}, r"unsupported csv option\(s\) \['headr'\]"),
+        ({"options": {"sep": ";;"}}, r"sep must be a single character"),
+        ({"options": {"header": "yes"}}, r"header must be true or false"),
+        ({"options": {"encoding": "klingon"}}, r"unknown encoding 'klingon'"),
+        ({"format": "json", "options": {"multiLine": True}}, r"JSON lines"),
+        ({"max_reject_fraction": 1.5}, r"max_reject_fraction must be a number between 0 and 1"),
+    ],
+)
+def test_bad_arguments_raise_config_error(spark, tmp_path, kwargs, message):
+    path = write(tmp_path, "ok.csv", "id,x,name\n1,1.0,a\n")
+    with pytest.raises(ConfigError, match=message):
+        ingest(spark, path, SCHEMA, **kwargs)
