@@ -1,0 +1,224 @@
+"""Training benchmark: our engine vs single-process numpy vs pyspark.ml (and scikit-learn).
+
+    python bench/bench_training.py            # the issue's sizes: 8M×50 and 2M×50 passes, 1M×50 solve
+    python bench/bench_training.py --quick    # small sizes, a smoke run
+
+(a) One gradient pass of dense logistic regression, float64: our pass (broadcast →
+    resident blocks → ordered tree reduce) vs numpy computing the same gradient in one
+    process over the whole array vs one pyspark.ml LogisticRegression iteration.
+(b) Time to solution of L2 logistic regression (tol 1e-9): our fit vs pyspark.ml vs
+    scikit-learn, with the final objectives compared on the same formula.
+
+Everything runs in one process and one Spark session (local[2] by default) so the ratios
+compare like with like on a noisy machine.  Timings are medians of repeated runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+SEED = 7
+
+
+def block_data(partition: int, rows: int, d: int):
+    """Rows of partition ``partition``: the same numbers in numpy and in Spark."""
+    rng = np.random.default_rng([SEED, partition])
+    X = rng.standard_normal((rows, d))
+    true_coef = np.random.default_rng(SEED).standard_normal(d) / np.sqrt(d)
+    p = 1.0 / (1.0 + np.exp(-(X @ true_coef)))
+    y = (rng.random(rows) < p).astype(np.float64)
+    return X, y
+
+
+def partition_rows(n: int, partitions: int):
+    base, extra = divmod(n, partitions)
+    return [base + (1 if i < extra else 0) for i in range(partitions)]
+
+
+def numpy_data(n: int, d: int, partitions: int):
+    parts = [block_data(i, r, d) for i, r in enumerate(partition_rows(n, partitions))]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def spark_data(spark, n: int, d: int, partitions: int):
+    """A DataFrame with columns x0..x{d-1}, label: generated on the executors, cached."""
+    import pyarrow as pa
+
+    sizes = partition_rows(n, partitions)
+    columns = [f"x{j}" for j in range(d)]
+
+    def generate(batches):
+        for batch in batches:
+            for partition in batch.column(0).to_pylist():
+                X, y = block_data(partition, sizes[partition], d)
+                for start in range(0, X.shape[0], 100_000):
+                    stop = start + 100_000
+                    arrays = [pa.array(X[start:stop, j]) for j in range(d)]
+                    arrays.append(pa.array(y[start:stop]))
+                    yield pa.RecordBatch.from_arrays(arrays, names=columns + ["label"])
+
+    schema = ", ".join(f"{c} double" for c in columns) + ", label double"
+    seeds = spark.range(0, partitions, numPartitions=partitions).selectExpr("cast(id as int) p")
+    return seeds.mapInArrow(generate, schema), columns
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_pass(spark, n: int, d: int, partitions: int, repeats: int, mllib: bool):
+    from pyspark.ml.classification import LogisticRegression as SparkLR
+    from pyspark.ml.feature import VectorAssembler
+
+    from sparkml_aiaas.core.losses import get_loss, loss_gradient_sums
+    from sparkml_aiaas.engine import DistributedDataPass, FeatureSpec, ResidentBlocks
+
+    loss = get_loss("logistic")
+    coef = np.full((d, 1), 0.01)
+    intercept = np.zeros(1)
+
+    X, y = numpy_data(n, d, partitions)
+    w = np.ones(n)
+    loss_gradient_sums(loss, X, y, w, coef, intercept)  # warm up
+    t_numpy = median_time(lambda: loss_gradient_sums(loss, X, y, w, coef, intercept), repeats)
+    reference = loss_gradient_sums(loss, X, y, w, coef, intercept)
+    del X, y, w
+    gc.collect()
+
+    df, columns = spark_data(spark, n, d, partitions)
+    with ResidentBlocks.build(df, FeatureSpec(columns=columns), "label",
+                              num_partitions=partitions) as blocks:
+        data_pass = DistributedDataPass(blocks, "logistic")
+        data_pass(coef, intercept)  # warm up: Python workers, page cache
+        t_ours = median_time(lambda: data_pass(coef, intercept), repeats)
+        ours = data_pass(coef, intercept)
+    assert np.allclose(ours.grad, reference.grad, rtol=1e-9, atol=1e-6), "gradients differ"
+
+    t_mllib = float("nan")
+    if mllib:
+        assembled = (VectorAssembler(inputCols=columns, outputCol="features").transform(df)
+                     .select("features", "label").cache())
+        assembled.count()
+
+        def fit(iterations):
+            return SparkLR(maxIter=iterations, tol=0.0, regParam=0.0,
+                           standardization=False).fit(assembled)
+
+        fit(1)  # warm up
+        low, high = 2, 7
+        t_low = median_time(lambda: fit(low), max(1, repeats // 2))
+        t_high = median_time(lambda: fit(high), max(1, repeats // 2))
+        t_mllib = (t_high - t_low) / (high - low)
+        assembled.unpersist()
+    return t_ours, t_numpy, t_mllib
+
+
+def logistic_objective(X, y, coef, intercept, reg):
+    margin = X @ coef + intercept
+    return float(np.mean(np.logaddexp(0.0, margin) - y * margin) + 0.5 * reg * coef @ coef)
+
+
+def bench_solve(spark, n: int, d: int, partitions: int, reg: float, optimizers):
+    from pyspark.ml.classification import LogisticRegression as SparkLR
+    from pyspark.ml.feature import VectorAssembler
+    from sklearn.linear_model import LogisticRegression as SkLR
+
+    from sparkml_aiaas.models import LogisticRegression
+
+    X, y = numpy_data(n, d, partitions)
+    results = {}
+
+    start = time.perf_counter()
+    sk = SkLR(C=1.0 / (n * reg), tol=1e-9, max_iter=10_000).fit(X, y)
+    results["scikit-learn lbfgs"] = (time.perf_counter() - start,
+                                     logistic_objective(X, y, sk.coef_[0], sk.intercept_[0], reg))
+
+    df, columns = spark_data(spark, n, d, partitions)
+    df = df.cache()
+    df.count()
+    for optimizer in optimizers:
+        start = time.perf_counter()
+        model = LogisticRegression(featuresCols=columns, regParam=reg, standardization=False,
+                                   tol=1e-9, maxIter=1000, optimizer=optimizer,
+                                   numPartitions=partitions).fit(df)
+        elapsed = time.perf_counter() - start
+        results[f"ours {optimizer}"] = (elapsed, logistic_objective(
+            X, y, model.coefficients, model.intercept, reg))
+
+    assembled = (VectorAssembler(inputCols=columns, outputCol="features").transform(df)
+                 .select("features", "label").cache())
+    assembled.count()
+    start = time.perf_counter()
+    mllib = SparkLR(regParam=reg, standardization=False, tol=1e-9, maxIter=1000).fit(assembled)
+    results["pyspark.ml"] = (time.perf_counter() - start, logistic_objective(
+        X, y, mllib.coefficients.toArray(), mllib.intercept, reg))
+    assembled.unpersist()
+    df.unpersist()
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--partitions", type=int, default=2, help="partitions = tasks per pass")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--features", type=int, default=50)
+    parser.add_argument("--pass-rows", type=int, nargs="+", default=[8_000_000, 2_000_000])
+    parser.add_argument("--solve-rows", type=int, default=1_000_000)
+    parser.add_argument("--reg", type=float, default=1e-4)
+    parser.add_argument("--optimizers", nargs="+", default=["lbfgs"])
+    parser.add_argument("--skip-mllib-pass", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.pass_rows, args.solve_rows, args.repeats = [200_000], 100_000, 3
+
+    from sparkml_aiaas.session import get_spark
+
+    spark = get_spark("sparkml_aiaas-bench", master=args.master, conf={
+        "spark.driver.memory": "16g", "spark.sql.shuffle.partitions": str(args.partitions),
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
+    })
+    d = args.features
+    print(f"# bench_training  master={args.master} partitions={args.partitions} "
+          f"features={d} repeats={args.repeats}")
+    print("\n## (a) one gradient pass, dense logistic, float64 (median seconds)")
+    print(f"{'rows':>10} {'ours':>8} {'numpy':>8} {'pyspark.ml':>11} {'ours/numpy':>11} "
+          f"{'pyspark.ml/ours':>16}")
+    for n in args.pass_rows:
+        t_ours, t_numpy, t_mllib = bench_pass(spark, n, d, args.partitions, args.repeats,
+                                              mllib=not args.skip_mllib_pass)
+        print(f"{n:>10,} {t_ours:8.3f} {t_numpy:8.3f} {t_mllib:11.3f} {t_ours / t_numpy:11.2f} "
+              f"{t_mllib / t_ours:16.1f}", flush=True)
+
+    print(f"\n## (b) time to solution, L2 logistic (regParam {args.reg:g}, tol 1e-9), "
+          f"{args.solve_rows:,}×{d}")
+    results = bench_solve(spark, args.solve_rows, d, args.partitions, args.reg, args.optimizers)
+    best_ours = min(v[0] for k, v in results.items() if k.startswith("ours"))
+    t_sk = results["scikit-learn lbfgs"][0]
+    t_ml = results["pyspark.ml"][0]
+    print(f"{'solver':<22} {'seconds':>8} {'final objective':>18}")
+    for name, (seconds, objective) in results.items():
+        print(f"{name:<22} {seconds:8.2f} {objective:18.12f}")
+    print(f"pyspark.ml / ours (best) = {t_ml / best_ours:.1f}x;  "
+          f"ours (best) / scikit-learn = {best_ours / t_sk:.2f}x")
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
