@@ -22,6 +22,11 @@ def _data(loss_name, n=200, d=5, seed=0):
     return X, y, w
 
 
+# The two original k=1 losses without extra variables; hinge, huber and multinomial (other
+# label domains, an extra variable, k > 1) are covered in test_core_losses_family.py.
+BASIC_LOSSES = ["logistic", "squared"]
+
+
 def _chunks(n, sizes):
     """Split range(n) into consecutive slices of the given sizes (last one takes the rest)."""
     bounds = np.cumsum([0, *sizes, n - sum(sizes)])
@@ -29,7 +34,7 @@ def _chunks(n, sizes):
 
 
 # --------------------------------------------------------------------------- losses
-@pytest.mark.parametrize("loss_name", sorted(LOSSES))
+@pytest.mark.parametrize("loss_name", BASIC_LOSSES)
 def test_gradient_matches_finite_differences(loss_name):
     loss = LOSSES[loss_name]
     X, y, w = _data(loss_name, n=80, d=4, seed=1)
@@ -81,7 +86,7 @@ def test_squared_loss_values():
     np.testing.assert_array_equal(dmargin[:, 0], [1.0, -3.0, 0.0])
 
 
-@pytest.mark.parametrize("loss_name", sorted(LOSSES))
+@pytest.mark.parametrize("loss_name", BASIC_LOSSES)
 def test_loss_sums_match_explicit_formula(loss_name):
     loss = LOSSES[loss_name]
     X, y, w = _data(loss_name, n=50, d=3, seed=3)
@@ -109,12 +114,12 @@ def test_empty_block_gives_zero_sums():
 
 def test_get_loss_unknown_name():
     assert get_loss("squared") is LOSSES["squared"]
-    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
-        get_loss("hinge")
+    with pytest.raises(ValueError, match="unknown loss 'no_such_loss'"):
+        get_loss("no_such_loss")
 
 
 # --------------------------------------------------------------------------- merge
-@pytest.mark.parametrize("loss_name", sorted(LOSSES))
+@pytest.mark.parametrize("loss_name", BASIC_LOSSES)
 @pytest.mark.parametrize("sizes", [[1], [17, 0, 40], [99, 1, 0, 50, 3]])
 def test_merge_over_chunks_equals_whole_array(loss_name, sizes):
     loss = LOSSES[loss_name]

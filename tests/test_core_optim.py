@@ -33,8 +33,9 @@ def numpy_pass(loss, X, y, w=None, n_chunks=3):
     bounds = np.linspace(0, len(y), n_chunks + 1).astype(int)
     chunks = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
-    def data_pass(coef, intercept):
-        return reduce(merge, [loss_gradient_sums(loss, X[s], y[s], w[s], coef, intercept)
+    def data_pass(coef, intercept, extra=None, with_hessian=False):
+        return reduce(merge, [loss_gradient_sums(loss, X[s], y[s], w[s], coef, intercept, extra,
+                                                 with_hessian=with_hessian)
                               for s in chunks])
 
     stats = reduce(merge_stats, [block_stats(X[s], y[s], w[s]) for s in chunks])
@@ -254,10 +255,23 @@ def test_gd_and_lbfgs_on_logistic_regression_match_scipy():
 def test_minimize_objective_errors():
     fun, _, _ = _quadratic()
     l1 = ElasticNet(np.zeros(6), np.full(6, 0.1))
-    with pytest.raises(ValueError, match="lbfgs.*L1.*optimizer='gd'"):
-        minimize_objective("lbfgs", fun, np.zeros(6), penalty=l1, max_iter=10, tol=1e-6)
-    with pytest.raises(ValueError, match="unknown optimizer 'newton'"):
+    with pytest.raises(ValueError, match="'newton' does not support an L1 penalty.*'lbfgs'"):
         minimize_objective("newton", fun, np.zeros(6), penalty=l1, max_iter=10, tol=1e-6)
+    no_l1 = ElasticNet(np.zeros(6), np.zeros(6))
+    with pytest.raises(ValueError, match="'newton' needs a Hessian pass"):
+        minimize_objective("newton", fun, np.zeros(6), penalty=no_l1, max_iter=10, tol=1e-6)
+    with pytest.raises(ValueError, match="unknown optimizer 'bfgs'"):
+        minimize_objective("bfgs", fun, np.zeros(6), penalty=l1, max_iter=10, tol=1e-6)
+
+
+def test_lbfgs_with_l1_runs_owlqn_to_the_soft_threshold():
+    # ½‖x − c‖² + λ‖x‖₁ has the closed-form minimizer soft-threshold(c, λ).
+    c = np.array([2.0, 0.3, -0.05, -1.0])
+    penalty = ElasticNet(np.zeros(4), np.full(4, 0.5))
+    result = minimize_objective("lbfgs", lambda x: (0.5 * float((x - c) @ (x - c)), x - c),
+                                np.zeros(4), penalty=penalty, max_iter=50, tol=1e-14)
+    np.testing.assert_allclose(result.x, [1.5, 0.0, 0.0, -0.5], atol=1e-9)
+    assert result.x[1] == 0.0 and result.x[2] == 0.0
 
 
 def test_relative_change():

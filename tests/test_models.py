@@ -85,8 +85,9 @@ def numpy_fit(pdf, loss_name, label="label", weights=None, n_chunks=3, cols=COLS
     bounds = np.linspace(0, len(y), n_chunks + 1).astype(int)
     chunks = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
-    def data_pass(coef, intercept):
-        return reduce(merge, [loss_gradient_sums(loss, X[s], y[s], w[s], coef, intercept)
+    def data_pass(coef, intercept, extra=None, with_hessian=False):
+        return reduce(merge, [loss_gradient_sums(loss, X[s], y[s], w[s], coef, intercept, extra,
+                                                 with_hessian=with_hessian)
                               for s in chunks])
 
     stats = reduce(merge_stats, [block_stats(X[s], y[s], w[s]) for s in chunks])
@@ -436,7 +437,11 @@ BAD_INPUT = {
         dict(featuresCol="arr"), r"'arr\[2\]' \(4 rows\)"),
     "labels not 0/1": (
         lambda df, vdf: df.withColumn("label", F.col("label") * 3 - 1),
-        dict(featuresCols=COLS), r"must hold 0 or 1 for a binary logistic model; found -1, 2"),
+        dict(featuresCols=COLS, family="binomial"),
+        r"must hold 0 or 1 for a binary logistic model; found -1, 2"),
+    "negative class index": (
+        lambda df, vdf: df.withColumn("label", F.col("label") * 3 - 1),
+        dict(featuresCols=COLS), r"must hold class indices 0 to 2 for a multinomial model; found -1"),
     "null label": (
         lambda df, vdf: _nan_rows(df, "label", 1, None),
         dict(featuresCols=COLS), r"label column 'label' contains NaN, infinity or null in 1 rows"),
@@ -501,12 +506,13 @@ def test_squared_loss_accepts_any_label_but_not_nan(df):
 
 @pytest.mark.parametrize("params, match", [
     (dict(regParam=-0.1), r"param regParam must be >= 0, got -0.1"),
-    (dict(optimizer="adam"), r"param optimizer must be one of \['gd', 'lbfgs'\], got 'adam'"),
+    (dict(optimizer="adam"), r"param optimizer must be one of \['gd', 'lbfgs', 'newton'\], got 'adam'"),
     (dict(elasticNetParam=1.5), r"param elasticNetParam must be in \[0, 1\]"),
     (dict(maxIter=-1), r"param maxIter must be >= 0"),
     (dict(stepSize=0.0), r"param stepSize must be > 0"),
     (dict(threshold=1.5), r"param threshold must be in \[0, 1\]"),
-    (dict(regParam=0.1, elasticNetParam=0.5), r"'lbfgs' does not support an L1 penalty"),
+    (dict(regParam=0.1, elasticNetParam=0.5, optimizer="newton"),
+     r"'newton' does not support an L1 penalty"),
 ])
 def test_invalid_params_raise_config_error_before_any_spark_job(params, match, df, monkeypatch):
     def no_build(*args, **kwargs):
@@ -565,7 +571,8 @@ def test_block_files_removed_after_fit(spark, df, cleanup_spy):
 
 def test_block_files_removed_after_validation_failure(spark, df, cleanup_spy):
     with pytest.raises(DataValidationError, match="must hold 0 or 1"):
-        LogisticRegression(featuresCols=COLS).fit(df.withColumn("label", F.lit(2.0)))
+        LogisticRegression(featuresCols=COLS, family="binomial").fit(
+            df.withColumn("label", F.lit(2.0)))
     assert len(cleanup_spy) == 1
     _assert_blocks_removed(spark, cleanup_spy[0])
 

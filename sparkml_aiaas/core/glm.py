@@ -9,7 +9,7 @@ the very same code with ``data_pass`` summing over numpy chunks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
@@ -22,7 +22,8 @@ from sparkml_aiaas.core.standardization import ParameterSpace
 from sparkml_aiaas.core.stats import BlockStats
 from sparkml_aiaas.errors import DataValidationError
 
-DataPass = Callable[[np.ndarray, np.ndarray], LossGradient]
+#: ``data_pass(coef, intercept, extra, with_hessian) -> LossGradient`` over all rows.
+DataPass = Callable[..., LossGradient]
 
 
 @dataclass
@@ -32,6 +33,7 @@ class GLMFit:
     coef: np.ndarray  # (d, k)
     intercept: np.ndarray  # (k,)
     result: OptimizeResult
+    extra: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the loss's own variables
 
 
 def _describe_columns(counts: np.ndarray, names: Sequence[str], limit: int = 5) -> str:
@@ -47,8 +49,25 @@ def validate_training_stats(
     feature_names: Sequence[str],
     label_col: str,
     weight_col: Optional[str] = None,
+    *,
+    num_classes: Optional[int] = None,
 ) -> None:
-    """Raise :class:`DataValidationError` naming the first problem found in the data."""
+    """Raise :class:`DataValidationError` naming every problem found in the data.
+
+    Parameters
+    ----------
+    stats : BlockStats
+        Merged summary of the training rows.
+    loss : Loss
+        Its ``label_domain`` decides which labels are allowed.
+    feature_names, label_col, weight_col
+        Names used in the messages.
+    num_classes : int, optional
+        For a ``"class_index"`` loss, the number of classes the model will
+        have; labels must then be below it.  Without it any non-negative
+        integer is accepted (the class count is inferred as max label + 1,
+        as MLlib does).
+    """
     problems: List[str] = []
     if stats.count == 0:
         raise DataValidationError("the training data is empty: there are no rows to fit on")
@@ -87,6 +106,8 @@ def validate_training_stats(
             f"label column {label_col!r} must hold 0 or 1 for a binary {loss.name} model; "
             f"found more than 64 distinct values (range {stats.label_min:g} to {stats.label_max:g})"
         )
+    if loss.label_domain == "class_index":
+        problems.extend(_class_index_problems(stats, loss, label_col, num_classes))
     if problems:
         raise DataValidationError("invalid training data: " + "; ".join(problems))
     if stats.weight_sum <= 0:
@@ -95,15 +116,47 @@ def validate_training_stats(
         )
 
 
-def initial_intercept(loss: Loss, stats: BlockStats) -> np.ndarray:
-    """A good starting intercept: log-odds of the label mean (logistic), or the mean (squared)."""
+def _class_index_problems(
+    stats: BlockStats, loss: Loss, label_col: str, num_classes: Optional[int]
+) -> List[str]:
+    """Labels of a class-index loss must be integers in ``0 … num_classes − 1``."""
+    expected = (
+        f"class indices 0 to {num_classes - 1}" if num_classes is not None
+        else "non-negative integer class indices (0, 1, 2, ...)"
+    )
+    head = f"label column {label_col!r} must hold {expected} for a {loss.name} model; found "
+    if stats.label_values is not None:
+        # Few distinct labels: name the offending values themselves.
+        values = stats.label_values
+        bad = (values < 0) | (values != np.round(values))
+        if num_classes is not None:
+            bad |= values >= num_classes
+        if bad.any():
+            shown = ", ".join(f"{v:g}" for v in values[bad][:5].tolist())
+            more = f" and {int(bad.sum()) - 5} more values" if bad.sum() > 5 else ""
+            return [head + shown + more]
+        return []
+    # More than 64 distinct labels: only counts and the range survive the summary.
+    found = []
+    if stats.non_integer_labels:
+        found.append(f"{stats.non_integer_labels} rows with non-integer values")
+    if stats.label_min < 0:
+        found.append(f"negative values (minimum {stats.label_min:g})")
+    if num_classes is not None and stats.label_max >= num_classes:
+        found.append(f"values up to {stats.label_max:g}")
+    return [head + ", ".join(found)] if found else []
+
+
+def initial_intercept(loss: Loss, stats: BlockStats, n_outputs: int = 1) -> np.ndarray:
+    """A good starting intercept: log-odds of the label mean (logistic), or the mean (squared,
+    huber); zeros otherwise (hinge, multinomial)."""
     mean = stats.label_sum / stats.weight_sum
     if loss.name == "logistic":
         p = min(max(mean, 1e-12), 1.0 - 1e-12)
         return np.array([np.log(p / (1.0 - p))])
-    if loss.name == "squared":
+    if loss.name in ("squared", "huber"):
         return np.array([mean])
-    return np.zeros(1)
+    return np.zeros(n_outputs)
 
 
 def fit_glm(
@@ -111,6 +164,7 @@ def fit_glm(
     stats: BlockStats,
     *,
     loss: Loss,
+    n_outputs: int = 1,
     fit_intercept: bool = True,
     standardization: bool = True,
     reg_param: float = 0.0,
@@ -126,32 +180,53 @@ def fit_glm(
     Parameters
     ----------
     data_pass : callable
-        ``(coef (d, k), intercept (k,)) -> LossGradient`` summed over all rows.
+        ``data_pass(coef (d, k), intercept (k,), extra=None, with_hessian=False)
+        -> LossGradient`` summed over all rows; ``extra`` carries the loss's own
+        variables (huber's ``log σ``), ``with_hessian`` asks for the Hessian
+        (``newton``).
     stats : BlockStats
         Summary of the same rows (validated beforehand with
         :func:`validate_training_stats`).
+    n_outputs : int
+        ``k``: 1, or the number of classes for the multinomial loss.
 
     Returns
     -------
     GLMFit
+        Original-scale ``coef (d, k)``, ``intercept (k,)``, the loss's ``extra``
+        variables and the optimizer's record.
     """
-    n_outputs = 1
-    space = ParameterSpace.build(stats.mean, stats.std(), n_outputs, fit_intercept)
+    space = ParameterSpace.build(stats.mean, stats.std(), n_outputs, fit_intercept, loss.n_extra)
     penalty = elastic_net(space, reg_param, elastic_net_param, standardization)
+    n_raw = space.n_raw
 
-    def objective(theta: np.ndarray):
+    def pass_at(theta: np.ndarray, with_hessian: bool):
         coef, intercept = space.to_model(theta)
-        sums = data_pass(coef, intercept)
+        extra = space.extra(theta) if loss.n_extra else None
+        sums = data_pass(coef, intercept, extra, with_hessian)
+        if sums.weight <= 0:
+            raise DataValidationError("the training data has no rows with positive weight")
         mean_loss, mean_grad = sums.mean()
         value_l2, grad_l2 = penalty.smooth(theta)
-        return mean_loss + value_l2, space.gradient_to_vars(mean_grad) + grad_l2
+        grad = space.gradient_to_vars(mean_grad[:n_raw]) + grad_l2
+        return mean_loss + value_l2, grad, sums
+
+    def objective(theta: np.ndarray):
+        value, grad, _ = pass_at(theta, False)
+        return value, grad
+
+    def objective_with_hessian(theta: np.ndarray):
+        value, grad, sums = pass_at(theta, True)
+        hessian = space.hessian_to_vars(sums.hessian / sums.weight) + np.diag(penalty.l2)
+        return value, grad, hessian
 
     coef0 = np.zeros((space.n_features, n_outputs))
-    intercept0 = initial_intercept(loss, stats) if fit_intercept else np.zeros(n_outputs)
-    theta0 = space.from_model(coef0, intercept0)
+    intercept0 = initial_intercept(loss, stats, n_outputs) if fit_intercept else np.zeros(n_outputs)
+    theta0 = space.from_model(coef0, intercept0, np.asarray(loss.extra_init, float))
     result = minimize_objective(
         optimizer, objective, theta0, penalty=penalty, max_iter=max_iter, tol=tol,
         step_size=step_size, callback=callback,
+        fun_hess=objective_with_hessian if optimizer == "newton" else None,
     )
     coef, intercept = space.to_model(result.x)
-    return GLMFit(coef, intercept, result)
+    return GLMFit(coef, intercept, result, space.extra(result.x))

@@ -6,7 +6,7 @@ over the data.  An L1 penalty, when present, is handled by the optimizer
 itself (proximal steps), never differentiated.
 
 Names are shared across the package: ``"gd"`` (full-batch proximal gradient
-descent) and ``"lbfgs"``.
+descent), ``"lbfgs"`` (our own L-BFGS, OWL-QN with L1) and ``"newton"``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ import numpy as np
 from sparkml_aiaas.core.regularizers import ElasticNet
 
 Objective = Callable[[np.ndarray], Tuple[float, np.ndarray]]
+HessianObjective = Callable[[np.ndarray], Tuple[float, np.ndarray, np.ndarray]]
 #: Called after each iteration with (iteration, objective value).
 IterationCallback = Callable[[int, float], None]
 
-OPTIMIZERS = ("gd", "lbfgs")
+#: Full-batch optimizers: every iteration makes one or more passes over all rows.
+OPTIMIZERS = ("gd", "lbfgs", "newton")
 
 
 @dataclass
@@ -124,6 +126,36 @@ def gradient_descent(
     return OptimizeResult(x, total, it, objective.calls, converged, message, history)
 
 
+def _iterate_until_converged(start, iterate, *, max_iter: int, tol: float,
+                             callback: Optional[IterationCallback]) -> OptimizeResult:
+    """The shared outer loop of the stateful solvers (L-BFGS/OWL-QN, Newton).
+
+    Stops when the relative change of the total objective falls below ``tol``,
+    after ``max_iter`` iterations, or when a line search finds no decrease
+    (which, at the optimum's rounding floor, also means converged).
+    """
+    state = start()
+    history = [float(state.total)]
+    converged, message = False, "maximum number of iterations reached"
+    for _ in range(max_iter):
+        new = iterate(state)
+        if new.step_failures > state.step_failures:
+            state = new
+            converged = True
+            message = "no further decrease found along the search direction"
+            break
+        change = relative_change(state.total, new.total)
+        state = new
+        history.append(float(state.total))
+        if callback is not None:
+            callback(int(state.iteration), float(state.total))
+        if change < tol:
+            converged, message = True, f"relative objective change {change:.3g} < tol {tol:g}"
+            break
+    return OptimizeResult(np.asarray(state.x), float(state.total), int(state.iteration),
+                          int(state.n_evals), converged, message, history)
+
+
 def lbfgs(
     fun: Objective,
     x0: np.ndarray,
@@ -131,54 +163,39 @@ def lbfgs(
     max_iter: int = 100,
     tol: float = 1e-6,
     memory: int = 10,
+    l1: Optional[np.ndarray] = None,
     callback: Optional[IterationCallback] = None,
 ) -> OptimizeResult:
-    """Limited-memory BFGS on the smooth objective (scipy's L-BFGS-B kernel).
+    """Limited-memory BFGS (strong-Wolfe line search); OWL-QN when ``l1`` has positive weights.
 
-    Stops when the relative objective change falls below ``tol`` or after
-    ``max_iter`` iterations.  L1 penalties need OWL-QN, which this optimizer
-    does not do: use ``gd`` (proximal) for them.
+    Our own implementation (:mod:`sparkml_aiaas.core.lbfgs`), whose whole state
+    saves and restores exactly, unlike scipy's; tested against scipy.
     """
-    from scipy.optimize import minimize
+    from sparkml_aiaas.core.lbfgs import lbfgs_iterate, lbfgs_start
 
-    objective = _CountingObjective(fun)
-    x0 = np.array(x0, dtype=float)
-    f0, g0 = objective(x0)
-    history = [f0]
-    if max_iter == 0:
-        # scipy would still take one iteration with maxiter=0.
-        return OptimizeResult(x0, f0, 0, objective.calls, False,
-                              "maximum number of iterations reached", history)
-    # scipy evaluates x0 first: answer that from the pass just made.
-    first = [(x0.copy(), f0, g0)]
-
-    def evaluate(theta: np.ndarray) -> Tuple[float, np.ndarray]:
-        if first:
-            x_first, f_first, g_first = first.pop()
-            if np.array_equal(theta, x_first):
-                return f_first, g_first.copy()
-        return objective(theta)
-
-    def on_iteration(intermediate_result):
-        history.append(float(intermediate_result.fun))
-        if callback is not None:
-            callback(len(history) - 1, float(intermediate_result.fun))
-
-    result = minimize(
-        evaluate,
-        x0,
-        jac=True,
-        method="L-BFGS-B",
-        callback=on_iteration,
-        # gtol is kept tiny so that ``tol`` (scipy's ftol: the same relative
-        # objective change as every other optimizer here) decides.
-        options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-12, "maxcor": memory},
+    return _iterate_until_converged(
+        lambda: lbfgs_start(fun, x0, l1=l1),
+        lambda state: lbfgs_iterate(fun, state, memory=memory, l1=l1),
+        max_iter=max_iter, tol=tol, callback=callback,
     )
-    message = str(result.message)
-    converged = bool(result.success)
-    return OptimizeResult(
-        np.asarray(result.x), float(result.fun), int(result.nit), objective.calls, converged,
-        message, history,
+
+
+def newton(
+    fun_hess: HessianObjective,
+    x0: np.ndarray,
+    *,
+    fun: Optional[Objective] = None,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+    callback: Optional[IterationCallback] = None,
+) -> OptimizeResult:
+    """Damped Newton: the Hessian comes from the same pass as the gradient (few features)."""
+    from sparkml_aiaas.core.newton import newton_iterate, newton_start
+
+    return _iterate_until_converged(
+        lambda: newton_start(fun_hess, x0),
+        lambda state: newton_iterate(fun_hess, state, fun=fun),
+        max_iter=max_iter, tol=tol, callback=callback,
     )
 
 
@@ -191,17 +208,28 @@ def minimize_objective(
     max_iter: int,
     tol: float,
     step_size: float = 1.0,
+    fun_hess: Optional[HessianObjective] = None,
     callback: Optional[IterationCallback] = None,
 ) -> OptimizeResult:
-    """Dispatch on the optimizer name shared by every model of the package."""
+    """Dispatch on the optimizer name shared by every model of the package.
+
+    ``fun`` (and ``fun_hess`` for ``newton``) evaluate the smooth part: mean
+    loss plus the L2 penalty.  The L1 part of ``penalty`` is handled by the
+    optimizer: proximal steps (``gd``) or OWL-QN (``lbfgs``).
+    """
+    l1 = penalty.l1 if penalty.has_l1 else None
     if name == "gd":
         return gradient_descent(fun, x0, step_size=step_size, max_iter=max_iter, tol=tol,
                                 penalty=penalty, callback=callback)
     if name == "lbfgs":
-        if penalty.has_l1:
+        return lbfgs(fun, x0, max_iter=max_iter, tol=tol, l1=l1, callback=callback)
+    if name == "newton":
+        if l1 is not None:
             raise ValueError(
-                "optimizer 'lbfgs' does not support an L1 penalty (elasticNetParam > 0 with "
-                "regParam > 0); use optimizer='gd', which applies L1 through a proximal step"
+                "optimizer 'newton' does not support an L1 penalty (elasticNetParam > 0 with "
+                "regParam > 0); use optimizer='lbfgs' (OWL-QN) or 'gd' (proximal)"
             )
-        return lbfgs(fun, x0, max_iter=max_iter, tol=tol, callback=callback)
+        if fun_hess is None:
+            raise ValueError("optimizer 'newton' needs a Hessian pass (fun_hess)")
+        return newton(fun_hess, x0, fun=fun, max_iter=max_iter, tol=tol, callback=callback)
     raise ValueError(f"unknown optimizer {name!r}; expected one of {list(OPTIMIZERS)}")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
+from sparkml_aiaas.core.losses import Loss, get_loss
 from sparkml_aiaas.core.merge import LossGradient, merge
 from sparkml_aiaas.engine.blocks import ResidentBlocks
 from sparkml_aiaas.engine.tree_reduce import tree_reduce_ordered
@@ -26,19 +27,19 @@ def _combine(a: PartitionResult, b: PartitionResult) -> PartitionResult:
     return sums, missing_a + missing_b
 
 
-def make_partition_fn(params_broadcast, loss_name: str):
-    """The function each task runs: loss/gradient sums over its block.
+def make_partition_fn(params_broadcast, loss: Loss):
+    """The function each task runs: loss/gradient (and Hessian) sums over its block.
 
-    Only the broadcast handle and plain values are captured, never an
-    estimator or the driver-side blocks object.
+    Only the broadcast handle and plain picklable values (the :class:`Loss`
+    refers to module-level functions) are captured, never an estimator or the
+    driver-side blocks object.
     """
 
     def run(index, key_rows):
-        from sparkml_aiaas.core.losses import get_loss, loss_gradient_sums
+        from sparkml_aiaas.core.losses import loss_gradient_sums
         from sparkml_aiaas.engine.block_files import open_block
 
-        coef, intercept = params_broadcast.value
-        loss = get_loss(loss_name)
+        coef, intercept, extra, with_hessian = params_broadcast.value
         sums = None
         missing: List[int] = []
         for key in key_rows:
@@ -46,7 +47,8 @@ def make_partition_fn(params_broadcast, loss_name: str):
             if block is None:
                 missing.append(key["partition"])
                 continue
-            part = loss_gradient_sums(loss, *block, coef, intercept)
+            part = loss_gradient_sums(loss, *block, coef, intercept, extra,
+                                      with_hessian=with_hessian)
             sums = part if sums is None else merge(sums, part)
         yield index, (sums, missing)
 
@@ -54,23 +56,28 @@ def make_partition_fn(params_broadcast, loss_name: str):
 
 
 class DistributedDataPass:
-    """``data_pass(coef, intercept) -> LossGradient`` over resident blocks, one Spark job a pass."""
+    """``data_pass(coef, intercept, extra, with_hessian) -> LossGradient`` over resident blocks,
+    one Spark job a pass."""
 
-    def __init__(self, blocks: ResidentBlocks, loss_name: str, aggregation_depth: int = 2,
+    def __init__(self, blocks: ResidentBlocks, loss: Union[Loss, str], aggregation_depth: int = 2,
                  description: str = "sparkml_aiaas"):
         self.blocks = blocks
-        self.loss_name = loss_name
+        self.loss = get_loss(loss) if isinstance(loss, str) else loss
         self.aggregation_depth = aggregation_depth
         self.description = description
         self.passes = 0
 
-    def __call__(self, coef: np.ndarray, intercept: np.ndarray) -> LossGradient:
+    def __call__(self, coef: np.ndarray, intercept: np.ndarray,
+                 extra: Optional[np.ndarray] = None, with_hessian: bool = False) -> LossGradient:
         sc = self.blocks.spark.sparkContext
         self.passes += 1
         sc.setJobDescription(f"{self.description}: pass {self.passes}")
-        params = sc.broadcast((np.asarray(coef, float), np.asarray(intercept, float)))
+        coef = np.asarray(coef, float)
+        intercept = np.asarray(intercept, float)
+        extra = None if extra is None else np.asarray(extra, float)
+        params = sc.broadcast((coef, intercept, extra, bool(with_hessian)))
         try:
-            partition_fn = make_partition_fn(params, self.loss_name)
+            partition_fn = make_partition_fn(params, self.loss)
             passed = self.blocks.keys.mapPartitionsWithIndex(partition_fn)
             sums, missing = tree_reduce_ordered(passed, _combine, self.aggregation_depth)
             if missing:
@@ -85,5 +92,6 @@ class DistributedDataPass:
             params.destroy()
             sc.setJobDescription(None)
         if sums is None:
-            return LossGradient.zero(coef.size + intercept.size)
+            d, k = coef.shape
+            return LossGradient.zero(self.loss.n_params(d, k), with_hessian=with_hessian)
         return sums

@@ -12,6 +12,8 @@ _LAZY = {
     "LogisticRegressionModel": "sparkml_aiaas.models.linear",
     "LinearRegression": "sparkml_aiaas.models.linear",
     "LinearRegressionModel": "sparkml_aiaas.models.linear",
+    "LinearSVC": "sparkml_aiaas.models.linear",
+    "LinearSVCModel": "sparkml_aiaas.models.linear",
     "TrainingSummary": "sparkml_aiaas.models.linear",
     "load_model": "sparkml_aiaas.models.persistence",
 }

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from pyspark import keyword_only
@@ -20,9 +20,11 @@ from pyspark.ml import Estimator, Model
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLReadable, MLWritable
 
 from sparkml_aiaas.core.glm import fit_glm, validate_training_stats
-from sparkml_aiaas.core.losses import get_loss
+from sparkml_aiaas.core.losses import Loss, get_loss
+from sparkml_aiaas.errors import ConfigError, SparkmlAiaasError
 from sparkml_aiaas.engine import DistributedDataPass, ResidentBlocks
-from sparkml_aiaas.models.params import BinaryClassifierParams, LinearModelParams
+from sparkml_aiaas.models.params import (LinearRegressionParams, LinearSVCParams,
+                                         LogisticRegressionParams)
 from sparkml_aiaas.models.persistence import ArtifactReader, ArtifactWriter, input_signature
 from sparkml_aiaas.models.predictor import LinearPredictor
 from sparkml_aiaas.scoring.udf import transform_with_predictor
@@ -47,12 +49,18 @@ class TrainingSummary:
 class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
     """Shared ``_fit``: validate → resident blocks → fit_glm → model."""
 
-    _loss_name: str = ""
     _model_class: type = None  # set by subclasses
+
+    def _loss(self) -> Loss:
+        raise NotImplementedError
+
+    def _choose_loss(self, loss: Loss, stats) -> Tuple[Loss, int]:
+        """The loss and number of outputs ``k`` for these data (the multinomial family needs k)."""
+        return loss, 1
 
     def _fit(self, dataset):
         self.validate_params()
-        loss = get_loss(self._loss_name)
+        loss = self._loss()
         spec = self.feature_spec()
         weight_col = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
         label_col = self.getLabelCol()
@@ -65,17 +73,26 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
 
         with ResidentBlocks.build(dataset, spec, label_col, weight_col,
                                   self.getNumPartitions()) as blocks:
-            validate_training_stats(blocks.stats, loss, blocks.feature_names, label_col, weight_col)
+            loss, n_outputs = self._choose_loss(loss, blocks.stats)
+            validate_training_stats(blocks.stats, loss, blocks.feature_names, label_col, weight_col,
+                                    num_classes=n_outputs if n_outputs > 1 else None)
             data_pass = DistributedDataPass(
-                blocks, loss.name, self.getAggregationDepth(), description=f"sparkml_aiaas {kind}"
+                blocks, loss, self.getAggregationDepth(), description=f"sparkml_aiaas {kind}"
             )
-            fit = fit_glm(
-                data_pass, blocks.stats, loss=loss, fit_intercept=self.getFitIntercept(),
-                standardization=self.getStandardization(), reg_param=self.getRegParam(),
-                elastic_net_param=self.getElasticNetParam(), optimizer=self.getOptimizer(),
-                max_iter=self.getMaxIter(), tol=self.getTol(), step_size=self.getStepSize(),
-                callback=log_iteration,
-            )
+            try:
+                fit = fit_glm(
+                    data_pass, blocks.stats, loss=loss, n_outputs=n_outputs,
+                    fit_intercept=self.getFitIntercept(),
+                    standardization=self.getStandardization(), reg_param=self.getRegParam(),
+                    elastic_net_param=self.getElasticNetParam(), optimizer=self.getOptimizer(),
+                    max_iter=self.getMaxIter(), tol=self.getTol(), step_size=self.getStepSize(),
+                    callback=log_iteration,
+                )
+            except ValueError as exc:
+                if isinstance(exc, SparkmlAiaasError):
+                    raise
+                # An unsupported combination found by the math (e.g. newton on hinge).
+                raise ConfigError(str(exc)) from None
             rows, rebuilt = blocks.stats.count, blocks.rebuilt_partitions
         result = fit.result
         summary = TrainingSummary(
@@ -85,8 +102,8 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
             rebuiltPartitions=rebuilt,
         )
         model = self._model_class(
-            coefficients=fit.coef[:, 0], intercept=float(fit.intercept[0]), signature=signature,
-            summary=summary,
+            coefficients=fit.coef, intercept=fit.intercept, signature=signature,
+            summary=summary, extra=fit.extra,
         )
         self._copyValues(model)
         return model
@@ -97,28 +114,48 @@ class _LinearModel(Model, MLWritable, MLReadable):
 
     _predictor_kind: str = ""
 
-    def __init__(self, coefficients=None, intercept: float = 0.0,
+    def __init__(self, coefficients=None, intercept=0.0,
                  signature: Optional[Dict[str, Any]] = None,
-                 summary: Optional[TrainingSummary] = None):
+                 summary: Optional[TrainingSummary] = None, extra=None):
         super().__init__()
-        self._coefficients = (np.asarray(coefficients, dtype=np.float64).ravel()
-                              if coefficients is not None else np.zeros(0))
-        self._intercept = float(intercept)
+        matrix = np.zeros((0, 1)) if coefficients is None else np.asarray(coefficients, float)
+        # (d,) and (d, 1) both mean one output; (d, k) is a multinomial model.
+        self._coef = matrix.reshape(-1, 1) if matrix.ndim < 2 else matrix
+        self._intercepts = np.asarray(intercept, dtype=np.float64).reshape(-1)
+        self._extra = np.zeros(0) if extra is None else np.asarray(extra, float).reshape(-1)
         self._signature = signature or {}
         self._summary = summary
 
     @property
+    def numOutputs(self) -> int:
+        return int(self._coef.shape[1])
+
+    @property
     def coefficients(self) -> np.ndarray:
         """Coefficients on the original feature scale, shape ``(numFeatures,)``."""
-        return self._coefficients
+        if self.numOutputs != 1:
+            raise ValueError("a multinomial model has a matrix of coefficients: use "
+                             "coefficientMatrix (numClasses × numFeatures) and interceptVector")
+        return self._coef[:, 0]
 
     @property
     def intercept(self) -> float:
-        return self._intercept
+        if self.numOutputs != 1:
+            raise ValueError("a multinomial model has one intercept per class: use interceptVector")
+        return float(self._intercepts[0])
+
+    @property
+    def coefficientMatrix(self) -> np.ndarray:
+        """Coefficients as MLlib lays them out: ``(numOutputs, numFeatures)``."""
+        return self._coef.T
+
+    @property
+    def interceptVector(self) -> np.ndarray:
+        return self._intercepts
 
     @property
     def numFeatures(self) -> int:
-        return int(self._coefficients.shape[0])
+        return int(self._coef.shape[0])
 
     @property
     def signature(self) -> Dict[str, Any]:
@@ -140,11 +177,14 @@ class _LinearModel(Model, MLWritable, MLReadable):
     def _output_names(self) -> Dict[str, str]:
         return {"prediction": self.getPredictionCol()}
 
+    def _kind(self) -> str:
+        return self._predictor_kind
+
     def predictor(self) -> LinearPredictor:
         """The Spark-free predictor with this model's numbers and params."""
         spec = self.feature_spec()
         return LinearPredictor(
-            kind=self._predictor_kind, coefficients=self._coefficients, intercept=self._intercept,
+            kind=self._kind(), coefficients=self._coef, intercept=self._intercepts,
             feature_cols=list(spec.columns) if spec.columns else None,
             vector_col=spec.vector_col, threshold=self._threshold(),
             output_names=self._output_names(),
@@ -169,12 +209,15 @@ class _LinearModel(Model, MLWritable, MLReadable):
             "signature": self.signature,
             "training": asdict(self._summary) if self._summary is not None else None,
         }
-        arrays = {"coefficients": self._coefficients, "intercept": np.array([self._intercept])}
+        arrays = {"coefficients": self._coef, "intercept": self._intercepts,
+                  "extra": self._extra}
         return metadata, arrays
 
     def _restore(self, metadata: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
-        self._coefficients = np.asarray(arrays["coefficients"], dtype=np.float64).ravel()
-        self._intercept = float(arrays["intercept"].ravel()[0])
+        matrix = np.asarray(arrays["coefficients"], dtype=np.float64)
+        self._coef = matrix.reshape(-1, 1) if matrix.ndim < 2 else matrix
+        self._intercepts = np.asarray(arrays["intercept"], dtype=np.float64).reshape(-1)
+        self._extra = np.asarray(arrays.get("extra", np.zeros(0)), dtype=np.float64).reshape(-1)
         signature = dict(metadata.get("signature") or {})
         signature.pop("outputs", None)
         self._signature = signature
@@ -190,15 +233,22 @@ class _LinearModel(Model, MLWritable, MLReadable):
 
 
 # --------------------------------------------------------------------------------------------
-class LogisticRegressionModel(_LinearModel, BinaryClassifierParams):
-    """A fitted binary logistic regression.
+class LogisticRegressionModel(_LinearModel, LogisticRegressionParams):
+    """A fitted logistic regression, binomial or multinomial.
 
-    Output columns: ``rawPrediction`` (the margin, a double usable by
-    ``BinaryClassificationEvaluator``), ``probability`` (``array<double>``,
-    ``[P(0), P(1)]``) and ``prediction`` (1.0 when P(1) > threshold).
+    Output columns: ``rawPrediction`` (binomial: the margin, a double usable by
+    ``BinaryClassificationEvaluator``; multinomial: the ``k`` margins as
+    ``array<double>``), ``probability`` (``array<double>``, one entry per class)
+    and ``prediction`` (binomial: 1.0 when P(1) > threshold; multinomial: the
+    most probable class).
     """
 
-    _predictor_kind = "binary_logistic"
+    @property
+    def numClasses(self) -> int:
+        return 2 if self.numOutputs == 1 else self.numOutputs
+
+    def _kind(self) -> str:
+        return "binary_logistic" if self.numOutputs == 1 else "multinomial_logistic"
 
     def _threshold(self) -> float:
         return float(self.getThreshold())
@@ -208,8 +258,8 @@ class LogisticRegressionModel(_LinearModel, BinaryClassifierParams):
                 "rawPrediction": self.getRawPredictionCol()}
 
 
-class LogisticRegression(_LinearEstimator, BinaryClassifierParams):
-    """Binary logistic regression on the distributed gradient engine.
+class LogisticRegression(_LinearEstimator, LogisticRegressionParams):
+    """Logistic regression (binomial or multinomial) on the distributed gradient engine.
 
     Parameters
     ----------
@@ -218,7 +268,9 @@ class LogisticRegression(_LinearEstimator, BinaryClassifierParams):
     featuresCols : list of str, default []
         Numeric columns used directly; when non-empty it wins over featuresCol.
     labelCol : str, default "label"
-        Labels 0 or 1.
+        0/1 for the binomial family; class indices 0 … k−1 for the multinomial.
+    family : {"auto", "binomial", "multinomial"}, default "auto"
+        ``auto`` chooses binomial when the labels are 0/1, as MLlib does.
     weightCol : str, optional
         Non-negative row weights.
     maxIter, tol : int, float
@@ -226,8 +278,9 @@ class LogisticRegression(_LinearEstimator, BinaryClassifierParams):
         falls below ``tol``.
     regParam, elasticNetParam : float
         Penalty ``regParam·(α‖w‖₁ + (1−α)/2‖w‖²)``.
-    optimizer : {"lbfgs", "gd"}
-        ``lbfgs`` (default) or proximal gradient descent ``gd`` (needed for L1).
+    optimizer : {"lbfgs", "newton", "gd"}
+        ``lbfgs`` (default; OWL-QN with L1), ``newton`` (the Hessian from the same
+        pass: few passes for few features) or proximal gradient descent ``gd``.
     stepSize : float
         First step of ``gd``; halved whenever a step fails to decrease enough.
     standardization : bool, default True
@@ -243,16 +296,28 @@ class LogisticRegression(_LinearEstimator, BinaryClassifierParams):
     >>> model.transform(test_df).select("id", "probability").show()         # doctest: +SKIP
     """
 
-    _loss_name = "logistic"
     _model_class = LogisticRegressionModel
+
+    def _loss(self) -> Loss:
+        return get_loss("multinomial" if self.getFamily() == "multinomial" else "logistic")
+
+    def _choose_loss(self, loss: Loss, stats) -> Tuple[Loss, int]:
+        family = self.getFamily()
+        if family == "auto":
+            # MLlib's rule: binomial unless the labels show more than two classes.
+            family = "multinomial" if stats.label_max > 1 else "binomial"
+        if family == "binomial":
+            return get_loss("logistic"), 1
+        top = stats.label_max if np.isfinite(stats.label_max) else 1
+        return get_loss("multinomial"), max(int(top) + 1, 2)
 
     @keyword_only
     def __init__(self, *, featuresCol="features", featuresCols=None, labelCol="label",
                  predictionCol="prediction", probabilityCol="probability",
                  rawPredictionCol="rawPrediction", weightCol=None, maxIter=100, tol=1e-6,
                  stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
-                 standardization=True, threshold=0.5, optimizer="lbfgs", seed=None,
-                 aggregationDepth=2, numPartitions=0):
+                 standardization=True, threshold=0.5, optimizer="lbfgs", family="auto",
+                 seed=None, aggregationDepth=2, numPartitions=0):
         super().__init__()
         self.setParams(**self._input_kwargs)
 
@@ -261,36 +326,47 @@ class LogisticRegression(_LinearEstimator, BinaryClassifierParams):
                   predictionCol="prediction", probabilityCol="probability",
                   rawPredictionCol="rawPrediction", weightCol=None, maxIter=100, tol=1e-6,
                   stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
-                  standardization=True, threshold=0.5, optimizer="lbfgs", seed=None,
-                  aggregationDepth=2, numPartitions=0):
+                  standardization=True, threshold=0.5, optimizer="lbfgs", family="auto",
+                  seed=None, aggregationDepth=2, numPartitions=0):
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)
 
 
-class LinearRegressionModel(_LinearModel, LinearModelParams):
-    """A fitted least-squares linear regression; output column ``prediction``."""
+class LinearRegressionModel(_LinearModel, LinearRegressionParams):
+    """A fitted linear regression (squared error or huber); output column ``prediction``."""
 
     _predictor_kind = "linear_regression"
 
+    @property
+    def scale(self) -> float:
+        """Huber's fitted scale σ (1.0 for squared error, as MLlib reports)."""
+        return float(np.exp(self._extra[0])) if self._extra.size else 1.0
 
-class LinearRegression(_LinearEstimator, LinearModelParams):
-    """Least-squares linear regression on the distributed gradient engine.
 
-    The objective is ``1/(2n) Σ wᵢ(yᵢ − xᵢ·w − b)² / mean(w) + penalty``, i.e. MLlib's
+class LinearRegression(_LinearEstimator, LinearRegressionParams):
+    """Linear regression on the distributed gradient engine: squared error or huber.
+
+    ``loss="squaredError"``: ``1/2 mean_w (y − x·w − b)² + penalty``, MLlib's objective
     with ``regParam = 0``; unlike MLlib the labels are not rescaled, so with
     ``standardization=False`` the result equals scikit-learn's ``Ridge(alpha = n·regParam)``.
-    Parameters as :class:`LogisticRegression` (without the classifier ones).
+    ``loss="huber"``: MLlib's / scikit-learn's ``HuberRegressor`` joint estimation of the
+    coefficients and a scale σ (``model.scale``), robustness ``epsilon`` (default 1.35).
+    Other parameters as :class:`LogisticRegression` (without the classifier ones).
     """
 
-    _loss_name = "squared"
     _model_class = LinearRegressionModel
+
+    def _loss(self) -> Loss:
+        if self.getLoss() == "huber":
+            return get_loss("huber", epsilon=self.getEpsilon())
+        return get_loss("squared")
 
     @keyword_only
     def __init__(self, *, featuresCol="features", featuresCols=None, labelCol="label",
                  predictionCol="prediction", weightCol=None, maxIter=100, tol=1e-6,
                  stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
-                 standardization=True, optimizer="lbfgs", seed=None, aggregationDepth=2,
-                 numPartitions=0):
+                 standardization=True, optimizer="lbfgs", loss="squaredError", epsilon=1.35,
+                 seed=None, aggregationDepth=2, numPartitions=0):
         super().__init__()
         self.setParams(**self._input_kwargs)
 
@@ -298,7 +374,58 @@ class LinearRegression(_LinearEstimator, LinearModelParams):
     def setParams(self, *, featuresCol="features", featuresCols=None, labelCol="label",
                   predictionCol="prediction", weightCol=None, maxIter=100, tol=1e-6,
                   stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
-                  standardization=True, optimizer="lbfgs", seed=None, aggregationDepth=2,
-                  numPartitions=0):
+                  standardization=True, optimizer="lbfgs", loss="squaredError", epsilon=1.35,
+                  seed=None, aggregationDepth=2, numPartitions=0):
+        kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
+        return self._set(**kwargs)
+
+
+class LinearSVCModel(_LinearModel, LinearSVCParams):
+    """A fitted linear SVM: ``rawPrediction`` (the margin) and ``prediction`` (margin > threshold)."""
+
+    _predictor_kind = "linear_svc"
+
+    def _threshold(self) -> float:
+        return float(self.getThreshold())
+
+    def _output_names(self) -> Dict[str, str]:
+        return {"prediction": self.getPredictionCol(),
+                "rawPrediction": self.getRawPredictionCol()}
+
+
+class LinearSVC(_LinearEstimator, LinearSVCParams):
+    """Linear support vector machine (hinge loss), labels 0/1, MLlib's ``LinearSVC`` objective:
+    ``mean_w max(0, 1 − y±(x·w + b)) + regParam·(α‖w‖₁ + (1−α)/2‖w‖²)``.
+
+    Like MLlib, it runs L-BFGS (OWL-QN with L1) on the non-smooth hinge; ``newton`` is refused
+    (the hinge has no curvature).  Other parameters as :class:`LogisticRegression`.
+    """
+
+    _model_class = LinearSVCModel
+
+    def _loss(self) -> Loss:
+        return get_loss("hinge")
+
+    def validate_params(self) -> None:
+        super().validate_params()
+        if self.getOptimizer() == "newton":
+            raise ConfigError("optimizer 'newton' does not support the hinge loss (it has no "
+                              "curvature); use 'lbfgs', as MLlib's LinearSVC does, or 'gd'")
+
+    @keyword_only
+    def __init__(self, *, featuresCol="features", featuresCols=None, labelCol="label",
+                 predictionCol="prediction", rawPredictionCol="rawPrediction", weightCol=None,
+                 maxIter=100, tol=1e-6, stepSize=1.0, regParam=0.0, elasticNetParam=0.0,
+                 fitIntercept=True, standardization=True, threshold=0.0, optimizer="lbfgs",
+                 seed=None, aggregationDepth=2, numPartitions=0):
+        super().__init__()
+        self.setParams(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, *, featuresCol="features", featuresCols=None, labelCol="label",
+                  predictionCol="prediction", rawPredictionCol="rawPrediction", weightCol=None,
+                  maxIter=100, tol=1e-6, stepSize=1.0, regParam=0.0, elasticNetParam=0.0,
+                  fitIntercept=True, standardization=True, threshold=0.0, optimizer="lbfgs",
+                  seed=None, aggregationDepth=2, numPartitions=0):
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)

@@ -113,12 +113,12 @@ class LinearModelParams(
         for ok, name, rule in checks:
             if not ok:
                 raise ConfigError(f"param {name} {rule}, got {self.getOrDefault(name)!r}")
-        if (self.getOptimizer() == "lbfgs" and self.getRegParam() > 0
+        if (self.getOptimizer() == "newton" and self.getRegParam() > 0
                 and self.getElasticNetParam() > 0):
             # Refuse before any Spark job runs, not after the blocks are built.
             raise ConfigError(
-                "optimizer 'lbfgs' does not support an L1 penalty (elasticNetParam > 0 with "
-                "regParam > 0); set optimizer='gd', which applies L1 through a proximal step"
+                "optimizer 'newton' does not support an L1 penalty (elasticNetParam > 0 with "
+                "regParam > 0); use optimizer='lbfgs' (OWL-QN) or 'gd' (proximal)"
             )
 
 
@@ -133,3 +133,64 @@ class BinaryClassifierParams(LinearModelParams, HasProbabilityCol, HasRawPredict
         super().validate_params()
         if not 0.0 <= self.getThreshold() <= 1.0:
             raise ConfigError(f"param threshold must be in [0, 1], got {self.getThreshold()!r}")
+
+
+class HasFamily(Params):
+    family: Param = Param(
+        Params._dummy(), "family",
+        "label distribution: 'auto' (binomial for labels 0/1, else multinomial), 'binomial' or "
+        "'multinomial'", typeConverter=TypeConverters.toString,
+    )
+
+    def __init__(self):
+        super().__init__()
+        self._setDefault(family="auto")
+
+    def getFamily(self) -> str:
+        return self.getOrDefault(self.family)
+
+
+class LogisticRegressionParams(BinaryClassifierParams, HasFamily):
+    def validate_params(self) -> None:
+        super().validate_params()
+        if self.getFamily() not in ("auto", "binomial", "multinomial"):
+            raise ConfigError("param family must be 'auto', 'binomial' or 'multinomial', "
+                              f"got {self.getFamily()!r}")
+
+
+class LinearRegressionParams(LinearModelParams):
+    loss: Param = Param(
+        Params._dummy(), "loss", "loss to minimize: 'squaredError' or 'huber'",
+        typeConverter=TypeConverters.toString,
+    )
+    epsilon: Param = Param(
+        Params._dummy(), "epsilon",
+        "huber's robustness: residuals beyond epsilon·scale count linearly; must be > 1",
+        typeConverter=TypeConverters.toFloat,
+    )
+
+    def __init__(self):
+        super().__init__()
+        self._setDefault(loss="squaredError", epsilon=1.35)
+
+    def getLoss(self) -> str:
+        return self.getOrDefault(self.loss)
+
+    def getEpsilon(self) -> float:
+        return self.getOrDefault(self.epsilon)
+
+    def validate_params(self) -> None:
+        super().validate_params()
+        if self.getLoss() not in ("squaredError", "huber"):
+            raise ConfigError(
+                f"param loss must be 'squaredError' or 'huber', got {self.getLoss()!r}")
+        if not self.getEpsilon() > 1.0:
+            raise ConfigError(f"param epsilon must be > 1, got {self.getEpsilon()!r}")
+
+
+class LinearSVCParams(LinearModelParams, HasRawPredictionCol, HasThreshold):
+    """A linear SVM: ``prediction`` is 1 when the margin (``rawPrediction``) > threshold."""
+
+    def __init__(self):
+        super().__init__()
+        self._setDefault(rawPredictionCol="rawPrediction", threshold=0.0)

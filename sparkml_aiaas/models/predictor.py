@@ -21,6 +21,9 @@ from sparkml_aiaas.models.artifact import read_artifact
 _OUTPUTS = {
     "binary_logistic": [("rawPrediction", "double"), ("probability", "array<double>"),
                         ("prediction", "double")],
+    "multinomial_logistic": [("rawPrediction", "array<double>"),
+                             ("probability", "array<double>"), ("prediction", "double")],
+    "linear_svc": [("rawPrediction", "double"), ("prediction", "double")],
     "linear_regression": [("prediction", "double")],
 }
 
@@ -31,22 +34,24 @@ class LinearPredictor:
 
     Parameters
     ----------
-    kind : {"binary_logistic", "linear_regression"}
-    coefficients : ndarray of shape (d,)
-    intercept : float
+    kind : {"binary_logistic", "multinomial_logistic", "linear_svc", "linear_regression"}
+    coefficients : ndarray of shape (d,) or (d, k)
+        ``(d, k)`` for the multinomial kind (one column per class).
+    intercept : float or ndarray of shape (k,)
     feature_cols : list of str, optional
         Numeric input columns, in coefficient order.
     vector_col : str, optional
         Alternatively, one column holding length-``d`` arrays.
     threshold : float
-        Binary classifiers predict 1 when P(y=1) > threshold.
+        Binary logistic predicts 1 when P(y=1) > threshold; the linear SVM when
+        the margin > threshold.
     output_names : dict, optional
         Renames of the output columns (e.g. ``{"prediction": "pred"}``).
     """
 
     kind: str
     coefficients: np.ndarray
-    intercept: float
+    intercept: Any
     feature_cols: Optional[List[str]] = None
     vector_col: Optional[str] = None
     threshold: float = 0.5
@@ -56,12 +61,29 @@ class LinearPredictor:
     def __post_init__(self):
         if self.kind not in _OUTPUTS:
             raise ModelFormatError(f"unknown linear predictor kind {self.kind!r}")
-        self.coefficients = np.asarray(self.coefficients, dtype=np.float64).ravel()
-        self.intercept = float(self.intercept)
+        coefficients = np.asarray(self.coefficients, dtype=np.float64)
+        intercept = np.asarray(self.intercept, dtype=np.float64).reshape(-1)
+        if self.kind == "multinomial_logistic":
+            self.coefficients = coefficients.reshape(coefficients.shape[0], -1)
+            self.intercept = intercept
+            if self.coefficients.shape[1] != intercept.shape[0]:
+                raise ModelFormatError(
+                    f"multinomial model has {self.coefficients.shape[1]} coefficient columns but "
+                    f"{intercept.shape[0]} intercepts")
+        else:
+            self.coefficients = coefficients.ravel()
+            self.intercept = float(intercept[0])
 
     @property
     def n_features(self) -> int:
         return int(self.coefficients.shape[0])
+
+    @property
+    def n_classes(self) -> int:
+        """Classes of a classifier (2 for the binary kinds); 0 for a regressor."""
+        if self.kind == "multinomial_logistic":
+            return int(self.coefficients.shape[1])
+        return 0 if self.kind == "linear_regression" else 2
 
     @property
     def input_columns(self) -> List[str]:
@@ -105,9 +127,19 @@ class LinearPredictor:
         # einsum, not BLAS: each row's dot product is summed in one fixed order whatever
         # the batch size or BLAS threading, so Spark batches, the driver and the REST
         # server give bit-identical numbers for the same row.
+        if self.kind == "multinomial_logistic":
+            margins = np.einsum("ij,jk->ik", X, self.coefficients) + self.intercept
+            shifted = margins - margins.max(axis=1, keepdims=True)
+            exp = np.exp(shifted)
+            probability = exp / exp.sum(axis=1, keepdims=True)
+            return {"rawPrediction": margins, "probability": probability,
+                    "prediction": np.argmax(margins, axis=1).astype(np.float64)}
         margin = np.einsum("ij,j->i", X, self.coefficients) + self.intercept
         if self.kind == "linear_regression":
             return {"prediction": margin}
+        if self.kind == "linear_svc":
+            return {"rawPrediction": margin,
+                    "prediction": (margin > self.threshold).astype(np.float64)}
         e = np.exp(-np.abs(margin))
         p1 = np.where(margin >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
         return {
@@ -134,7 +166,7 @@ class LinearPredictor:
         return cls(
             kind=spec["kind"],
             coefficients=arrays["coefficients"],
-            intercept=float(arrays["intercept"].ravel()[0]),
+            intercept=arrays["intercept"],
             feature_cols=spec.get("feature_cols"),
             vector_col=spec.get("vector_col"),
             threshold=float(spec.get("threshold", 0.5)),
