@@ -32,9 +32,12 @@ PARAM_ALIASES: Dict[str, str] = {
     "aggregation_depth": "aggregationDepth",
     "num_partitions": "numPartitions",
     "weight_col": "weightCol",
+    "family": "family",  # logistic_regression only
+    "loss": "loss",  # linear_regression only: squaredError | huber
+    "epsilon": "epsilon",  # linear_regression with loss huber
 }
 
-MODEL_TYPES = ("logistic_regression", "linear_regression")
+MODEL_TYPES = ("logistic_regression", "linear_regression", "linear_svc")
 
 
 class _Strict(BaseModel):
@@ -81,7 +84,7 @@ class SplitSettings(_Strict):
 
 
 class ModelSettings(_Strict):
-    type: Literal["logistic_regression", "linear_regression"] = "logistic_regression"
+    type: Literal["logistic_regression", "linear_regression", "linear_svc"] = "logistic_regression"
     label_col: str = "label"
     features: Optional[List[str]] = None
     features_col: Optional[str] = None

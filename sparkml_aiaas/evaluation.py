@@ -27,6 +27,23 @@ def evaluate_binary(scored, label_col: str = "label", raw_prediction_col: str = 
         scored.unpersist()
 
 
+def evaluate_multiclass(scored, label_col: str = "label",
+                        prediction_col: str = "prediction") -> Dict[str, float]:
+    """Accuracy, F1 and weighted precision/recall of a multiclass classifier's output."""
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+
+    scored = scored.withColumn(label_col, scored[label_col].cast("double")).cache()
+    try:
+        evaluator = MulticlassClassificationEvaluator(labelCol=label_col,
+                                                      predictionCol=prediction_col)
+        return {
+            name: evaluator.evaluate(scored, {evaluator.metricName: name})
+            for name in ("accuracy", "f1", "weightedPrecision", "weightedRecall")
+        } | {"rows": float(scored.count())}
+    finally:
+        scored.unpersist()
+
+
 def evaluate_regression(scored, label_col: str = "label",
                         prediction_col: str = "prediction") -> Dict[str, float]:
     """RMSE, MAE and R² of a regressor's output."""

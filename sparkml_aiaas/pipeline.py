@@ -58,9 +58,10 @@ class ScoreReport:
 
 
 def build_estimator(settings: ModelSettings):
-    from sparkml_aiaas.models import LinearRegression, LogisticRegression
+    from sparkml_aiaas.models import LinearRegression, LinearSVC, LogisticRegression
 
-    classes = {"logistic_regression": LogisticRegression, "linear_regression": LinearRegression}
+    classes = {"logistic_regression": LogisticRegression, "linear_regression": LinearRegression,
+               "linear_svc": LinearSVC}
     try:
         return classes[settings.type](**settings.spark_params())
     except (TypeError, ValueError) as exc:  # pyspark's param type converters
@@ -94,7 +95,8 @@ def _write_json_atomically(path: str, payload: Dict[str, Any]) -> None:
 def run_training(spark, config: TrainJobConfig) -> TrainReport:
     """Ingest → split → fit → evaluate → save the model (atomically) and its metrics."""
     from sparkml_aiaas.data import split_by_key
-    from sparkml_aiaas.evaluation import evaluate_binary, evaluate_regression
+    from sparkml_aiaas.evaluation import (evaluate_binary, evaluate_multiclass,
+                                          evaluate_regression)
 
     # Params are checked before any data is read: a bad config fails in a second.
     estimator = build_estimator(config.model)
@@ -124,7 +126,10 @@ def run_training(spark, config: TrainJobConfig) -> TrainReport:
 
     evaluated_on = "test" if test is not None and test_rows > 0 else "train"
     scored = model.transform(test if evaluated_on == "test" else train)
-    if config.model.type == "logistic_regression":
+    if config.model.type == "logistic_regression" and model.numClasses > 2:
+        metrics = evaluate_multiclass(scored, label_col=config.model.label_col,
+                                      prediction_col=model.getPredictionCol())
+    elif config.model.type in ("logistic_regression", "linear_svc"):
         metrics = evaluate_binary(scored, label_col=config.model.label_col,
                                   raw_prediction_col=model.getRawPredictionCol(),
                                   prediction_col=model.getPredictionCol())

@@ -181,3 +181,31 @@ def test_unknown_model_format_version_is_refused(spark, quickstart_run, tmp_path
          "--input", str(workdir / "data" / "breast_cancer.csv"),
          "--output", str(tmp_path / "out")], capsys)
     assert "format_version 99" in err
+
+
+def test_train_multiclass_and_svm_from_config(spark, tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(240, 2))
+    cls = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
+    lines = "".join(f"{i},{a:.6f},{b:.6f},{c},{int(c > 0)}\n" for i, ((a, b), c)
+                    in enumerate(zip(X, cls)))
+    csv = tmp_path / "multi.csv"
+    csv.write_text("id,a,b,cls,positive\n" + lines)
+    base = f"""
+input: {{path: {csv}, schema: "id INT, a DOUBLE, b DOUBLE, cls INT, positive INT"}}
+split: {{key: id, test_fraction: 0.25}}
+output: {{model_path: {tmp_path / 'MODEL'}, metrics_path: {tmp_path / 'METRICS.json'}}}
+"""
+    multi = tmp_path / "multi.yaml"
+    multi.write_text(base.replace("MODEL", "m").replace("METRICS", "m") +
+                     "model: {label_col: cls, features: [a, b], params: {reg_param: 0.001}}\n")
+    assert main(["train", "--config", str(multi)]) == 0, capsys.readouterr()
+    metrics = json.loads((tmp_path / "m.json").read_text())["metrics"]
+    assert set(metrics) >= {"accuracy", "f1"} and metrics["accuracy"] > 0.8
+
+    svm = tmp_path / "svm.yaml"
+    svm.write_text(base.replace("MODEL", "s").replace("METRICS", "s") +
+                   "model: {type: linear_svc, label_col: positive, features: [a, b]}\n")
+    assert main(["train", "--config", str(svm)]) == 0, capsys.readouterr()
+    metrics = json.loads((tmp_path / "s.json").read_text())["metrics"]
+    assert metrics["auc"] > 0.9
