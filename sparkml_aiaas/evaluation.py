@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Sequence, Tuple
+
+# (evaluator, metricName, the name we report it under)
+MetricSpec = Tuple[object, str, str]
+
+
+def _evaluate(scored, label_col: str, metrics: Sequence[MetricSpec]) -> Dict[str, float]:
+    """Evaluate every metric over one cached copy of ``scored`` (labels cast to double)."""
+    scored = scored.withColumn(label_col, scored[label_col].cast("double")).cache()
+    try:
+        values = {name: evaluator.evaluate(scored, {evaluator.metricName: metric})
+                  for evaluator, metric, name in metrics}
+        values["rows"] = float(scored.count())
+        return values
+    finally:
+        scored.unpersist()
 
 
 def evaluate_binary(scored, label_col: str = "label", raw_prediction_col: str = "rawPrediction",
@@ -11,20 +26,11 @@ def evaluate_binary(scored, label_col: str = "label", raw_prediction_col: str = 
     from pyspark.ml.evaluation import (BinaryClassificationEvaluator,
                                        MulticlassClassificationEvaluator)
 
-    scored = scored.withColumn(label_col, scored[label_col].cast("double")).cache()
-    try:
-        binary = BinaryClassificationEvaluator(labelCol=label_col,
-                                               rawPredictionCol=raw_prediction_col)
-        multi = MulticlassClassificationEvaluator(labelCol=label_col,
-                                                  predictionCol=prediction_col)
-        return {
-            "auc": binary.evaluate(scored, {binary.metricName: "areaUnderROC"}),
-            "auc_pr": binary.evaluate(scored, {binary.metricName: "areaUnderPR"}),
-            "accuracy": multi.evaluate(scored, {multi.metricName: "accuracy"}),
-            "rows": float(scored.count()),
-        }
-    finally:
-        scored.unpersist()
+    binary = BinaryClassificationEvaluator(labelCol=label_col, rawPredictionCol=raw_prediction_col)
+    multi = MulticlassClassificationEvaluator(labelCol=label_col, predictionCol=prediction_col)
+    return _evaluate(scored, label_col, [(binary, "areaUnderROC", "auc"),
+                                         (binary, "areaUnderPR", "auc_pr"),
+                                         (multi, "accuracy", "accuracy")])
 
 
 def evaluate_multiclass(scored, label_col: str = "label",
@@ -32,16 +38,10 @@ def evaluate_multiclass(scored, label_col: str = "label",
     """Accuracy, F1 and weighted precision/recall of a multiclass classifier's output."""
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 
-    scored = scored.withColumn(label_col, scored[label_col].cast("double")).cache()
-    try:
-        evaluator = MulticlassClassificationEvaluator(labelCol=label_col,
-                                                      predictionCol=prediction_col)
-        return {
-            name: evaluator.evaluate(scored, {evaluator.metricName: name})
-            for name in ("accuracy", "f1", "weightedPrecision", "weightedRecall")
-        } | {"rows": float(scored.count())}
-    finally:
-        scored.unpersist()
+    evaluator = MulticlassClassificationEvaluator(labelCol=label_col,
+                                                  predictionCol=prediction_col)
+    names = ("accuracy", "f1", "weightedPrecision", "weightedRecall")
+    return _evaluate(scored, label_col, [(evaluator, name, name) for name in names])
 
 
 def evaluate_regression(scored, label_col: str = "label",
@@ -49,12 +49,5 @@ def evaluate_regression(scored, label_col: str = "label",
     """RMSE, MAE and R² of a regressor's output."""
     from pyspark.ml.evaluation import RegressionEvaluator
 
-    scored = scored.withColumn(label_col, scored[label_col].cast("double")).cache()
-    try:
-        evaluator = RegressionEvaluator(labelCol=label_col, predictionCol=prediction_col)
-        return {
-            name: evaluator.evaluate(scored, {evaluator.metricName: name})
-            for name in ("rmse", "mae", "r2")
-        } | {"rows": float(scored.count())}
-    finally:
-        scored.unpersist()
+    evaluator = RegressionEvaluator(labelCol=label_col, predictionCol=prediction_col)
+    return _evaluate(scored, label_col, [(evaluator, name, name) for name in ("rmse", "mae", "r2")])
