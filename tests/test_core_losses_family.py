@@ -483,3 +483,32 @@ def test_other_domains_unchanged_by_class_index_checks():
     with pytest.raises(DataValidationError,
                        match="must hold 0 or 1 for a binary hinge model; found 2"):
         validate_training_stats(_stats([0, 1, 2]), LOSSES["hinge"], NAMES, "label")
+
+
+@pytest.mark.parametrize("name", ["logistic", "squared", "huber", "multinomial", "hinge"])
+def test_chunked_pass_equals_one_sweep(name, monkeypatch):
+    """A block goes through in cache-sized chunks; the sums must not depend on it."""
+    import sparkml_aiaas.core.losses as losses
+
+    rng = np.random.default_rng(11)
+    n, d = 1000, 3
+    k = 3 if name == "multinomial" else 1
+    X = rng.normal(size=(n, d))
+    y = rng.integers(0, k if k > 1 else 2, size=n).astype(float)
+    if name in ("squared", "huber"):
+        y = rng.normal(size=n)
+    w = rng.uniform(0.5, 2.0, size=n)
+    coef, intercept = rng.normal(size=(d, k)), rng.normal(size=k)
+    loss = losses.get_loss(name)
+    extra = np.array([0.3]) if loss.n_extra else None
+    hessian = loss.curvature is not None
+    whole = losses.loss_gradient_sums(loss, X, y, w, coef, intercept, extra, with_hessian=hessian)
+    monkeypatch.setattr(losses, "CHUNK_BYTES", 1024)  # 256-row chunks: 4 of them
+    assert losses.chunk_rows(d) == 256
+    chunked = losses.loss_gradient_sums(loss, X, y, w, coef, intercept, extra,
+                                        with_hessian=hessian)
+    assert chunked.loss == pytest.approx(whole.loss, rel=1e-12)
+    np.testing.assert_allclose(chunked.grad, whole.grad, rtol=1e-10, atol=1e-10)
+    assert chunked.weight == pytest.approx(whole.weight) and chunked.count == n
+    if hessian:
+        np.testing.assert_allclose(chunked.hessian, whole.hessian, rtol=1e-10, atol=1e-10)

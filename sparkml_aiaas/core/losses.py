@@ -38,7 +38,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from sparkml_aiaas.core.merge import LossGradient
+from sparkml_aiaas.core.merge import LossGradient, merge
 
 ArrayPair = Tuple[np.ndarray, np.ndarray]
 ArrayTriple = Tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -369,8 +369,32 @@ def loss_gradient_sums(
     """
     d, k = coef.shape
     extra = loss.check_extra(extra)
-    if X.shape[0] == 0:
+    n = X.shape[0]
+    if n == 0:
         return LossGradient.zero(loss.n_params(d, k), with_hessian=with_hessian)
+    # Rows go through in cache-sized chunks: the second product (Xᵀr) then reads the
+    # chunk from cache instead of sweeping the whole block from memory a second time,
+    # which halves the memory traffic of a pass.
+    rows = chunk_rows(d, X.dtype.itemsize)
+    total = None
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        part = _chunk_sums(loss, X[start:stop], y[start:stop], w[start:stop], coef, intercept,
+                           extra, with_hessian)
+        total = part if total is None else merge(total, part)
+    return total
+
+
+#: Bytes of feature data per chunk of rows: comfortably inside a core's L2/L3 share.
+CHUNK_BYTES = 1 << 21
+
+
+def chunk_rows(n_features: int, itemsize: int = 8) -> int:
+    """Rows per chunk of a pass (at least 256)."""
+    return max(256, CHUNK_BYTES // max(1, n_features * itemsize))
+
+
+def _chunk_sums(loss: Loss, X, y, w, coef, intercept, extra, with_hessian: bool) -> LossGradient:
     margin = X @ coef
     margin += intercept
     row_loss, dmargin, dextra = loss.derivatives(margin, y, extra)
