@@ -14,6 +14,7 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
+from sparkml_aiaas.core.checkpoint import FileCheckpoint
 from sparkml_aiaas.core.losses import Loss
 from sparkml_aiaas.core.merge import LossGradient
 from sparkml_aiaas.core.optimizers import IterationCallback, OptimizeResult, minimize_objective
@@ -159,6 +160,22 @@ def initial_intercept(loss: Loss, stats: BlockStats, n_outputs: int = 1) -> np.n
     return np.zeros(n_outputs)
 
 
+def fit_fingerprint(stats: BlockStats, settings: dict) -> str:
+    """A key naming one fit: the same data summary and settings give the same key.
+
+    Used to find a killed fit's checkpoint when it is re-run with the same arguments.
+    """
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for value in (stats.count, stats.weight_sum, stats.label_sum):
+        digest.update(np.float64(value).tobytes())
+    digest.update(np.ascontiguousarray(stats.mean, np.float64).tobytes())
+    digest.update(np.ascontiguousarray(stats.m2, np.float64).tobytes())
+    return digest.hexdigest()[:24]
+
+
 def fit_glm(
     data_pass: DataPass,
     stats: BlockStats,
@@ -174,6 +191,7 @@ def fit_glm(
     tol: float = 1e-6,
     step_size: float = 1.0,
     callback: Optional[IterationCallback] = None,
+    checkpoint: Optional[FileCheckpoint] = None,
 ) -> GLMFit:
     """Minimize ``mean loss + reg_param·(α‖w‖₁ + (1−α)/2‖w‖²)`` with the named optimizer.
 
@@ -189,6 +207,8 @@ def fit_glm(
         :func:`validate_training_stats`).
     n_outputs : int
         ``k``: 1, or the number of classes for the multinomial loss.
+    checkpoint : FileCheckpoint, optional
+        Resume from / save the optimizer state (see :mod:`sparkml_aiaas.core.checkpoint`).
 
     Returns
     -------
@@ -227,6 +247,7 @@ def fit_glm(
         optimizer, objective, theta0, penalty=penalty, max_iter=max_iter, tol=tol,
         step_size=step_size, callback=callback,
         fun_hess=objective_with_hessian if optimizer == "newton" else None,
+        checkpoint=checkpoint,
     )
     coef, intercept = space.to_model(result.x)
     return GLMFit(coef, intercept, result, space.extra(result.x))

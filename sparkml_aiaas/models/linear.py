@@ -19,7 +19,8 @@ from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLReadable, MLWritable
 
-from sparkml_aiaas.core.glm import fit_glm, validate_training_stats
+from sparkml_aiaas.core.checkpoint import FileCheckpoint
+from sparkml_aiaas.core.glm import fit_fingerprint, fit_glm, validate_training_stats
 from sparkml_aiaas.core.losses import Loss, get_loss
 from sparkml_aiaas.errors import ConfigError, SparkmlAiaasError
 from sparkml_aiaas.engine import DistributedDataPass, ResidentBlocks
@@ -58,6 +59,18 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
         """The loss and number of outputs ``k`` for these data (the multinomial family needs k)."""
         return loss, 1
 
+    def _checkpoint(self, stats, loss: Loss, n_outputs: int) -> Optional[FileCheckpoint]:
+        """The fit's checkpoint file, keyed by everything that determines the result."""
+        if not self.getCheckpointDir():
+            return None
+        ignored = {"checkpointDir", "checkpointInterval", "predictionCol", "probabilityCol",
+                   "rawPredictionCol", "threshold"}
+        settings = {param.name: value for param, value in self.extractParamMap().items()
+                    if param.name not in ignored}
+        settings.update(estimator=type(self).__name__, loss=loss.name, n_outputs=n_outputs)
+        return FileCheckpoint(self.getCheckpointDir(), fit_fingerprint(stats, settings),
+                              self.getCheckpointInterval())
+
     def _fit(self, dataset):
         self.validate_params()
         loss = self._loss()
@@ -79,6 +92,7 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
             data_pass = DistributedDataPass(
                 blocks, loss, self.getAggregationDepth(), description=f"sparkml_aiaas {kind}"
             )
+            checkpoint = self._checkpoint(blocks.stats, loss, n_outputs)
             try:
                 fit = fit_glm(
                     data_pass, blocks.stats, loss=loss, n_outputs=n_outputs,
@@ -86,7 +100,7 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
                     standardization=self.getStandardization(), reg_param=self.getRegParam(),
                     elastic_net_param=self.getElasticNetParam(), optimizer=self.getOptimizer(),
                     max_iter=self.getMaxIter(), tol=self.getTol(), step_size=self.getStepSize(),
-                    callback=log_iteration,
+                    callback=log_iteration, checkpoint=checkpoint,
                 )
             except ValueError as exc:
                 if isinstance(exc, SparkmlAiaasError):
@@ -317,7 +331,8 @@ class LogisticRegression(_LinearEstimator, LogisticRegressionParams):
                  rawPredictionCol="rawPrediction", weightCol=None, maxIter=100, tol=1e-6,
                  stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                  standardization=True, threshold=0.5, optimizer="lbfgs", family="auto",
-                 seed=None, aggregationDepth=2, numPartitions=0):
+                 seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
+                 checkpointInterval=None):
         super().__init__()
         self.setParams(**self._input_kwargs)
 
@@ -327,7 +342,8 @@ class LogisticRegression(_LinearEstimator, LogisticRegressionParams):
                   rawPredictionCol="rawPrediction", weightCol=None, maxIter=100, tol=1e-6,
                   stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                   standardization=True, threshold=0.5, optimizer="lbfgs", family="auto",
-                  seed=None, aggregationDepth=2, numPartitions=0):
+                  seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
+                 checkpointInterval=None):
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)
 
@@ -366,7 +382,8 @@ class LinearRegression(_LinearEstimator, LinearRegressionParams):
                  predictionCol="prediction", weightCol=None, maxIter=100, tol=1e-6,
                  stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                  standardization=True, optimizer="lbfgs", loss="squaredError", epsilon=1.35,
-                 seed=None, aggregationDepth=2, numPartitions=0):
+                 seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
+                 checkpointInterval=None):
         super().__init__()
         self.setParams(**self._input_kwargs)
 
@@ -375,7 +392,8 @@ class LinearRegression(_LinearEstimator, LinearRegressionParams):
                   predictionCol="prediction", weightCol=None, maxIter=100, tol=1e-6,
                   stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                   standardization=True, optimizer="lbfgs", loss="squaredError", epsilon=1.35,
-                  seed=None, aggregationDepth=2, numPartitions=0):
+                  seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
+                 checkpointInterval=None):
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)
 
@@ -417,7 +435,8 @@ class LinearSVC(_LinearEstimator, LinearSVCParams):
                  predictionCol="prediction", rawPredictionCol="rawPrediction", weightCol=None,
                  maxIter=100, tol=1e-6, stepSize=1.0, regParam=0.0, elasticNetParam=0.0,
                  fitIntercept=True, standardization=True, threshold=0.0, optimizer="lbfgs",
-                 seed=None, aggregationDepth=2, numPartitions=0):
+                 seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
+                 checkpointInterval=None):
         super().__init__()
         self.setParams(**self._input_kwargs)
 
@@ -426,6 +445,7 @@ class LinearSVC(_LinearEstimator, LinearSVCParams):
                   predictionCol="prediction", rawPredictionCol="rawPrediction", weightCol=None,
                   maxIter=100, tol=1e-6, stepSize=1.0, regParam=0.0, elasticNetParam=0.0,
                   fitIntercept=True, standardization=True, threshold=0.0, optimizer="lbfgs",
-                  seed=None, aggregationDepth=2, numPartitions=0):
+                  seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
+                 checkpointInterval=None):
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)

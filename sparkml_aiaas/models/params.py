@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (
     HasAggregationDepth,
+    HasCheckpointInterval,
     HasElasticNetParam,
     HasFeaturesCol,
     HasFitIntercept,
@@ -83,10 +84,25 @@ class HasNumPartitions(Params):
         return self.getOrDefault(self.numPartitions)
 
 
+class HasCheckpoint(HasCheckpointInterval):
+    checkpointDir: Param = Param(
+        Params._dummy(), "checkpointDir",
+        "directory for optimizer checkpoints; a killed fit re-run with the same arguments "
+        "resumes from it ('' disables checkpoints)", typeConverter=TypeConverters.toString,
+    )
+
+    def __init__(self):
+        super().__init__()
+        self._setDefault(checkpointDir="", checkpointInterval=10)
+
+    def getCheckpointDir(self) -> str:
+        return self.getOrDefault(self.checkpointDir)
+
+
 class LinearModelParams(
     HasFeaturesCol, HasFeaturesCols, HasLabelCol, HasPredictionCol, HasWeightCol, HasMaxIter,
     HasTol, HasStepSize, HasRegParam, HasElasticNetParam, HasFitIntercept, HasStandardization,
-    HasSeed, HasAggregationDepth, HasOptimizer, HasNumPartitions,
+    HasSeed, HasAggregationDepth, HasOptimizer, HasNumPartitions, HasCheckpoint,
 ):
     """Params of every linear model, with MLlib's defaults."""
 
@@ -109,6 +125,7 @@ class LinearModelParams(
             (self.getAggregationDepth() >= 2, "aggregationDepth", "must be >= 2"),
             (self.getOptimizer() in OPTIMIZERS, "optimizer", f"must be one of {list(OPTIMIZERS)}"),
             (self.getNumPartitions() >= 0, "numPartitions", "must be >= 0"),
+            (self.getCheckpointInterval() >= 1, "checkpointInterval", "must be >= 1"),
         ]
         for ok, name, rule in checks:
             if not ok:
