@@ -116,3 +116,17 @@ def test_estimator_resumes_after_a_killed_fit(spark, tmp_path, monkeypatch):
     assert resumed.summary.objectiveHistory == reference.summary.objectiveHistory
     assert resumed.summary.numPasses < reference.summary.numPasses  # it really resumed
     assert os.listdir(ckpt) == []
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    from sparkml_aiaas.engine.progress import progress_bar
+
+    monkeypatch.delenv("SPARKML_AIAAS_PROGRESS", raising=False)
+    assert progress_bar("fit", 10) is None  # pytest's stderr is not a terminal
+    monkeypatch.setenv("SPARKML_AIAAS_PROGRESS", "1")
+    bar = progress_bar("fit", 10)
+    bar.update(3)
+    assert bar.n == 3 and bar.total == 10
+    bar.close()
+    monkeypatch.setenv("SPARKML_AIAAS_PROGRESS", "0")
+    assert progress_bar("fit", 10) is None

@@ -24,6 +24,7 @@ from sparkml_aiaas.core.glm import fit_fingerprint, fit_glm, validate_training_s
 from sparkml_aiaas.core.losses import Loss, get_loss
 from sparkml_aiaas.errors import ConfigError, SparkmlAiaasError
 from sparkml_aiaas.engine import DistributedDataPass, ResidentBlocks
+from sparkml_aiaas.engine.progress import progress_bar
 from sparkml_aiaas.models.params import (LinearRegressionParams, LinearSVCParams,
                                          LogisticRegressionParams)
 from sparkml_aiaas.models.persistence import ArtifactReader, ArtifactWriter, input_signature
@@ -81,8 +82,13 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
         started = time.perf_counter()
         kind = type(self).__name__
 
+        progress = progress_bar(kind, self.getMaxIter())
+
         def log_iteration(iteration: int, objective: float) -> None:
             logger.info("%s iter %4d  objective %.10g", kind, iteration, objective)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(objective=f"{objective:.8g}")
 
         with ResidentBlocks.build(dataset, spec, label_col, weight_col,
                                   self.getNumPartitions()) as blocks:
@@ -108,6 +114,8 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
                 # An unsupported combination found by the math (e.g. newton on hinge).
                 raise ConfigError(str(exc)) from None
             rows, rebuilt = blocks.stats.count, blocks.rebuilt_partitions
+        if progress is not None:
+            progress.close()
         result = fit.result
         summary = TrainingSummary(
             objectiveHistory=[float(v) for v in result.history], totalIterations=result.n_iter,
