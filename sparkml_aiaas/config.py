@@ -32,6 +32,13 @@ PARAM_ALIASES: Dict[str, str] = {
     "aggregation_depth": "aggregationDepth",
     "num_partitions": "numPartitions",
     "weight_col": "weightCol",
+    "mini_batch_fraction": "miniBatchFraction",
+    "local_steps": "localSteps",
+    "momentum": "momentum",
+    "beta1": "beta1",
+    "beta2": "beta2",
+    "checkpoint_dir": "checkpointDir",
+    "checkpoint_interval": "checkpointInterval",
     "family": "family",  # logistic_regression only
     "loss": "loss",  # linear_regression only: squaredError | huber
     "epsilon": "epsilon",  # linear_regression with loss huber

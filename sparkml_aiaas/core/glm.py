@@ -15,9 +15,13 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 
 from sparkml_aiaas.core.checkpoint import FileCheckpoint
+from sparkml_aiaas.core.first_order import RuleSettings
 from sparkml_aiaas.core.losses import Loss
+from sparkml_aiaas.core.stochastic import (STOCHASTIC_OPTIMIZERS, RoundSpec, smooth_objective,
+                                           stochastic_minimize)
 from sparkml_aiaas.core.merge import LossGradient
-from sparkml_aiaas.core.optimizers import IterationCallback, OptimizeResult, minimize_objective
+from sparkml_aiaas.core.optimizers import (IterationCallback, OptimizeResult,
+                                           minimize_objective)
 from sparkml_aiaas.core.regularizers import elastic_net
 from sparkml_aiaas.core.standardization import ParameterSpace
 from sparkml_aiaas.core.stats import BlockStats
@@ -192,6 +196,8 @@ def fit_glm(
     step_size: float = 1.0,
     callback: Optional[IterationCallback] = None,
     checkpoint: Optional[FileCheckpoint] = None,
+    stochastic: Optional["StochasticSettings"] = None,
+    local_rounds: Optional[Callable] = None,
 ) -> GLMFit:
     """Minimize ``mean loss + reg_param·(α‖w‖₁ + (1−α)/2‖w‖²)`` with the named optimizer.
 
@@ -209,6 +215,11 @@ def fit_glm(
         ``k``: 1, or the number of classes for the multinomial loss.
     checkpoint : FileCheckpoint, optional
         Resume from / save the optimizer state (see :mod:`sparkml_aiaas.core.checkpoint`).
+    stochastic : StochasticSettings, optional
+        Mini-batch settings of the first-order optimizers (sgd, momentum, ...).
+    local_rounds : callable, optional
+        ``local_rounds(spec, x, state) -> (x, state, mean loss)``: local SGD on the blocks,
+        needed when ``stochastic.local_steps > 1``.
 
     Returns
     -------
@@ -243,6 +254,12 @@ def fit_glm(
     coef0 = np.zeros((space.n_features, n_outputs))
     intercept0 = initial_intercept(loss, stats, n_outputs) if fit_intercept else np.zeros(n_outputs)
     theta0 = space.from_model(coef0, intercept0, np.asarray(loss.extra_init, float))
+    if optimizer in STOCHASTIC_OPTIMIZERS:
+        result = _fit_stochastic(data_pass, local_rounds, theta0, space, penalty, loss,
+                                 optimizer, stochastic or StochasticSettings(), step_size,
+                                 max_iter, tol, callback)
+        coef, intercept = space.to_model(result.x)
+        return GLMFit(coef, intercept, result, space.extra(result.x))
     result = minimize_objective(
         optimizer, objective, theta0, penalty=penalty, max_iter=max_iter, tol=tol,
         step_size=step_size, callback=callback,
@@ -251,3 +268,46 @@ def fit_glm(
     )
     coef, intercept = space.to_model(result.x)
     return GLMFit(coef, intercept, result, space.extra(result.x))
+
+
+@dataclass(frozen=True)
+class StochasticSettings:
+    """Mini-batch settings: sampled fraction per step, local steps per job, rule constants."""
+
+    mini_batch_fraction: float = 1.0
+    local_steps: int = 1
+    seed: int = 0
+    rule: RuleSettings = RuleSettings()
+    schedule: str = "constant"
+    decay: float = 0.0
+
+
+def _fit_stochastic(data_pass, local_rounds, theta0, space, penalty, loss, optimizer,
+                    settings: StochasticSettings, step_size, max_iter, tol, callback):
+    fraction, seed = settings.mini_batch_fraction, settings.seed
+
+    def gradient_fn(theta, iteration):
+        coef, intercept = space.to_model(theta)
+        extra = space.extra(theta) if loss.n_extra else None
+        sums = data_pass(coef, intercept, extra, False, sample=(fraction, seed, iteration))
+        if sums.weight <= 0:
+            raise DataValidationError(
+                f"mini-batch {iteration} sampled no rows: raise miniBatchFraction ({fraction})")
+        return smooth_objective(space, penalty, sums)
+
+    def round_fn(theta, state, iteration, step):
+        if local_rounds is None:
+            raise ValueError("localSteps > 1 needs the engine's local rounds")
+        spec = RoundSpec(loss, space, penalty, optimizer, settings.rule, step,
+                         settings.local_steps, fraction, seed, iteration)
+        return local_rounds(spec, theta, state)
+
+    result = stochastic_minimize(
+        round_fn, gradient_fn, theta0, rule=optimizer, step_size=step_size,
+        settings=settings.rule, penalty=penalty, local_steps=settings.local_steps,
+        max_iter=max_iter, tol=tol, schedule=settings.schedule, decay=settings.decay,
+        callback=callback,
+    )
+    final = result.history[-1] if result.history else float("nan")
+    return OptimizeResult(result.x, final, result.n_iter, result.n_passes, result.converged,
+                          result.message, result.history)

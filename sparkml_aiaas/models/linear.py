@@ -24,6 +24,7 @@ from sparkml_aiaas.core.glm import fit_fingerprint, fit_glm, validate_training_s
 from sparkml_aiaas.core.losses import Loss, get_loss
 from sparkml_aiaas.errors import ConfigError, SparkmlAiaasError
 from sparkml_aiaas.engine import DistributedDataPass, ResidentBlocks
+from sparkml_aiaas.engine.loop import DistributedLocalRounds
 from sparkml_aiaas.engine.progress import progress_bar
 from sparkml_aiaas.models.params import (LinearRegressionParams, LinearSVCParams,
                                          LogisticRegressionParams)
@@ -98,6 +99,8 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
             data_pass = DistributedDataPass(
                 blocks, loss, self.getAggregationDepth(), description=f"sparkml_aiaas {kind}"
             )
+            local_rounds = DistributedLocalRounds(
+                blocks, self.getAggregationDepth(), description=f"sparkml_aiaas {kind}")
             checkpoint = self._checkpoint(blocks.stats, loss, n_outputs)
             try:
                 fit = fit_glm(
@@ -107,6 +110,8 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
                     elastic_net_param=self.getElasticNetParam(), optimizer=self.getOptimizer(),
                     max_iter=self.getMaxIter(), tol=self.getTol(), step_size=self.getStepSize(),
                     callback=log_iteration, checkpoint=checkpoint,
+                    stochastic=self.stochastic_settings(),
+                    local_rounds=local_rounds,
                 )
             except ValueError as exc:
                 if isinstance(exc, SparkmlAiaasError):
@@ -119,7 +124,7 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
         result = fit.result
         summary = TrainingSummary(
             objectiveHistory=[float(v) for v in result.history], totalIterations=result.n_iter,
-            numPasses=data_pass.passes, numRows=rows, converged=result.converged,
+            numPasses=data_pass.passes + local_rounds.passes, numRows=rows, converged=result.converged,
             message=result.message, wallTimeSeconds=time.perf_counter() - started,
             rebuiltPartitions=rebuilt,
         )
@@ -340,7 +345,8 @@ class LogisticRegression(_LinearEstimator, LogisticRegressionParams):
                  stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                  standardization=True, threshold=0.5, optimizer="lbfgs", family="auto",
                  seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
-                 checkpointInterval=None):
+                 checkpointInterval=None, miniBatchFraction=None, localSteps=None,
+                 momentum=None, beta1=None, beta2=None):
         super().__init__()
         self.setParams(**self._input_kwargs)
 
@@ -351,7 +357,8 @@ class LogisticRegression(_LinearEstimator, LogisticRegressionParams):
                   stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                   standardization=True, threshold=0.5, optimizer="lbfgs", family="auto",
                   seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
-                 checkpointInterval=None):
+                 checkpointInterval=None, miniBatchFraction=None, localSteps=None,
+                 momentum=None, beta1=None, beta2=None):
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)
 
@@ -391,7 +398,8 @@ class LinearRegression(_LinearEstimator, LinearRegressionParams):
                  stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                  standardization=True, optimizer="lbfgs", loss="squaredError", epsilon=1.35,
                  seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
-                 checkpointInterval=None):
+                 checkpointInterval=None, miniBatchFraction=None, localSteps=None,
+                 momentum=None, beta1=None, beta2=None):
         super().__init__()
         self.setParams(**self._input_kwargs)
 
@@ -401,7 +409,8 @@ class LinearRegression(_LinearEstimator, LinearRegressionParams):
                   stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                   standardization=True, optimizer="lbfgs", loss="squaredError", epsilon=1.35,
                   seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
-                 checkpointInterval=None):
+                 checkpointInterval=None, miniBatchFraction=None, localSteps=None,
+                 momentum=None, beta1=None, beta2=None):
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)
 
@@ -444,7 +453,8 @@ class LinearSVC(_LinearEstimator, LinearSVCParams):
                  maxIter=100, tol=1e-6, stepSize=1.0, regParam=0.0, elasticNetParam=0.0,
                  fitIntercept=True, standardization=True, threshold=0.0, optimizer="lbfgs",
                  seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
-                 checkpointInterval=None):
+                 checkpointInterval=None, miniBatchFraction=None, localSteps=None,
+                 momentum=None, beta1=None, beta2=None):
         super().__init__()
         self.setParams(**self._input_kwargs)
 
@@ -454,6 +464,7 @@ class LinearSVC(_LinearEstimator, LinearSVCParams):
                   maxIter=100, tol=1e-6, stepSize=1.0, regParam=0.0, elasticNetParam=0.0,
                   fitIntercept=True, standardization=True, threshold=0.0, optimizer="lbfgs",
                   seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
-                 checkpointInterval=None):
+                 checkpointInterval=None, miniBatchFraction=None, localSteps=None,
+                 momentum=None, beta1=None, beta2=None):
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)

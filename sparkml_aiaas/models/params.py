@@ -23,7 +23,11 @@ from pyspark.ml.param.shared import (
     HasWeightCol,
 )
 
-from sparkml_aiaas.core.optimizers import OPTIMIZERS
+from sparkml_aiaas.core.optimizers import OPTIMIZERS as FULL_BATCH_OPTIMIZERS
+from sparkml_aiaas.core.stochastic import STOCHASTIC_OPTIMIZERS
+
+#: Every optimizer name a model accepts.
+OPTIMIZERS = FULL_BATCH_OPTIMIZERS + STOCHASTIC_OPTIMIZERS
 from sparkml_aiaas.engine.blocks import FeatureSpec
 from sparkml_aiaas.errors import ConfigError
 
@@ -84,6 +88,49 @@ class HasNumPartitions(Params):
         return self.getOrDefault(self.numPartitions)
 
 
+class HasStochasticParams(Params):
+    """Mini-batch optimizers: sampled fraction, local steps per job, rule constants."""
+
+    miniBatchFraction: Param = Param(
+        Params._dummy(), "miniBatchFraction",
+        "fraction of each partition's rows sampled per step (sgd, momentum, nesterov, adam, "
+        "rmsprop, adagrad), in (0, 1]", typeConverter=TypeConverters.toFloat)
+    localSteps: Param = Param(
+        Params._dummy(), "localSteps",
+        "update steps each task takes on its own block per Spark job before the driver "
+        "averages (local SGD); 1 = exact mini-batch steps", typeConverter=TypeConverters.toInt)
+    momentum: Param = Param(Params._dummy(), "momentum", "momentum/nesterov coefficient",
+                            typeConverter=TypeConverters.toFloat)
+    beta1: Param = Param(Params._dummy(), "beta1", "adam's first-moment decay",
+                         typeConverter=TypeConverters.toFloat)
+    beta2: Param = Param(Params._dummy(), "beta2", "adam's second-moment decay",
+                         typeConverter=TypeConverters.toFloat)
+
+    def __init__(self):
+        super().__init__()
+        self._setDefault(miniBatchFraction=1.0, localSteps=1, momentum=0.9, beta1=0.9,
+                         beta2=0.999)
+
+    def getMiniBatchFraction(self) -> float:
+        return self.getOrDefault(self.miniBatchFraction)
+
+    def getLocalSteps(self) -> int:
+        return self.getOrDefault(self.localSteps)
+
+    def stochastic_settings(self):
+        from sparkml_aiaas.core.first_order import RuleSettings
+        from sparkml_aiaas.core.glm import StochasticSettings
+
+        seed = self.getOrDefault(self.seed) if self.hasParam("seed") and self.isDefined(
+            self.seed) else 0
+        return StochasticSettings(
+            mini_batch_fraction=self.getMiniBatchFraction(), local_steps=self.getLocalSteps(),
+            seed=int(seed) & 0x7FFFFFFF,
+            rule=RuleSettings(momentum=self.getOrDefault(self.momentum),
+                              beta1=self.getOrDefault(self.beta1),
+                              beta2=self.getOrDefault(self.beta2)))
+
+
 class HasCheckpoint(HasCheckpointInterval):
     checkpointDir: Param = Param(
         Params._dummy(), "checkpointDir",
@@ -103,6 +150,7 @@ class LinearModelParams(
     HasFeaturesCol, HasFeaturesCols, HasLabelCol, HasPredictionCol, HasWeightCol, HasMaxIter,
     HasTol, HasStepSize, HasRegParam, HasElasticNetParam, HasFitIntercept, HasStandardization,
     HasSeed, HasAggregationDepth, HasOptimizer, HasNumPartitions, HasCheckpoint,
+    HasStochasticParams,
 ):
     """Params of every linear model, with MLlib's defaults."""
 
@@ -111,7 +159,7 @@ class LinearModelParams(
         self._setDefault(
             featuresCol="features", labelCol="label", predictionCol="prediction", maxIter=100,
             tol=1e-6, stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
-            standardization=True, aggregationDepth=2,
+            standardization=True, aggregationDepth=2, seed=0,
         )
 
     def validate_params(self) -> None:
@@ -126,6 +174,11 @@ class LinearModelParams(
             (self.getOptimizer() in OPTIMIZERS, "optimizer", f"must be one of {list(OPTIMIZERS)}"),
             (self.getNumPartitions() >= 0, "numPartitions", "must be >= 0"),
             (self.getCheckpointInterval() >= 1, "checkpointInterval", "must be >= 1"),
+            (0.0 < self.getMiniBatchFraction() <= 1.0, "miniBatchFraction", "must be in (0, 1]"),
+            (self.getLocalSteps() >= 1, "localSteps", "must be >= 1"),
+            (0.0 <= self.getOrDefault(self.momentum) < 1.0, "momentum", "must be in [0, 1)"),
+            (0.0 <= self.getOrDefault(self.beta1) < 1.0, "beta1", "must be in [0, 1)"),
+            (0.0 <= self.getOrDefault(self.beta2) < 1.0, "beta2", "must be in [0, 1)"),
         ]
         for ok, name, rule in checks:
             if not ok:
