@@ -109,8 +109,8 @@ def _quickstart(args) -> int:
           f"{'identical predictions' if report.reloaded_identical else 'PREDICTIONS DIFFER'}")
     print(f"  metrics     {train.metrics_path}")
     print(f"  scored      {score.rows_out} rows → {score.output_path}")
-    print(f"              columns: id, label, features..., rawPrediction, probability, "
-          f"prediction, model_name, model_version, scored_at, run_id")
+    print("              columns: id, label, features..., rawPrediction, probability, "
+          "prediction, model_name, model_version, scored_at, run_id")
     return 0 if report.reloaded_identical else 1
 
 

@@ -506,7 +506,8 @@ def test_squared_loss_accepts_any_label_but_not_nan(df):
 
 @pytest.mark.parametrize("params, match", [
     (dict(regParam=-0.1), r"param regParam must be >= 0, got -0.1"),
-    (dict(optimizer="adam"), r"param optimizer must be one of \['gd', 'lbfgs', 'newton'\], got 'adam'"),
+    (dict(optimizer="bfgs"),
+     r"param optimizer must be one of \['gd', 'lbfgs', 'newton', 'sgd', .*'adagrad'\], got 'bfgs'"),
     (dict(elasticNetParam=1.5), r"param elasticNetParam must be in \[0, 1\]"),
     (dict(maxIter=-1), r"param maxIter must be >= 0"),
     (dict(stepSize=0.0), r"param stepSize must be > 0"),

@@ -12,20 +12,40 @@ from sparkml_aiaas.core.stochastic import merge_rounds
 from sparkml_aiaas.engine.blocks import ResidentBlocks
 from sparkml_aiaas.engine.tree_reduce import tree_reduce_ordered
 
-# What a partition yields: (index, (partial sums or None, partitions whose files were missing)).
-PartitionResult = Tuple[Optional[LossGradient], List[int]]
+# What a partition function yields: (index, (partial or None, partitions whose files were
+# missing)); the partial is a LossGradient for a pass, round sums for a local-SGD round.
+def _combining(merge_fn):
+    """Combine two ``(partial or None, missing partitions)`` results with ``merge_fn``."""
+
+    def combine(a, b):
+        part_a, missing_a = a
+        part_b, missing_b = b
+        if part_a is None:
+            part = part_b
+        elif part_b is None:
+            part = part_a
+        else:
+            part = merge_fn(part_a, part_b)
+        return part, missing_a + missing_b
+
+    return combine
 
 
-def _combine(a: PartitionResult, b: PartitionResult) -> PartitionResult:
-    sums_a, missing_a = a
-    sums_b, missing_b = b
-    if sums_a is None:
-        sums = sums_b
-    elif sums_b is None:
-        sums = sums_a
-    else:
-        sums = merge(sums_a, sums_b)
-    return sums, missing_a + missing_b
+def run_on_blocks(blocks: ResidentBlocks, partition_fn, merge_fn, aggregation_depth: int):
+    """One job of ``partition_fn`` over the resident blocks, merged in partition order.
+
+    Partitions whose task ran away from its files are recomputed from the source
+    (:meth:`ResidentBlocks.rebuild_and_run`) and merged in after the others.
+    Returns the merged partial, or None when no partition had rows.
+    """
+    combine = _combining(merge_fn)
+    passed = blocks.keys.mapPartitionsWithIndex(partition_fn)
+    total, missing = tree_reduce_ordered(passed, combine, aggregation_depth)
+    if missing:
+        rebuilt = dict(blocks.rebuild_and_run(sorted(set(missing)), partition_fn))
+        for _, result in sorted(rebuilt.items()):
+            total, _ = combine((total, []), result)
+    return total
 
 
 def make_partition_fn(params_broadcast, loss: Loss, sample=None):
@@ -91,16 +111,7 @@ class DistributedDataPass:
         params = sc.broadcast((coef, intercept, extra, bool(with_hessian)))
         try:
             partition_fn = make_partition_fn(params, self.loss, sample)
-            passed = self.blocks.keys.mapPartitionsWithIndex(partition_fn)
-            sums, missing = tree_reduce_ordered(passed, _combine, self.aggregation_depth)
-            if missing:
-                # Tasks that ran where their files are not: recompute those blocks from the
-                # source and merge their sums back in partition order.
-                rebuilt = dict(self.blocks.rebuild_and_run(sorted(set(missing)), partition_fn))
-                total = None
-                for index, (part_sums, _) in sorted(rebuilt.items()):
-                    total = part_sums if total is None else merge(total, part_sums)
-                sums = total if sums is None else (merge(sums, total) if total is not None else sums)
+            sums = run_on_blocks(self.blocks, partition_fn, merge, self.aggregation_depth)
         finally:
             params.destroy()
             sc.setJobDescription(None)
@@ -134,18 +145,6 @@ def make_round_fn(round_broadcast):
     return run
 
 
-def _combine_rounds(a, b):
-    rounds_a, missing_a = a
-    rounds_b, missing_b = b
-    if rounds_a is None:
-        merged = rounds_b
-    elif rounds_b is None:
-        merged = rounds_a
-    else:
-        merged = merge_rounds(rounds_a, rounds_b)
-    return merged, missing_a + missing_b
-
-
 class DistributedLocalRounds:
     """Local SGD over resident blocks: ``(spec, x, state) -> (x, state, mean loss)``, one job."""
 
@@ -164,14 +163,8 @@ class DistributedLocalRounds:
         sc.setJobDescription(f"{self.description}: local round {self.passes}")
         payload = sc.broadcast((spec, np.asarray(x, float), state))
         try:
-            round_fn = make_round_fn(payload)
-            passed = self.blocks.keys.mapPartitionsWithIndex(round_fn)
-            total, missing = tree_reduce_ordered(passed, _combine_rounds, self.aggregation_depth)
-            if missing:
-                rebuilt = dict(self.blocks.rebuild_and_run(sorted(set(missing)), round_fn))
-                for _, (part, _) in sorted(rebuilt.items()):
-                    if part is not None:
-                        total = part if total is None else merge_rounds(total, part)
+            total = run_on_blocks(self.blocks, make_round_fn(payload), merge_rounds,
+                                  self.aggregation_depth)
         finally:
             payload.destroy()
             sc.setJobDescription(None)
