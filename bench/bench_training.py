@@ -105,10 +105,11 @@ def bench_pass(spark, n: int, d: int, partitions: int, repeats: int, mllib: bool
     intercept = np.zeros(1)
 
     def numpy_gradient(X, y):
-        """The peer: the same gradient in one process, straight numpy over the whole array."""
+        """The peer: the same loss and gradient in one process, plain numpy on the whole array."""
         margin = X @ coef[:, 0] + intercept[0]
+        loss = float(np.sum(np.logaddexp(0.0, margin) - y * margin))
         residual = 1.0 / (1.0 + np.exp(-margin)) - y
-        return np.append(X.T @ residual, residual.sum())
+        return loss, np.append(X.T @ residual, residual.sum())
 
     def time_numpy():
         data = numpy_data(n, d, partitions)
@@ -125,7 +126,8 @@ def bench_pass(spark, n: int, d: int, partitions: int, repeats: int, mllib: bool
         data_pass(coef, intercept)  # warm up: Python workers, page cache
         t_ours = median_time(lambda: data_pass(coef, intercept), repeats)
         ours = data_pass(coef, intercept)
-    assert np.allclose(ours.grad, reference, rtol=1e-9, atol=1e-6), "gradients differ"
+    assert np.allclose(ours.grad, reference[1], rtol=1e-9, atol=1e-6), "gradients differ"
+    assert np.isclose(ours.loss, reference[0], rtol=1e-9), "losses differ"
 
     t_mllib = float("nan")
     if mllib:
