@@ -154,7 +154,7 @@ def test_vector_features_col_equals_numeric_columns(lr_vector_model, lr_model, l
     assert lr_vector_model.signature["inputs"] == [{"name": "features", "type": "vector"}]
 
 
-@pytest.mark.parametrize("num_partitions", [1, 4])
+@pytest.mark.parametrize("num_partitions", [1, 4, 8])  # 8: the tree reduce adds a level
 def test_num_partitions_agree(df, lr_model, num_partitions):
     model = LogisticRegression(featuresCols=COLS, numPartitions=num_partitions, **EXACT).fit(df)
     np.testing.assert_allclose(model.coefficients, lr_model.coefficients, rtol=0, atol=1e-6)
