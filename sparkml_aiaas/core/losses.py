@@ -440,15 +440,8 @@ def hessian_sums(
     -------
     ndarray of shape (P, P) with ``P = loss.n_params(d, k)``
     """
-    d, k = coef.shape
-    extra = loss.check_extra(extra)
-    if X.shape[0] == 0:
-        _require_curvature(loss)
-        p = loss.n_params(d, k)
-        return np.zeros((p, p))
-    margin = X @ coef
-    margin += intercept
-    return _hessian_from_margin(loss, X, y, w, margin, extra)
+    _require_curvature(loss)
+    return loss_gradient_sums(loss, X, y, w, coef, intercept, extra, with_hessian=True).hessian
 
 
 def _require_curvature(loss: Loss) -> None:

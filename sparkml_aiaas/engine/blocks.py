@@ -25,6 +25,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from sparkml_aiaas.columns import named_column, vector_as_array
 from sparkml_aiaas.core.stats import BlockStats, block_stats, merge_stats
 from sparkml_aiaas.errors import DataValidationError
 
@@ -61,21 +62,6 @@ def _type_name(data_type) -> str:
     return type(data_type).__name__
 
 
-def _vector_to_array(column):
-    """``vector_to_array`` that keeps null vectors null (Spark's raises on them)."""
-    from pyspark.ml.functions import vector_to_array
-    from pyspark.sql import functions as F
-
-    return F.when(column.isNotNull(), vector_to_array(column, "float64"))
-
-
-def _col(name: str):
-    """A top-level column by its exact name (dots and backticks are not parsed)."""
-    from pyspark.sql import functions as F
-
-    return F.col("`" + name.replace("`", "``") + "`")
-
-
 def _check_numeric(df, column: str, role: str) -> None:
     if column not in df.columns:
         raise DataValidationError(
@@ -97,10 +83,10 @@ def vector_size(df, column: str) -> int:
     if "num_attrs" in attrs:
         return int(attrs["num_attrs"])
     if _type_name(field.dataType) == "VectorUDT":
-        expr = F.size(_vector_to_array(_col(column)))
+        expr = F.size(vector_as_array(named_column(column)))
     else:
-        expr = F.size(_col(column))
-    first = df.select(expr.alias("n")).where(_col(column).isNotNull()).first()
+        expr = F.size(named_column(column))
+    first = df.select(expr.alias("n")).where(named_column(column).isNotNull()).first()
     if first is None:
         raise DataValidationError(f"feature column {column!r} holds no vectors (empty or all null)")
     return int(first["n"])
@@ -118,14 +104,15 @@ def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[s
     _check_numeric(df, label_col, "label")
     if weight_col:
         _check_numeric(df, weight_col, "weight")
-    weight = _col(weight_col).cast("double") if weight_col else F.lit(1.0)
-    label = _col(label_col).cast("double")
+    weight = named_column(weight_col).cast("double") if weight_col else F.lit(1.0)
+    label = named_column(label_col).cast("double")
     if spec.columns:
         if len(set(spec.columns)) != len(spec.columns):
             raise DataValidationError(f"featuresCols lists a column twice: {list(spec.columns)}")
         for column in spec.columns:
             _check_numeric(df, column, "feature")
-        features = [_col(c).cast("double").alias(f"f{i}") for i, c in enumerate(spec.columns)]
+        features = [named_column(c).cast("double").alias(f"f{i}")
+                    for i, c in enumerate(spec.columns)]
         return df.select(*features, label.alias("label"), weight.alias("weight")), len(spec.columns)
 
     column = spec.vector_col
@@ -136,9 +123,9 @@ def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[s
         )
     data_type = df.schema[column].dataType
     if _type_name(data_type) == "VectorUDT":
-        array = _vector_to_array(_col(column))
+        array = vector_as_array(named_column(column))
     elif _type_name(data_type) == "ArrayType" and _type_name(data_type.elementType) in _NUMERIC_TYPES:
-        array = _col(column).cast("array<double>")
+        array = named_column(column).cast("array<double>")
     else:
         raise DataValidationError(
             f"features column {column!r} must be a vector or an array of numbers, but its type "

@@ -31,6 +31,24 @@ def _combining(merge_fn):
     return combine
 
 
+def fold_blocks(key_rows, compute, merge_fn):
+    """Task side of every job: ``compute(key, block)`` on each resident block of the task,
+    merged with ``merge_fn``; returns ``(partial or None, partitions whose files were missing)``.
+    """
+    from sparkml_aiaas.engine.block_files import open_block
+
+    partial = None
+    missing: List[int] = []
+    for key in key_rows:
+        block = open_block(key["path"])
+        if block is None:
+            missing.append(key["partition"])
+            continue
+        part = compute(key, block)
+        partial = part if partial is None else merge_fn(partial, part)
+    return partial, missing
+
+
 def run_on_blocks(blocks: ResidentBlocks, partition_fn, merge_fn, aggregation_depth: int):
     """One job of ``partition_fn`` over the resident blocks, merged in partition order.
 
@@ -58,16 +76,10 @@ def make_partition_fn(params_broadcast, loss: Loss, sample=None):
 
     def run(index, key_rows):
         from sparkml_aiaas.core.losses import loss_gradient_sums
-        from sparkml_aiaas.engine.block_files import open_block
 
         coef, intercept, extra, with_hessian = params_broadcast.value
-        sums = None
-        missing: List[int] = []
-        for key in key_rows:
-            block = open_block(key["path"])
-            if block is None:
-                missing.append(key["partition"])
-                continue
+
+        def compute(key, block):
             if sample is not None:
                 # A mini-batch: a Bernoulli sample drawn from (seed, iteration, partition),
                 # so retries and resumed runs see the same rows.
@@ -78,10 +90,10 @@ def make_partition_fn(params_broadcast, loss: Loss, sample=None):
                                    block_rng(seed, iteration, key["partition"]))
                 if rows is not None:
                     block = tuple(np.asarray(a)[rows] for a in block)
-            part = loss_gradient_sums(loss, *block, coef, intercept, extra,
+            return loss_gradient_sums(loss, *block, coef, intercept, extra,
                                       with_hessian=with_hessian)
-            sums = part if sums is None else merge(sums, part)
-        yield index, (sums, missing)
+
+        yield index, fold_blocks(key_rows, compute, merge)
 
     return run
 
@@ -126,21 +138,13 @@ def make_round_fn(round_broadcast):
 
     def run(index, key_rows):
         from sparkml_aiaas.core.stochastic import local_round, round_sums
-        from sparkml_aiaas.engine.block_files import open_block
 
         spec, x, state = round_broadcast.value
-        result = None
-        missing: List[int] = []
-        for key in key_rows:
-            block = open_block(key["path"])
-            if block is None:
-                missing.append(key["partition"])
-                continue
-            x_local, state_local, used, loss_sum = local_round(spec, *block, x, state,
-                                                               key["partition"])
-            part = round_sums(x_local, state_local, used, loss_sum)
-            result = part if result is None else merge_rounds(result, part)
-        yield index, (result, missing)
+
+        def compute(key, block):
+            return round_sums(*local_round(spec, *block, x, state, key["partition"]))
+
+        yield index, fold_blocks(key_rows, compute, merge_rounds)
 
     return run
 

@@ -11,20 +11,13 @@ from typing import Iterator
 
 import pandas as pd
 
+from sparkml_aiaas.columns import named_column, vector_as_array
 from sparkml_aiaas.errors import DataValidationError
 
 _RESULT_COL = "__sparkml_aiaas_result"
 
 
-def _col(name: str):
-    """A top-level column by its exact name (dots and backticks are not parsed)."""
-    from pyspark.sql import functions as F
-
-    return F.col("`" + name.replace("`", "``") + "`")
-
-
 def _input_struct(df, predictor):
-    from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
     missing = [c for c in predictor.input_columns if c not in df.columns]
@@ -37,14 +30,11 @@ def _input_struct(df, predictor):
     for name in predictor.input_columns:
         data_type = df.schema[name].dataType
         if type(data_type).__name__ == "VectorUDT":
-            # Arrow has no vector type: hand the UDF a plain array<double>.
-            # (guarded: Spark's vector_to_array raises on a null vector; the predictor
-            # reports null vectors with a clear message instead)
-            column = _col(name)
-            fields.append(F.when(column.isNotNull(), vector_to_array(column, "float64"))
-                          .alias(name))
+            # Arrow has no vector type: hand the UDF a plain array<double> (null vectors
+            # stay null and the predictor reports them with a clear message).
+            fields.append(vector_as_array(named_column(name)).alias(name))
         else:
-            fields.append(_col(name))
+            fields.append(named_column(name))
     return F.struct(*fields)
 
 
@@ -82,6 +72,6 @@ def transform_with_predictor(df, predictor):
 
     scored = df.withColumn(_RESULT_COL, score(_input_struct(df, predictor)))
     return scored.select(
-        *[_col(c) for c in df.columns],
+        *[named_column(c) for c in df.columns],
         *[F.col(_RESULT_COL)[name].alias(name) for name, _ in outputs],
     )
