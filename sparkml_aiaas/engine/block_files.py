@@ -51,7 +51,9 @@ class BlockWriter:
         self._w: list = []
 
     def append(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> None:
-        self._x.write(np.ascontiguousarray(X, dtype=self.dtype).tobytes())
+        X = np.ascontiguousarray(X, dtype=self.dtype)
+        if X.size:
+            self._x.write(memoryview(X).cast("B"))  # no intermediate bytes copy
         self._y.append(np.asarray(y, dtype=np.float64))
         self._w.append(np.asarray(w, dtype=np.float64))
         self.rows += X.shape[0]

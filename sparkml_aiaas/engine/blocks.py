@@ -136,6 +136,15 @@ def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[s
     return frame, n_features
 
 
+def _transpose(columns: np.ndarray, rows_per_block: int = 4096) -> np.ndarray:
+    """Row-major copy of ``columns.T``, a cache-sized band of rows at a time."""
+    d, n = columns.shape
+    X = np.empty((n, d), dtype=columns.dtype)
+    for start in range(0, n, rows_per_block):
+        X[start:start + rows_per_block] = columns[:, start:start + rows_per_block].T
+    return X
+
+
 def _arrow_batch_to_numpy(batch, n_features: int, vector_input: bool):
     """One Arrow batch of a training frame → ``(X, y, w, bad_vector_rows)``."""
     import pyarrow as pa
@@ -145,10 +154,12 @@ def _arrow_batch_to_numpy(batch, n_features: int, vector_input: bool):
     y = batch.column(batch.num_columns - 2).to_numpy(zero_copy_only=False).astype(np.float64)
     w = batch.column(batch.num_columns - 1).to_numpy(zero_copy_only=False).astype(np.float64)
     if not vector_input:
-        X = np.empty((n, n_features), dtype=np.float64)
+        # Columns land contiguously in a (d, n) array, then one cache-blocked transpose:
+        # writing each column straight into a row-major X strides through memory.
+        columns = np.empty((n_features, n), dtype=np.float64)
         for j in range(n_features):
-            X[:, j] = batch.column(j).to_numpy(zero_copy_only=False)
-        return X, y, w, 0
+            columns[j] = batch.column(j).to_numpy(zero_copy_only=False)
+        return _transpose(columns), y, w, 0
     vectors = batch.column(0)
     lengths = pc.fill_null(pc.list_value_length(vectors), -1).to_numpy(zero_copy_only=False)
     good = lengths == n_features
