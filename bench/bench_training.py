@@ -20,6 +20,7 @@ import gc
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -49,42 +50,46 @@ def numpy_data(n: int, d: int, partitions: int):
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def spark_data(spark, n: int, d: int, partitions: int):
-    """A DataFrame with columns x0..x{d-1}, label: generated on the executors, cached."""
+def spark_data(spark, n: int, d: int, partitions: int, data_dir: str):
+    """The same rows as a Parquet-backed DataFrame (x0..x{d-1}, label), as training data
+    usually arrives: generated on the executors and written once, outside every timing."""
     import pyarrow as pa
 
     sizes = partition_rows(n, partitions)
     columns = [f"x{j}" for j in range(d)]
+    path = os.path.join(data_dir, f"logistic_{n}x{d}_{partitions}p_seed{SEED}.parquet")
+    if not os.path.exists(os.path.join(path, "_SUCCESS")):
 
-    def generate(batches):
-        for batch in batches:
-            for partition in batch.column(0).to_pylist():
-                X, y = block_data(partition, sizes[partition], d)
-                for start in range(0, X.shape[0], 100_000):
-                    stop = start + 100_000
-                    arrays = [pa.array(X[start:stop, j]) for j in range(d)]
-                    arrays.append(pa.array(y[start:stop]))
-                    yield pa.RecordBatch.from_arrays(arrays, names=columns + ["label"])
+        def generate(batches):
+            for batch in batches:
+                for partition in batch.column(0).to_pylist():
+                    X, y = block_data(partition, sizes[partition], d)
+                    for start in range(0, X.shape[0], 100_000):
+                        stop = start + 100_000
+                        arrays = [pa.array(X[start:stop, j]) for j in range(d)]
+                        arrays.append(pa.array(y[start:stop]))
+                        yield pa.RecordBatch.from_arrays(arrays, names=columns + ["label"])
 
-    schema = ", ".join(f"{c} double" for c in columns) + ", label double"
-    seeds = spark.range(0, partitions, numPartitions=partitions).selectExpr("cast(id as int) p")
-    return seeds.mapInArrow(generate, schema), columns
+        schema = ", ".join(f"{c} double" for c in columns) + ", label double"
+        seeds = spark.range(0, partitions, numPartitions=partitions).selectExpr("cast(id as int) p")
+        seeds.mapInArrow(generate, schema).write.mode("overwrite").parquet(path)
+    return spark.read.parquet(path), columns
 
 
 def vectors(df, columns):
-    """pyspark.ml's input: one vector column, cached and materialized.
+    """pyspark.ml's input: one vector column over the same (uncached) Parquet data.
 
-    ``array_to_vector`` rather than ``VectorAssembler``: in pyspark 4.2 the
-    assembler's invalid-value check runs as an interpreted ``exists`` over every
-    element and takes minutes for 2M×50, which would be unfair to MLlib's
-    optimizer (our estimators read the numeric columns directly).
+    Uncached on purpose: MLlib then persists its own instances once.  On a
+    cached input it persists nothing and re-runs its per-row validation (an
+    interpreted ``exists`` over every element in pyspark 4.2) in every
+    iteration, which would be unfair to it.  ``array_to_vector`` rather than
+    ``VectorAssembler`` for the same reason (our estimators read the numeric
+    columns directly).
     """
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
 
-    assembled = df.select(array_to_vector(F.array(*columns)).alias("features"), "label").cache()
-    assembled.count()
-    return assembled
+    return df.select(array_to_vector(F.array(*columns)).alias("features"), "label")
 
 
 def median_time(fn, repeats: int) -> float:
@@ -96,7 +101,7 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_pass(spark, n: int, d: int, partitions: int, repeats: int, mllib: bool):
+def bench_pass(spark, n: int, d: int, partitions: int, repeats: int, mllib: bool, data_dir: str):
     from pyspark.ml.classification import LogisticRegression as SparkLR
 
     from sparkml_aiaas.engine import DistributedDataPass, FeatureSpec, ResidentBlocks
@@ -119,7 +124,7 @@ def bench_pass(spark, n: int, d: int, partitions: int, repeats: int, mllib: bool
     t_numpy, reference = time_numpy()  # the array is freed before Spark's turn
     gc.collect()
 
-    df, columns = spark_data(spark, n, d, partitions)
+    df, columns = spark_data(spark, n, d, partitions, data_dir)
     with ResidentBlocks.build(df, FeatureSpec(columns=columns), "label",
                               num_partitions=partitions) as blocks:
         data_pass = DistributedDataPass(blocks, "logistic")
@@ -142,7 +147,6 @@ def bench_pass(spark, n: int, d: int, partitions: int, repeats: int, mllib: bool
         t_low = median_time(lambda: fit(low), max(1, repeats // 2))
         t_high = median_time(lambda: fit(high), max(1, repeats // 2))
         t_mllib = (t_high - t_low) / (high - low)
-        assembled.unpersist()
     return t_ours, t_numpy, t_mllib
 
 
@@ -151,7 +155,8 @@ def logistic_objective(X, y, coef, intercept, reg):
     return float(np.mean(np.logaddexp(0.0, margin) - y * margin) + 0.5 * reg * coef @ coef)
 
 
-def bench_solve(spark, n: int, d: int, partitions: int, reg: float, optimizers, mllib=True):
+def bench_solve(spark, n: int, d: int, partitions: int, reg: float, optimizers, data_dir: str,
+                mllib=True):
     from pyspark.ml.classification import LogisticRegression as SparkLR
     from sklearn.linear_model import LogisticRegression as SkLR
 
@@ -165,9 +170,7 @@ def bench_solve(spark, n: int, d: int, partitions: int, reg: float, optimizers, 
     results["scikit-learn lbfgs"] = (time.perf_counter() - start,
                                      logistic_objective(X, y, sk.coef_[0], sk.intercept_[0], reg))
 
-    df, columns = spark_data(spark, n, d, partitions)
-    df = df.cache()
-    df.count()
+    df, columns = spark_data(spark, n, d, partitions, data_dir)
     for optimizer in optimizers:
         start = time.perf_counter()
         model = LogisticRegression(featuresCols=columns, regParam=reg, standardization=False,
@@ -183,8 +186,6 @@ def bench_solve(spark, n: int, d: int, partitions: int, reg: float, optimizers, 
         fitted = SparkLR(regParam=reg, standardization=False, tol=1e-9, maxIter=1000).fit(assembled)
         results["pyspark.ml"] = (time.perf_counter() - start, logistic_objective(
             X, y, fitted.coefficients.toArray(), fitted.intercept, reg))
-        assembled.unpersist()
-    df.unpersist()
     return results
 
 
@@ -199,6 +200,9 @@ def main(argv=None) -> int:
     parser.add_argument("--solve-rows", type=int, default=1_000_000)
     parser.add_argument("--reg", type=float, default=1e-4)
     parser.add_argument("--optimizers", nargs="+", default=["lbfgs"])
+    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(),
+                                                           "sparkml_aiaas-bench-data"),
+                        help="where the generated Parquet inputs are kept between runs")
     parser.add_argument("--skip-mllib", action="store_true",
                         help="leave pyspark.ml out of both measurements")
     args = parser.parse_args(argv)
@@ -219,14 +223,14 @@ def main(argv=None) -> int:
           f"{'pyspark.ml/ours':>16}")
     for n in args.pass_rows:
         t_ours, t_numpy, t_mllib = bench_pass(spark, n, d, args.partitions, args.repeats,
-                                              mllib=not args.skip_mllib)
+                                              mllib=not args.skip_mllib, data_dir=args.data_dir)
         print(f"{n:>10,} {t_ours:8.3f} {t_numpy:8.3f} {t_mllib:11.3f} {t_ours / t_numpy:11.2f} "
               f"{t_mllib / t_ours:16.1f}", flush=True)
 
     print(f"\n## (b) time to solution, L2 logistic (regParam {args.reg:g}, tol 1e-9), "
           f"{args.solve_rows:,}×{d}")
     results = bench_solve(spark, args.solve_rows, d, args.partitions, args.reg, args.optimizers,
-                          mllib=not args.skip_mllib)
+                          args.data_dir, mllib=not args.skip_mllib)
     best_ours = min(v[0] for k, v in results.items() if k.startswith("ours"))
     t_sk = results["scikit-learn lbfgs"][0]
     t_ml = results.get("pyspark.ml", (float("nan"),))[0]

@@ -31,6 +31,8 @@ PARAM_ALIASES: Dict[str, str] = {
     "seed": "seed",
     "aggregation_depth": "aggregationDepth",
     "num_partitions": "numPartitions",
+    "block_format": "blockFormat",  # auto | dense | sparse
+    "block_dtype": "blockDtype",  # float64 | float32
     "weight_col": "weightCol",
     "mini_batch_fraction": "miniBatchFraction",
     "local_steps": "localSteps",
@@ -39,6 +41,11 @@ PARAM_ALIASES: Dict[str, str] = {
     "beta2": "beta2",
     "checkpoint_dir": "checkpointDir",
     "checkpoint_interval": "checkpointInterval",
+    "step_rule": "stepRule",  # gd only: backtracking | barzilai_borwein | schedule
+    "step_schedule": "stepSchedule",  # constant | inverse_time | step_decay
+    "step_decay": "stepDecay",
+    "validation_indicator_col": "validationIndicatorCol",  # early stopping on a boolean column
+    "patience": "patience",
     "family": "family",  # logistic_regression only
     "loss": "loss",  # linear_regression only: squaredError | huber
     "epsilon": "epsilon",  # linear_regression with loss huber

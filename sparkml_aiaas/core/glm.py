@@ -9,12 +9,13 @@ the very same code with ``data_pass`` summing over numpy chunks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
 from sparkml_aiaas.core.checkpoint import FileCheckpoint
+from sparkml_aiaas.core.early_stopping import EarlyStopping
 from sparkml_aiaas.core.first_order import RuleSettings
 from sparkml_aiaas.core.losses import Loss
 from sparkml_aiaas.core.stochastic import (STOCHASTIC_OPTIMIZERS, RoundSpec, smooth_objective,
@@ -33,12 +34,22 @@ DataPass = Callable[..., LossGradient]
 
 @dataclass
 class GLMFit:
-    """Result of :func:`fit_glm`: original-scale coefficients and the optimizer's record."""
+    """Result of :func:`fit_glm`: original-scale coefficients and the optimizer's record.
+
+    With early stopping (``validation_pass``), ``coef``/``intercept``/``extra``
+    and ``result.x``/``result.fun`` are those of the best validation iteration
+    ``best_iteration``; ``result.n_iter`` counts the iterations actually run;
+    ``validation_history[i]`` is the validation loss after ``i`` iterations.
+    Without it, ``validation_history`` is empty and ``best_iteration`` None.
+    """
 
     coef: np.ndarray  # (d, k)
     intercept: np.ndarray  # (k,)
     result: OptimizeResult
     extra: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the loss's own variables
+    validation_history: List[float] = field(default_factory=list)
+    best_iteration: Optional[int] = None
+    stopped_early: bool = False
 
 
 def _describe_columns(counts: np.ndarray, names: Sequence[str], limit: int = 5) -> str:
@@ -56,6 +67,7 @@ def validate_training_stats(
     weight_col: Optional[str] = None,
     *,
     num_classes: Optional[int] = None,
+    role: str = "training",
 ) -> None:
     """Raise :class:`DataValidationError` naming every problem found in the data.
 
@@ -72,10 +84,14 @@ def validate_training_stats(
         have; labels must then be below it.  Without it any non-negative
         integer is accepted (the class count is inferred as max label + 1,
         as MLlib does).
+    role : str
+        What the rows are for, as the messages say it: ``"training"`` or
+        ``"validation"`` (early stopping's held-out rows).
     """
     problems: List[str] = []
     if stats.count == 0:
-        raise DataValidationError("the training data is empty: there are no rows to fit on")
+        raise DataValidationError(f"the {role} data is empty: there are no rows to "
+                                  + ("fit on" if role == "training" else "evaluate on"))
     if stats.bad_vector_rows:
         problems.append(
             f"{stats.bad_vector_rows} rows have a null feature vector or one whose size is not "
@@ -114,7 +130,7 @@ def validate_training_stats(
     if loss.label_domain == "class_index":
         problems.extend(_class_index_problems(stats, loss, label_col, num_classes))
     if problems:
-        raise DataValidationError("invalid training data: " + "; ".join(problems))
+        raise DataValidationError(f"invalid {role} data: " + "; ".join(problems))
     if stats.weight_sum <= 0:
         raise DataValidationError(
             f"the weights in column {weight_col!r} sum to zero: there is nothing to fit"
@@ -198,6 +214,11 @@ def fit_glm(
     checkpoint: Optional[FileCheckpoint] = None,
     stochastic: Optional["StochasticSettings"] = None,
     local_rounds: Optional[Callable] = None,
+    step_rule: str = "backtracking",
+    step_schedule: str = "constant",
+    step_decay: float = 0.0,
+    validation_pass: Optional[DataPass] = None,
+    patience: int = 5,
 ) -> GLMFit:
     """Minimize ``mean loss + reg_param·(α‖w‖₁ + (1−α)/2‖w‖²)`` with the named optimizer.
 
@@ -220,12 +241,27 @@ def fit_glm(
     local_rounds : callable, optional
         ``local_rounds(spec, x, state) -> (x, state, mean loss)``: local SGD on the blocks,
         needed when ``stochastic.local_steps > 1``.
+    step_rule, step_schedule, step_decay
+        How ``optimizer="gd"`` chooses its step (``"backtracking"``,
+        ``"barzilai_borwein"`` or ``"schedule"``; the schedule serves
+        ``"schedule"``), see :func:`sparkml_aiaas.core.optimizers.gradient_descent`.
+        Other optimizers ignore them; the mini-batch ones take their schedule
+        from ``stochastic.schedule``/``stochastic.decay``.
+    validation_pass : DataPass, optional
+        Early stopping: a ``data_pass`` over held-out rows (never used to
+        train).  Its weighted mean loss (no penalty) is evaluated at the start
+        and after every iteration; the fit stops once ``patience`` consecutive
+        iterations have not improved on the best, and returns the best
+        iteration's variables.  Works with every optimizer and with
+        ``checkpoint`` (the validation history and best variables are saved).
+    patience : int
+        Consecutive non-improving iterations tolerated (>= 1).
 
     Returns
     -------
     GLMFit
         Original-scale ``coef (d, k)``, ``intercept (k,)``, the loss's ``extra``
-        variables and the optimizer's record.
+        variables and the optimizer's record (and early stopping's).
     """
     space = ParameterSpace.build(stats.mean, stats.std(), n_outputs, fit_intercept, loss.n_extra)
     penalty = elastic_net(space, reg_param, elastic_net_param, standardization)
@@ -251,23 +287,45 @@ def fit_glm(
         hessian = space.hessian_to_vars(sums.hessian / sums.weight) + np.diag(penalty.l2)
         return value, grad, hessian
 
+    monitor = None
+    if validation_pass is not None:
+        def validation_loss(theta: np.ndarray) -> float:
+            coef, intercept = space.to_model(theta)
+            extra = space.extra(theta) if loss.n_extra else None
+            sums = validation_pass(coef, intercept, extra, False)
+            if sums.weight <= 0:
+                raise DataValidationError(
+                    "the validation data has no rows with positive weight")
+            return float(sums.mean()[0])
+
+        monitor = EarlyStopping(validation_loss, patience)
+
     coef0 = np.zeros((space.n_features, n_outputs))
     intercept0 = initial_intercept(loss, stats, n_outputs) if fit_intercept else np.zeros(n_outputs)
     theta0 = space.from_model(coef0, intercept0, np.asarray(loss.extra_init, float))
     if optimizer in STOCHASTIC_OPTIMIZERS:
         result = _fit_stochastic(data_pass, local_rounds, theta0, space, penalty, loss,
                                  optimizer, stochastic or StochasticSettings(), step_size,
-                                 max_iter, tol, callback)
+                                 max_iter, tol, callback, monitor)
+    else:
+        result = minimize_objective(
+            optimizer, objective, theta0, penalty=penalty, max_iter=max_iter, tol=tol,
+            step_size=step_size, callback=callback,
+            fun_hess=objective_with_hessian if optimizer == "newton" else None,
+            checkpoint=checkpoint, step_rule=step_rule, step_schedule=step_schedule,
+            step_decay=step_decay, monitor=monitor,
+        )
+    if monitor is None:
         coef, intercept = space.to_model(result.x)
         return GLMFit(coef, intercept, result, space.extra(result.x))
-    result = minimize_objective(
-        optimizer, objective, theta0, penalty=penalty, max_iter=max_iter, tol=tol,
-        step_size=step_size, callback=callback,
-        fun_hess=objective_with_hessian if optimizer == "newton" else None,
-        checkpoint=checkpoint,
-    )
+    best = monitor.best_iteration
+    # history[i] is the objective after i iterations (both optimizer families).
+    fun = result.history[best] if best < len(result.history) else result.fun
+    result = replace(result, x=monitor.best_x, fun=float(fun))
     coef, intercept = space.to_model(result.x)
-    return GLMFit(coef, intercept, result, space.extra(result.x))
+    return GLMFit(coef, intercept, result, space.extra(result.x),
+                  validation_history=monitor.history, best_iteration=best,
+                  stopped_early=monitor.stopped_early)
 
 
 @dataclass(frozen=True)
@@ -283,7 +341,8 @@ class StochasticSettings:
 
 
 def _fit_stochastic(data_pass, local_rounds, theta0, space, penalty, loss, optimizer,
-                    settings: StochasticSettings, step_size, max_iter, tol, callback):
+                    settings: StochasticSettings, step_size, max_iter, tol, callback,
+                    monitor=None):
     fraction, seed = settings.mini_batch_fraction, settings.seed
 
     def gradient_fn(theta, iteration):
@@ -306,7 +365,7 @@ def _fit_stochastic(data_pass, local_rounds, theta0, space, penalty, loss, optim
         round_fn, gradient_fn, theta0, rule=optimizer, step_size=step_size,
         settings=settings.rule, penalty=penalty, local_steps=settings.local_steps,
         max_iter=max_iter, tol=tol, schedule=settings.schedule, decay=settings.decay,
-        callback=callback,
+        callback=callback, monitor=monitor,
     )
     final = result.history[-1] if result.history else float("nan")
     return OptimizeResult(result.x, final, result.n_iter, result.n_passes, result.converged,

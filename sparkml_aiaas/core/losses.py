@@ -38,6 +38,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from sparkml_aiaas.core.matrices import as_float64, gram, is_sparse, row_slice
 from sparkml_aiaas.core.merge import LossGradient, merge
 
 ArrayPair = Tuple[np.ndarray, np.ndarray]
@@ -346,7 +347,9 @@ def loss_gradient_sums(
     Parameters
     ----------
     loss : Loss
-    X : ndarray of shape (n, d)
+    X : ndarray or scipy.sparse.csr_matrix of shape (n, d)
+        float64 or float32 values; a float32 chunk is upcast before any
+        arithmetic, and a CSR block is never densified.
     y : ndarray of shape (n,)
     w : ndarray of shape (n,)
         Non-negative row weights.
@@ -375,12 +378,15 @@ def loss_gradient_sums(
     # Rows go through in cache-sized chunks: the second product (Xᵀr) then reads the
     # chunk from cache instead of sweeping the whole block from memory a second time,
     # which halves the memory traffic of a pass.
-    rows = chunk_rows(d, X.dtype.itemsize)
+    # A CSR block goes through the same chunks (zero-copy row slices), and a float32 block
+    # is upcast a chunk at a time: the kernels compute in float64 and the chunk sums merge
+    # in float64, so storage precision is the only difference from a float64 block.
+    rows = _rows_per_chunk(X, k)
     total = None
     for start in range(0, n, rows):
         stop = min(start + rows, n)
-        part = _chunk_sums(loss, X[start:stop], y[start:stop], w[start:stop], coef, intercept,
-                           extra, with_hessian)
+        part = _chunk_sums(loss, as_float64(row_slice(X, start, stop)), y[start:stop],
+                           w[start:stop], coef, intercept, extra, with_hessian)
         total = part if total is None else merge(total, part)
     return total
 
@@ -392,6 +398,16 @@ CHUNK_BYTES = 1 << 21
 def chunk_rows(n_features: int, itemsize: int = 8) -> int:
     """Rows per chunk of a pass (at least 256)."""
     return max(256, CHUNK_BYTES // max(1, n_features * itemsize))
+
+
+def _rows_per_chunk(X, n_outputs: int) -> int:
+    """Rows per chunk of ``X``, sized by the float64 working copy of a chunk: dense rows of
+    ``d`` doubles, or a CSR row's stored entries (double value + column index) and margins."""
+    if not is_sparse(X):
+        return chunk_rows(X.shape[1], 8)
+    entries_per_row = X.nnz / max(1, X.shape[0])
+    per_row = entries_per_row * (8 + X.indices.dtype.itemsize) + 8 * n_outputs
+    return max(256, int(CHUNK_BYTES // max(1.0, per_row)))
 
 
 def _chunk_sums(loss: Loss, X, y, w, coef, intercept, extra, with_hessian: bool) -> LossGradient:
@@ -469,7 +485,7 @@ def _hessian_from_margin(
             # x̃ᵀ diag(c) x̃ by blocks, without materializing the augmented X.
             xc = X.T @ c
             sub = np.empty((d + 1, d + 1))
-            sub[:d, :d] = X.T @ (X * c[:, None])
+            sub[:d, :d] = gram(X, c)  # Xᵀ diag(c) X; a CSR X stays sparse
             sub[:d, d] = xc
             sub[d, :d] = xc
             sub[d, d] = c.sum()
@@ -482,7 +498,8 @@ def _hessian_from_margin(
     if e:
         h_me = h_me * w[:, None, None]
         # cross[(j, a), f] = Σᵢ x̃ᵢⱼ h_me[i, a, f]
-        cross = np.concatenate([np.einsum("ij,iaf->jaf", X, h_me), h_me.sum(axis=0)[None]], axis=0)
+        x_h = np.asarray(X.T @ h_me.reshape(n, k * e)).reshape(d, k, e)  # dense or CSR X
+        cross = np.concatenate([x_h, h_me.sum(axis=0)[None]], axis=0)
         cross = cross.reshape(n_lin, e)
         H[:n_lin, n_lin:] = cross
         H[n_lin:, :n_lin] = cross.T

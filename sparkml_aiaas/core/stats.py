@@ -12,6 +12,8 @@ from typing import Optional
 
 import numpy as np
 
+from sparkml_aiaas.core.matrices import is_sparse
+
 
 @dataclass
 class BlockStats:
@@ -60,8 +62,14 @@ _ROWS_PER_BAND = 4096
 
 
 def block_stats(X: np.ndarray, y: np.ndarray, w: np.ndarray, bad_vector_rows: int = 0) -> BlockStats:
-    """Summarize one block.  Non-finite entries are counted, and left out of the moments."""
+    """Summarize one block.  Non-finite entries are counted, and left out of the moments.
+
+    ``X`` is a dense array or a ``scipy.sparse`` matrix (summarized from its stored
+    entries, never densified); float32 values are summarized in float64.
+    """
     n, d = X.shape
+    if is_sparse(X):
+        X = X.tocsr()
     stats = BlockStats.empty(d)
     stats.bad_vector_rows = int(bad_vector_rows)
     if n == 0:
@@ -72,6 +80,8 @@ def block_stats(X: np.ndarray, y: np.ndarray, w: np.ndarray, bad_vector_rows: in
         clean_x = bool(np.isfinite(X.sum(axis=0)).all())
     if clean_x:
         finite_rows_x = None
+    elif is_sparse(X):
+        finite_rows_x = _csr_nonfinite(X, stats)
     else:
         finite_x = np.isfinite(X)
         stats.nonfinite_features = (~finite_x).sum(axis=0).astype(np.int64)
@@ -99,7 +109,9 @@ def block_stats(X: np.ndarray, y: np.ndarray, w: np.ndarray, bad_vector_rows: in
     stats.weight_sum = wsum
     stats.weight_sq_sum = float(np.dot(w, w))
     stats.label_sum = float(np.dot(w, y))
-    if wsum > 0:
+    if wsum > 0 and is_sparse(X):
+        stats.mean, stats.m2 = _csr_moments(X, w, wsum)
+    elif wsum > 0:
         mean = (w @ X) / wsum
         m2 = np.zeros(d)
         # Centred squares a band of rows at a time: no temporaries the size of X.
@@ -109,6 +121,39 @@ def block_stats(X: np.ndarray, y: np.ndarray, w: np.ndarray, bad_vector_rows: in
         stats.mean = mean
         stats.m2 = m2
     return stats
+
+
+def _csr_nonfinite(X, stats: BlockStats) -> np.ndarray:
+    """Count a CSR block's non-finite entries per column into ``stats``; returns the mask of
+    rows whose stored entries are all finite (implicit zeros always are)."""
+    n, d = X.shape
+    bad = ~np.isfinite(X.data)
+    stats.nonfinite_features = np.bincount(X.indices[bad], minlength=d).astype(np.int64)
+    rows = np.repeat(np.arange(n), np.diff(X.indptr))[bad]
+    finite_rows = np.ones(n, dtype=bool)
+    finite_rows[rows] = False
+    return finite_rows
+
+
+def _csr_moments(X, w: np.ndarray, wsum: float):
+    """Weighted mean and ``M2 = Σ w (x − mean)²`` per column of a CSR block, from its stored
+    entries only: an implicit zero of row ``i`` contributes ``wᵢ·mean²``, so
+    ``M2 = Σ_stored w (x − mean)² + mean²·(W − Σ_stored w)``.  Every term is non-negative,
+    so, unlike ``Σ w x² − W·mean²``, nothing cancels (a constant column gets M2 = 0, not
+    rounding noise that standardization would divide by)."""
+    d = X.shape[1]
+    w_entry = np.repeat(w, np.diff(X.indptr))
+    values = np.asarray(X.data, dtype=np.float64)
+    mean = np.bincount(X.indices, weights=w_entry * values, minlength=d) / wsum
+    centered = values - mean[X.indices]
+    m2 = np.bincount(X.indices, weights=w_entry * centered * centered, minlength=d)
+    w_stored = np.bincount(X.indices, weights=w_entry, minlength=d)
+    # Weight of the rows where the column is an implicit zero; exactly 0 when every row
+    # stores it (W − Σ_stored w would leave rounding there).
+    full = np.bincount(X.indices, minlength=d) == X.shape[0]
+    w_implicit = np.where(full, 0.0, np.maximum(wsum - w_stored, 0.0))
+    m2 += mean * mean * w_implicit
+    return mean, m2
 
 
 def merge_stats(a: BlockStats, b: BlockStats) -> BlockStats:

@@ -22,6 +22,7 @@ import numpy as np
 from sparkml_aiaas.core.first_order import (RULES, RuleSettings, State, apply_update, init_state,
                                             scheduled_step)
 from sparkml_aiaas.core.losses import Loss, loss_gradient_sums
+from sparkml_aiaas.core.matrices import take_rows
 from sparkml_aiaas.core.regularizers import ElasticNet
 from sparkml_aiaas.core.standardization import ParameterSpace
 
@@ -76,12 +77,13 @@ def local_round(spec: RoundSpec, X, y, w, x: np.ndarray, state: State, partition
     for step in range(spec.local_steps):
         rows = sample_rows(X.shape[0], spec.fraction,
                            block_rng(spec.seed, spec.iteration, partition, step))
-        Xs, ys, ws = (X, y, w) if rows is None else (X[rows], y[rows], w[rows])
+        Xs, ys, ws = (X, y, w) if rows is None else (take_rows(X, rows), y[rows], w[rows])
         if Xs.shape[0] == 0:
             continue
         coef, intercept = spec.space.to_model(x)
         extra = spec.space.extra(x) if spec.loss.n_extra else None
-        sums = loss_gradient_sums(spec.loss, np.asarray(Xs), np.asarray(ys), np.asarray(ws),
+        # X stays as it is (np.asarray would wrap a CSR block in an object array).
+        sums = loss_gradient_sums(spec.loss, Xs, np.asarray(ys), np.asarray(ws),
                                   coef, intercept, extra)
         _, grad = smooth_objective(spec.space, spec.penalty, sums)
         grad = grad + spec.penalty.smooth(x)[1]
@@ -117,6 +119,7 @@ def stochastic_minimize(
     schedule: str = "constant",
     decay: float = 0.0,
     callback=None,
+    monitor=None,
 ) -> StochasticResult:
     """Iterate mini-batch rounds until the variables stop moving.
 
@@ -125,7 +128,12 @@ def stochastic_minimize(
     applies the rule); ``round_fn(x, state, iteration, step) -> (x, state,
     mean loss)`` serves local SGD (tasks apply it, the driver averages).
     Stops when ``‖Δx‖ < tol·max(‖x‖, 1)`` (MLlib's GradientDescent rule: the
-    mini-batch objective is too noisy for a relative-change test).
+    mini-batch objective is too noisy for a relative-change test), or when the
+    early-stopping ``monitor`` (:class:`~sparkml_aiaas.core.early_stopping.
+    EarlyStopping`, evaluated at ``x0`` and after every iteration) says so;
+    ``x`` is the last iterate, the monitor holds the best one.  The step of
+    iteration ``t`` (1-based) is ``scheduled_step(step_size, schedule, t − 1,
+    decay)``.
     """
     settings.validate()
     x = np.array(x0, dtype=float)
@@ -133,6 +141,8 @@ def stochastic_minimize(
     history = []
     converged, message = False, "maximum number of iterations reached"
     iteration = 0
+    if monitor is not None:
+        monitor.start(x)
     for iteration in range(1, max_iter + 1):
         step = scheduled_step(step_size, schedule, iteration - 1, decay=decay)
         if local_steps == 1 and gradient_fn is not None:
@@ -151,8 +161,12 @@ def stochastic_minimize(
             raise ValueError(
                 f"optimizer {rule!r} diverged at iteration {iteration} (non-finite variables); "
                 "lower stepSize")
+        stop_early = monitor is not None and monitor.update(iteration, x)
         if moved < tol * max(float(np.linalg.norm(x)), 1.0):
             converged, message = True, f"step norm {moved:.3g} < tol·max(‖x‖, 1)"
+            break
+        if stop_early:
+            message = monitor.message
             break
     return StochasticResult(x, iteration, iteration, converged, message, history)
 

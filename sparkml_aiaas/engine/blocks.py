@@ -33,6 +33,37 @@ logger = logging.getLogger(__name__)
 
 KEY_SCHEMA = "partition INT, path STRING, rows LONG, stats BINARY"
 
+#: Values of the ``blockFormat`` param: ``auto`` stores a partition as CSR when its features
+#: come from a vector column and the partition's first batch is sparse enough, else dense.
+BLOCK_FORMATS = ("auto", "dense", "sparse")
+#: Values of the ``blockDtype`` param (the type feature values are stored in).
+BLOCK_DTYPES = ("float64", "float32")
+#: ``auto`` stores CSR below this fraction of non-zero entries in the first batch.
+SPARSE_DENSITY_THRESHOLD = 0.25
+
+
+@dataclass(frozen=True)
+class BlockOptions:
+    """How blocks store the features: ``format`` in :data:`BLOCK_FORMATS`, ``dtype`` in
+    :data:`BLOCK_DTYPES`.  Labels and weights are always float64."""
+
+    format: str = "auto"
+    dtype: str = "float64"
+
+    def __post_init__(self):
+        if self.format not in BLOCK_FORMATS:
+            raise ValueError(
+                f"param blockFormat must be one of {list(BLOCK_FORMATS)}, got {self.format!r}")
+        if self.dtype not in BLOCK_DTYPES:
+            raise ValueError(
+                f"param blockDtype must be one of {list(BLOCK_DTYPES)}, got {self.dtype!r}")
+
+    @property
+    def fixed_layout(self) -> Optional[str]:
+        """The block layout (``"dense"``/``"csr"``) when fixed, None when each partition decides."""
+        return {"dense": "dense", "sparse": "csr"}.get(self.format)
+
+
 # Spark SQL types that are safe to cast to double for training.
 _NUMERIC_TYPES = ("ByteType", "ShortType", "IntegerType", "LongType", "FloatType", "DoubleType",
                   "DecimalType", "BooleanType")
@@ -92,12 +123,15 @@ def vector_size(df, column: str) -> int:
     return int(first["n"])
 
 
-def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[str] = None):
+def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[str] = None,
+                   keep_vectors: bool = False):
     """Select and type the training columns; raise a clear error for missing or mistyped ones.
 
     Returns ``(frame, n_features)`` where ``frame`` has the features as
     double columns ``f0..f{d-1}`` or one ``array<double>`` column ``features``,
-    then ``label`` and ``weight`` as doubles.
+    then ``label`` and ``weight`` as doubles.  With ``keep_vectors`` a
+    ``VectorUDT`` column stays a vector column instead (Arrow then carries its
+    struct encoding, so sparse vectors keep their indices and values).
     """
     from pyspark.sql import functions as F
 
@@ -123,7 +157,7 @@ def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[s
         )
     data_type = df.schema[column].dataType
     if _type_name(data_type) == "VectorUDT":
-        array = vector_as_array(named_column(column))
+        array = named_column(column) if keep_vectors else vector_as_array(named_column(column))
     elif _type_name(data_type) == "ArrayType" and _type_name(data_type.elementType) in _NUMERIC_TYPES:
         array = named_column(column).cast("array<double>")
     else:
@@ -171,40 +205,262 @@ def _arrow_batch_to_numpy(batch, n_features: int, vector_input: bool):
     return values.reshape(-1, n_features), y, w, bad
 
 
-def _make_block_writer(fit_id: str, n_features: int, vector_input: bool):
+def _struct_fields(vectors) -> dict:
+    """The children of Arrow's encoding of ``VectorUDT`` (``type``: 0 sparse / 1 dense,
+    ``size``, ``indices``, ``values``), with the struct's offset and nulls applied."""
+    import pyarrow as pa
+
+    if isinstance(vectors, pa.ChunkedArray):
+        vectors = vectors.combine_chunks()
+    return {field.name: child for field, child in zip(vectors.type, vectors.flatten())}
+
+
+def _vector_batch_to_numpy(batch, n_features: int, layout: str):
+    """A batch whose features are ``VectorUDT`` structs → ``(X, y, w, bad_vector_rows)``,
+    ``X`` a CSR matrix for ``layout == "csr"`` (built from the indices and values, never
+    densified; explicit zeros are dropped) or a dense array."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import scipy.sparse as sp
+
+    def ints(array):
+        return pc.fill_null(array, -1).to_numpy(zero_copy_only=False)
+
+    n = batch.num_rows
+    y = batch.column(batch.num_columns - 2).to_numpy(zero_copy_only=False).astype(np.float64)
+    w = batch.column(batch.num_columns - 1).to_numpy(zero_copy_only=False).astype(np.float64)
+    vectors = batch.column(0)
+    fields = _struct_fields(vectors)
+    kind = ints(fields["type"])
+    n_values = ints(pc.list_value_length(fields["values"]))
+    # A sparse vector must have the model's size and as many indices as values; a dense
+    # one as many values as features.  Null vectors (kind -1) are bad rows too.
+    good = np.where(kind == 1, n_values == n_features,
+                    (kind == 0) & (ints(fields["size"]) == n_features)
+                    & (ints(pc.list_value_length(fields["indices"])) == n_values))
+    bad = int(n - good.sum())
+    if bad:
+        vectors = vectors.filter(pa.array(good))
+        y, w = y[good], w[good]
+        fields = _struct_fields(vectors)
+        kind = kind[good]
+    m = len(y)
+    values = fields["values"].flatten().to_numpy(zero_copy_only=False).astype(np.float64,
+                                                                              copy=False)
+    dense_row = kind == 1
+    if dense_row.all():
+        X = values.reshape(m, n_features)
+        return (sp.csr_matrix(X) if layout == "csr" else X), y, w, bad
+    lengths = pc.list_value_length(fields["values"]).to_numpy(zero_copy_only=False)
+    lengths = lengths.astype(np.int64)
+    columns = np.empty(values.size, dtype=np.int32)
+    dense_entry = np.repeat(dense_row, lengths)
+    columns[~dense_entry] = fields["indices"].flatten().to_numpy(zero_copy_only=False)
+    columns[dense_entry] = np.tile(np.arange(n_features, dtype=np.int32), int(dense_row.sum()))
+    if columns.size and (columns.min() < 0 or columns.max() >= n_features):
+        raise DataValidationError(
+            f"a sparse feature vector has an index outside 0..{n_features - 1}")
+    keep = values != 0.0  # NaN is kept (validation counts it)
+    if keep.all():
+        counts = lengths
+    else:
+        counts = np.bincount(np.repeat(np.arange(m), lengths)[keep], minlength=m)
+        values, columns = values[keep], columns[keep]
+    indptr = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    X = sp.csr_matrix((values, columns, indptr), shape=(m, n_features))
+    return (X.toarray() if layout == "dense" else X), y, w, bad
+
+
+def _batch_to_block_rows(batch, n_features: int, vector_input: bool, layout: str):
+    """One Arrow batch of a training frame → ``(X, y, w, bad_vector_rows)`` with ``X`` in the
+    block ``layout``: a dense array (``"dense"``) or a ``scipy.sparse`` CSR matrix (``"csr"``)."""
+    import pyarrow as pa
+
+    if vector_input and pa.types.is_struct(batch.column(0).type):
+        return _vector_batch_to_numpy(batch, n_features, layout)
+    X, y, w, bad = _arrow_batch_to_numpy(batch, n_features, vector_input)
+    if layout == "csr":
+        import scipy.sparse as sp
+
+        X = sp.csr_matrix(X)
+    return X, y, w, bad
+
+
+def _first_batch_layout(X, n_features: int) -> str:
+    """``auto``'s choice from a partition's first batch (decoded as CSR when it was vectors)."""
+    import scipy.sparse as sp
+
+    if not sp.issparse(X):
+        return "dense"
+    cells = max(1, X.shape[0]) * max(1, n_features)
+    return "csr" if X.nnz < SPARSE_DENSITY_THRESHOLD * cells else "dense"
+
+
+def write_block(fit_id: str, partition: int, attempt: int, n_features: int, vector_input: bool,
+                batches, options: BlockOptions = BlockOptions()) -> dict:
+    """Task side of a block build: write the training-frame ``batches`` of one partition as
+    its block and return its key (``partition``, ``path``, ``rows``, pickled ``stats``).
+
+    ``options`` sets the block's layout and value type; with ``format="auto"`` the
+    partition's first non-empty batch decides (CSR only for sparse enough vector input).
+    The statistics summarize the values as stored (after any float32 rounding).
+    """
+    import pyarrow as pa
+
+    from sparkml_aiaas.engine.block_files import BlockWriter
+
+    layout = options.fixed_layout
+    writer = None
+    stats = BlockStats.empty(n_features)
+    try:
+        for batch in batches:
+            if writer is None:
+                if layout is None and batch.num_rows == 0:
+                    continue  # an empty batch cannot decide the layout
+                # auto decodes vector structs as CSR (cheap) and then looks at the density.
+                probe = layout or ("csr" if vector_input
+                                   and pa.types.is_struct(batch.column(0).type) else "dense")
+                X, y, w, bad = _batch_to_block_rows(batch, n_features, vector_input, probe)
+                if layout is None:
+                    layout = _first_batch_layout(X, n_features)
+                    if layout == "dense" and probe == "csr":
+                        X = X.toarray()
+                writer = BlockWriter(fit_id, partition, attempt, n_features, options.dtype,
+                                     layout)
+            else:
+                X, y, w, bad = _batch_to_block_rows(batch, n_features, vector_input, layout)
+            # A value beyond float32's range becomes inf, which validation then reports.
+            with np.errstate(over="ignore"):
+                X = X.astype(writer.dtype, copy=False)
+            stats = merge_stats(stats, block_stats(X, y, w, bad))
+            writer.append(X, y, w)
+        if writer is None:
+            writer = BlockWriter(fit_id, partition, attempt, n_features, options.dtype,
+                                 layout or "dense")
+        path = writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return {"partition": partition, "path": path, "rows": writer.rows,
+            "stats": pickle.dumps(stats, protocol=pickle.HIGHEST_PROTOCOL)}
+
+
+def _make_block_writer(fit_id: str, n_features: int, vector_input: bool,
+                       options: BlockOptions = BlockOptions()):
     """The mapInArrow function that writes a partition's block and yields its key row."""
 
     def write_partition(batches):
         import pyarrow as pa
         from pyspark import TaskContext
 
-        from sparkml_aiaas.engine.block_files import BlockWriter
-
         context = TaskContext.get()
-        partition = context.partitionId()
-        writer = BlockWriter(fit_id, partition, context.attemptNumber(), n_features)
-        stats = BlockStats.empty(n_features)
-        try:
-            for batch in batches:
-                X, y, w, bad = _arrow_batch_to_numpy(batch, n_features, vector_input)
-                stats = merge_stats(stats, block_stats(X, y, w, bad))
-                writer.append(X, y, w)
-            path = writer.close()
-        except BaseException:
-            writer.abort()
-            raise
+        key = write_block(fit_id, context.partitionId(), context.attemptNumber(), n_features,
+                          vector_input, batches, options)
         yield pa.RecordBatch.from_pydict(
-            {
-                "partition": [partition],
-                "path": [path],
-                "rows": [writer.rows],
-                "stats": [pickle.dumps(stats, protocol=pickle.HIGHEST_PROTOCOL)],
-            },
+            {name: [value] for name, value in key.items()},
             schema=pa.schema([("partition", pa.int32()), ("path", pa.string()),
                               ("rows", pa.int64()), ("stats", pa.binary())]),
         )
 
     return write_partition
+
+
+def _make_parquet_block_writer(fit_id: str, n_features: int, plan, source_columns,
+                               spec: FeatureSpec, label_col: str, weight_col: Optional[str],
+                               options: BlockOptions = BlockOptions()):
+    """The task function of a direct Parquet build: read this partition's row groups with
+    pyarrow, shape them like :func:`training_frame`'s rows, write the block, yield its key."""
+
+    def write_partition(index, _):
+        from pyspark import TaskContext
+
+        from sparkml_aiaas.engine.parquet_source import read_partition
+
+        batches = (_frame_batch(batch, spec, label_col, weight_col)
+                   for batch in read_partition(plan[index], source_columns))
+        yield write_block(fit_id, index, TaskContext.get().attemptNumber(), n_features,
+                          spec.vector_col is not None, batches, options)
+
+    return write_partition
+
+
+def _frame_batch(batch, spec: FeatureSpec, label_col: str, weight_col: Optional[str]):
+    """A Parquet batch of the source columns → the layout of :func:`training_frame`
+    (``f0..f{d-1}`` or ``features``, then ``label``, ``weight``; doubles), as Spark's
+    casts would give it (nulls stay null and become NaN in numpy, caught by validation)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    double = pa.float64()
+    if spec.columns:
+        arrays = [pc.cast(batch.column(c), double) for c in spec.columns]
+        names = [f"f{i}" for i in range(len(spec.columns))]
+    else:
+        arrays = [pc.cast(batch.column(spec.vector_col), pa.list_(double))]
+        names = ["features"]
+    arrays.append(pc.cast(batch.column(label_col), double))
+    arrays.append(pc.cast(batch.column(weight_col), double) if weight_col
+                  else pa.array(np.ones(batch.num_rows)))
+    return pa.RecordBatch.from_arrays(arrays, names=names + ["label", "weight"])
+
+
+def _direct_parquet_keys(df, spec: FeatureSpec, label_col: str, weight_col: Optional[str],
+                         n_features: int, num_partitions: int, fit_id: str,
+                         options: BlockOptions = BlockOptions()):
+    """``make_keys`` for a direct Parquet build when ``df`` allows one, else None."""
+    from sparkml_aiaas.engine.parquet_source import direct_parquet_files, plan_partitions
+
+    if spec.vector_col and _type_name(df.schema[spec.vector_col].dataType) != "ArrayType":
+        return None  # VectorUDT is a Spark struct encoding: let Spark decode it
+    source_columns = list(dict.fromkeys(
+        spec.input_columns() + [label_col] + ([weight_col] if weight_col else [])))
+    paths = direct_parquet_files(df, source_columns)
+    if paths is None:
+        return None
+    plan = plan_partitions(paths, source_columns, num_partitions)
+    if plan is None:
+        return None
+    sc = df.sparkSession.sparkContext
+    write = _make_parquet_block_writer(fit_id, n_features, plan, source_columns, spec,
+                                       label_col, weight_col, options)
+
+    def make_keys():
+        return sc.parallelize(range(num_partitions), num_partitions).mapPartitionsWithIndex(write)
+
+    return make_keys
+
+
+def _live_executors(sc) -> Optional[frozenset]:
+    """``host:port`` of each live executor (and the driver), or None when Spark cannot say."""
+    try:
+        infos = sc._jsc.sc().statusTracker().getExecutorInfos()
+        return frozenset(f"{info.host()}:{info.port()}" for info in infos)
+    except Exception:  # pragma: no cover - a gateway without a status tracker
+        return None
+
+
+def _deterministic_partitions(frame, target: int):
+    """``frame`` in ``target`` partitions whose rows, and their order, never depend on timing.
+
+    Same data → same blocks → bit-identical sums, also when lineage rebuilds a block.
+    Fewer partitions: ``coalesce`` concatenates neighbouring partitions in order, no shuffle.
+    More: each row carries its position (partition, offset) through a range shuffle —
+    contiguous runs of rows per block, boundaries sampled with Spark's fixed seeds — and,
+    since a shuffle delivers rows in arrival order, they are sorted back by it.
+    """
+    from pyspark.sql import functions as F
+
+    current = frame.rdd.getNumPartitions()
+    if current == target:
+        return frame
+    if current > target:
+        return frame.coalesce(target)
+    position = "__sparkml_aiaas_position"
+    return (frame.withColumn(position, F.monotonically_increasing_id())
+            .repartitionByRange(target, position).sortWithinPartitions(position)
+            .drop(position))
 
 
 class ResidentBlocks:
@@ -222,39 +478,59 @@ class ResidentBlocks:
         Namespace of this fit's files on every executor.
     """
 
-    def __init__(self, spark, frame, keys, stats: BlockStats, n_features: int,
-                 feature_names: List[str], fit_id: str, writer):
+    def __init__(self, spark, make_keys, stats: BlockStats, n_features: int,
+                 feature_names: List[str], fit_id: str, source: str = "spark"):
         self.spark = spark
-        self._frame = frame
-        self._writer = writer
-        self.keys = keys
+        # make_keys() → a fresh, uncached RDD whose partitions write their blocks and
+        # yield their keys: cached once for the fit, recomputed for tasks away from files.
+        self._make_keys = make_keys
+        self.keys = make_keys().cache()
+        #: "parquet" when the blocks were read straight from Parquet files, else "spark".
+        self.source = source
         self.stats = stats
         self.n_features = n_features
         self.feature_names = feature_names
         self.fit_id = fit_id
         self.rebuilt_partitions = 0
         self._keys_built = False
+        #: Tag of every job this fit starts (build, passes), so that cleanup can cancel them.
+        self.job_tag = f"sparkml_aiaas-{fit_id}"
+        #: The executors alive when the blocks were built (None: unknown).
+        self._executors_at_build = _live_executors(spark.sparkContext)
 
     @classmethod
     def build(cls, df, spec: FeatureSpec, label_col: str, weight_col: Optional[str] = None,
-              num_partitions: int = 0) -> "ResidentBlocks":
+              num_partitions: int = 0, block_format: str = "auto",
+              block_dtype: str = "float64") -> "ResidentBlocks":
         """Write the blocks (one Spark job) and gather their statistics.
 
         ``num_partitions`` of 0 means one partition per core of the cluster
-        (``defaultParallelism``): one task per core per pass.
+        (``defaultParallelism``): one task per core per pass.  ``block_format``
+        (:data:`BLOCK_FORMATS`) and ``block_dtype`` (:data:`BLOCK_DTYPES`) set how
+        the blocks store the features (see :class:`BlockOptions`).
         """
+        options = BlockOptions(block_format, block_dtype)
         spark = df.sparkSession
         sc = spark.sparkContext
-        frame, n_features = training_frame(df, spec, label_col, weight_col)
+        frame, n_features = training_frame(df, spec, label_col, weight_col,
+                                           keep_vectors=options.format != "dense")
         target = num_partitions if num_partitions > 0 else max(sc.defaultParallelism, 1)
-        if frame.rdd.getNumPartitions() != target:
-            frame = frame.repartition(target)
         fit_id = f"{sc.applicationId}-{uuid.uuid4().hex[:12]}"
-        writer = _make_block_writer(fit_id, n_features, spec.vector_col is not None)
-        keys = frame.mapInArrow(writer, KEY_SCHEMA).rdd.cache()
-        blocks = cls(spark, frame, keys, BlockStats.empty(n_features), n_features,
-                     spec.feature_names(n_features), fit_id, writer)
+        make_keys, source = _direct_parquet_keys(df, spec, label_col, weight_col, n_features,
+                                                 target, fit_id, options), "parquet"
+        if make_keys is None:
+            frame = _deterministic_partitions(frame, target)
+            writer = _make_block_writer(fit_id, n_features, spec.vector_col is not None, options)
+
+            def make_keys():
+                return frame.mapInArrow(writer, KEY_SCHEMA).rdd
+
+            source = "spark"
+        blocks = cls(spark, make_keys, BlockStats.empty(n_features), n_features,
+                     spec.feature_names(n_features), fit_id, source)
+        keys = blocks.keys
         try:
+            sc.addJobTag(blocks.job_tag)  # removed by cleanup()
             sc.setJobDescription(f"sparkml_aiaas: build training blocks ({fit_id})")
             rows = sorted(keys.collect(), key=lambda r: r["partition"])
             blocks._keys_built = True
@@ -275,18 +551,20 @@ class ResidentBlocks:
         """Recompute the given partitions' blocks from the source where the task runs, and run
         ``partition_fn(index, key_rows)`` on them.  Used for tasks that ran away from their files.
         """
-        fresh = self._frame.mapInArrow(self._writer, KEY_SCHEMA).rdd
+        fresh = self._make_keys()
         self.rebuilt_partitions += len(partitions)
         return self.spark.sparkContext.runJob(
             fresh.mapPartitionsWithIndex(partition_fn), lambda it: list(it), list(partitions)
         )
 
     def cleanup(self) -> None:
-        """Delete this fit's block files on the executors and drop the cached keys.
+        """Cancel this fit's running jobs, delete its block files on the executors and drop
+        the cached keys.
 
         Never raises: it runs in ``finally`` blocks, where the original error
-        matters more.  Files a cleanup task could not reach are removed with
-        the executor's Spark local directory when the application stops.
+        matters more.  Files a cleanup task could not reach (an executor lost with
+        no live executor left on its machine) are removed with the executor's
+        Spark local directory when the application stops.
         """
         fit_id = self.fit_id
 
@@ -295,23 +573,60 @@ class ResidentBlocks:
 
             yield remove_fit(fit_id)
 
+        def sweep(_):
+            from sparkml_aiaas.engine.block_files import remove_fit
+
+            yield remove_fit(fit_id, siblings=True)
+
         sc = self.spark.sparkContext
+        self._cancel_jobs(sc)
         sc.setJobDescription(f"sparkml_aiaas: remove training blocks ({fit_id})")
         try:
-            if not self._keys_built:
-                # The build job failed: running the keys again would redo (and re-fail) it.
-                raise RuntimeError("training blocks were never fully built")
-            # Locality sends each task to the executor that holds the key.
-            self.keys.mapPartitions(remove).collect()
-        except Exception:  # keys lost or never built: reach executors blindly
-            try:
+            # The build job failed: running the keys again would redo (and re-fail) it.
+            blind = not self._keys_built
+            if self._keys_built:
+                try:
+                    # Locality sends each task to the executor that holds the key.
+                    self.keys.mapPartitions(remove).collect()
+                except Exception:  # keys lost: reach the executors blindly
+                    blind = True
+            # An executor lost during the fit (killed, out of memory) never removes its
+            # files, and its replacement gets a new local directory beside the old one,
+            # while the recomputed key may well sit on another executor: the keys' job
+            # would leave the dead executor's folder behind until the application ends.
+            # So after a loss, one task per core (idle executors each get one) removes
+            # this fit's folders in every local directory of its machine.
+            if blind or self._executors_lost(sc):
                 n = max(self.num_partitions, sc.defaultParallelism)
-                sc.parallelize(range(n), n).mapPartitions(remove).collect()
-            except Exception as exc:  # pragma: no cover - Spark itself is failing
-                logger.warning("could not remove training blocks %s: %s", fit_id, exc)
+                sc.parallelize(range(n), n).mapPartitions(sweep).collect()
+        except Exception as exc:  # pragma: no cover - Spark itself is failing
+            logger.warning("could not remove training blocks %s: %s", fit_id, exc)
         finally:
             sc.setJobDescription(None)
             self.keys.unpersist()
+
+    def _cancel_jobs(self, sc) -> None:
+        """Cancel this fit's jobs still running, and stop tagging new jobs with its tag.
+
+        A no-op after a normal end.  Needed at Ctrl-C: PySpark's SIGINT handler calls
+        ``cancelAllJobs`` through the py4j connection that the interrupted call (a
+        pass's ``collect``) is still reading from, which fails ("reentrant call"), so
+        the pass job runs on; the removal job would then wait behind its tasks for as
+        long as a pass lasts (the process hangs after Ctrl-C) and delete files under
+        them.  Cancelling by tag leaves other threads' jobs alone.
+        """
+        try:
+            sc.cancelJobsWithTag(self.job_tag)
+            sc.removeJobTag(self.job_tag)
+        except Exception as exc:  # pragma: no cover - Spark itself is failing
+            logger.warning("could not cancel the jobs of %s: %s", self.fit_id, exc)
+
+    def _executors_lost(self, sc) -> bool:
+        """Whether an executor alive at build time is gone (True when Spark cannot say)."""
+        if self._executors_at_build is None:
+            return False
+        now = _live_executors(sc)
+        return now is None or bool(self._executors_at_build - now)
 
     def __enter__(self) -> "ResidentBlocks":
         return self

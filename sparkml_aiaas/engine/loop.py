@@ -83,13 +83,15 @@ def make_partition_fn(params_broadcast, loss: Loss, sample=None):
             if sample is not None:
                 # A mini-batch: a Bernoulli sample drawn from (seed, iteration, partition),
                 # so retries and resumed runs see the same rows.
+                from sparkml_aiaas.core.matrices import take_rows
                 from sparkml_aiaas.core.stochastic import block_rng, sample_rows
 
                 fraction, seed, iteration = sample
                 rows = sample_rows(block[0].shape[0], fraction,
                                    block_rng(seed, iteration, key["partition"]))
                 if rows is not None:
-                    block = tuple(np.asarray(a)[rows] for a in block)
+                    X, y, w = block
+                    block = (take_rows(X, rows), np.asarray(y)[rows], np.asarray(w)[rows])
             return loss_gradient_sums(loss, *block, coef, intercept, extra,
                                       with_hessian=with_hessian)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -21,8 +22,9 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLRead
 
 from sparkml_aiaas.core.checkpoint import FileCheckpoint
 from sparkml_aiaas.core.glm import fit_fingerprint, fit_glm, validate_training_stats
+from sparkml_aiaas.columns import named_column
 from sparkml_aiaas.core.losses import Loss, get_loss
-from sparkml_aiaas.errors import ConfigError, SparkmlAiaasError
+from sparkml_aiaas.errors import ConfigError, DataValidationError, SparkmlAiaasError
 from sparkml_aiaas.engine import DistributedDataPass, ResidentBlocks
 from sparkml_aiaas.engine.loop import DistributedLocalRounds
 from sparkml_aiaas.engine.progress import progress_bar
@@ -37,7 +39,16 @@ logger = logging.getLogger("sparkml_aiaas.train")
 
 @dataclass
 class TrainingSummary:
-    """What a fit did.  ``objectiveHistory[0]`` is the objective at the starting point."""
+    """What a fit did.  ``objectiveHistory[0]`` is the objective at the starting point.
+
+    With early stopping (``validationIndicatorCol``): ``validationLossHistory[i]``
+    is the validation loss (weighted mean data loss over the held-out rows, no
+    penalty) after ``i`` iterations, ``bestIteration`` the iteration whose
+    coefficients the model holds, ``stoppedEarly`` whether ``patience`` ended
+    the fit, ``numRows``/``numValidationRows`` the training/held-out rows;
+    ``totalIterations`` counts the iterations run.  Without it the history is
+    empty and ``bestIteration`` is None.  ``numPasses`` counts training passes.
+    """
 
     objectiveHistory: List[float] = field(default_factory=list)
     totalIterations: int = 0
@@ -47,6 +58,33 @@ class TrainingSummary:
     message: str = ""
     wallTimeSeconds: float = 0.0
     rebuiltPartitions: int = 0
+    validationLossHistory: List[float] = field(default_factory=list)
+    bestIteration: Optional[int] = None
+    stoppedEarly: bool = False
+    numValidationRows: int = 0
+
+
+def split_by_indicator(dataset, column: str):
+    """``(training rows, validation rows)`` of ``dataset`` by a boolean column.
+
+    Rows where ``column`` is true are the validation rows; false or null ones
+    train.  Raises :class:`DataValidationError` when the column is missing or
+    not boolean (before any Spark job).
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import BooleanType
+
+    if column not in dataset.columns:
+        raise DataValidationError(
+            f"validationIndicatorCol {column!r} is not in the data; available columns: "
+            f"{dataset.columns}")
+    data_type = dataset.schema[column].dataType
+    if not isinstance(data_type, BooleanType):
+        raise DataValidationError(
+            f"validationIndicatorCol {column!r} must be a boolean column (true = validation "
+            f"row), but its type is {data_type.simpleString()}")
+    held_out = F.coalesce(named_column(column), F.lit(False))
+    return dataset.filter(~held_out), dataset.filter(held_out)
 
 
 class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
@@ -61,8 +99,14 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
         """The loss and number of outputs ``k`` for these data (the multinomial family needs k)."""
         return loss, 1
 
-    def _checkpoint(self, stats, loss: Loss, n_outputs: int) -> Optional[FileCheckpoint]:
-        """The fit's checkpoint file, keyed by everything that determines the result."""
+    def _block_options(self) -> Dict[str, str]:
+        """Keywords of :meth:`ResidentBlocks.build`: how the blocks store the features."""
+        return {"block_format": self.getBlockFormat(), "block_dtype": self.getBlockDtype()}
+
+    def _checkpoint(self, stats, loss: Loss, n_outputs: int,
+                    validation_stats=None) -> Optional[FileCheckpoint]:
+        """The fit's checkpoint file, keyed by everything that determines the result
+        (with early stopping, the validation rows' summary too)."""
         if not self.getCheckpointDir():
             return None
         ignored = {"checkpointDir", "checkpointInterval", "predictionCol", "probabilityCol",
@@ -70,6 +114,8 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
         settings = {param.name: value for param, value in self.extractParamMap().items()
                     if param.name not in ignored}
         settings.update(estimator=type(self).__name__, loss=loss.name, n_outputs=n_outputs)
+        if validation_stats is not None:
+            settings.update(validation_data=fit_fingerprint(validation_stats, {}))
         return FileCheckpoint(self.getCheckpointDir(), fit_fingerprint(stats, settings),
                               self.getCheckpointInterval())
 
@@ -80,6 +126,11 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
         weight_col = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
         label_col = self.getLabelCol()
         signature = input_signature(dataset, spec)
+        validation_col = self.validation_col()
+        if validation_col is not None:
+            train_df, validation_df = split_by_indicator(dataset, validation_col)
+        else:
+            train_df, validation_df = dataset, None
         started = time.perf_counter()
         kind = type(self).__name__
 
@@ -91,17 +142,45 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
                 progress.update(1)
                 progress.set_postfix(objective=f"{objective:.8g}")
 
-        with ResidentBlocks.build(dataset, spec, label_col, weight_col,
-                                  self.getNumPartitions()) as blocks:
+        # Both block sets are removed however the fit ends (ExitStack unwinds in reverse).
+        with ExitStack() as stack:
+            if progress is not None:
+                # Closed however the fit ends (Ctrl-C included), after the blocks are removed.
+                stack.callback(progress.close)
+            blocks = stack.enter_context(ResidentBlocks.build(
+                train_df, spec, label_col, weight_col, self.getNumPartitions(),
+                **self._block_options()))
+            if validation_col is not None and blocks.stats.count == 0:
+                raise DataValidationError(
+                    f"validationIndicatorCol {validation_col!r} is true for every row: no rows "
+                    "are left to train on")
             loss, n_outputs = self._choose_loss(loss, blocks.stats)
             validate_training_stats(blocks.stats, loss, blocks.feature_names, label_col, weight_col,
                                     num_classes=n_outputs if n_outputs > 1 else None)
             data_pass = DistributedDataPass(
                 blocks, loss, self.getAggregationDepth(), description=f"sparkml_aiaas {kind}"
             )
+            validation_pass = validation_blocks = None
+            if validation_df is not None:
+                validation_blocks = stack.enter_context(ResidentBlocks.build(
+                    validation_df, spec, label_col, weight_col, self.getNumPartitions(),
+                    **self._block_options()))
+                if validation_blocks.stats.count == 0:
+                    raise DataValidationError(
+                        f"validationIndicatorCol {validation_col!r} is not true for any row: "
+                        "the validation set is empty")
+                validate_training_stats(validation_blocks.stats, loss, blocks.feature_names,
+                                        label_col, weight_col,
+                                        num_classes=n_outputs if n_outputs > 1 else None,
+                                        role="validation")
+                validation_pass = DistributedDataPass(
+                    validation_blocks, loss, self.getAggregationDepth(),
+                    description=f"sparkml_aiaas {kind} validation")
             local_rounds = DistributedLocalRounds(
                 blocks, self.getAggregationDepth(), description=f"sparkml_aiaas {kind}")
-            checkpoint = self._checkpoint(blocks.stats, loss, n_outputs)
+            checkpoint = self._checkpoint(
+                blocks.stats, loss, n_outputs,
+                validation_blocks.stats if validation_blocks is not None else None)
             try:
                 fit = fit_glm(
                     data_pass, blocks.stats, loss=loss, n_outputs=n_outputs,
@@ -112,6 +191,9 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
                     callback=log_iteration, checkpoint=checkpoint,
                     stochastic=self.stochastic_settings(),
                     local_rounds=local_rounds,
+                    step_rule=self.getStepRule(), step_schedule=self.getStepSchedule(),
+                    step_decay=self.getStepDecay(),
+                    validation_pass=validation_pass, patience=self.getPatience(),
                 )
             except ValueError as exc:
                 if isinstance(exc, SparkmlAiaasError):
@@ -119,14 +201,23 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
                 # An unsupported combination found by the math (e.g. newton on hinge).
                 raise ConfigError(str(exc)) from None
             rows, rebuilt = blocks.stats.count, blocks.rebuilt_partitions
-        if progress is not None:
-            progress.close()
+            validation_rows = 0
+            if validation_blocks is not None:
+                validation_rows = validation_blocks.stats.count
+                rebuilt += validation_blocks.rebuilt_partitions
         result = fit.result
+        if fit.best_iteration is not None:
+            logger.info("%s early stopping: best validation loss %.10g at iteration %d of %d%s",
+                        kind, fit.validation_history[fit.best_iteration], fit.best_iteration,
+                        result.n_iter, " (stopped early)" if fit.stopped_early else "")
         summary = TrainingSummary(
             objectiveHistory=[float(v) for v in result.history], totalIterations=result.n_iter,
             numPasses=data_pass.passes + local_rounds.passes, numRows=rows, converged=result.converged,
             message=result.message, wallTimeSeconds=time.perf_counter() - started,
             rebuiltPartitions=rebuilt,
+            validationLossHistory=[float(v) for v in fit.validation_history],
+            bestIteration=fit.best_iteration, stoppedEarly=bool(fit.stopped_early),
+            numValidationRows=int(validation_rows),
         )
         model = self._model_class(
             coefficients=fit.coef, intercept=fit.intercept, signature=signature,
@@ -305,16 +396,43 @@ class LogisticRegression(_LinearEstimator, LogisticRegressionParams):
         falls below ``tol``.
     regParam, elasticNetParam : float
         Penalty ``regParam·(α‖w‖₁ + (1−α)/2‖w‖²)``.
-    optimizer : {"lbfgs", "newton", "gd"}
+    optimizer : {"lbfgs", "newton", "gd", "sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad"}
         ``lbfgs`` (default; OWL-QN with L1), ``newton`` (the Hessian from the same
-        pass: few passes for few features) or proximal gradient descent ``gd``.
-    stepSize : float
-        First step of ``gd``; halved whenever a step fails to decrease enough.
+        pass: few passes for few features), proximal gradient descent ``gd``, or
+        a mini-batch first-order rule.
+    stepSize : float, default 1.0
+        First step of ``gd`` (with ``stepRule="backtracking"`` halved whenever a
+        step fails to decrease enough), base step of ``stepSchedule``.
+    stepRule : {"backtracking", "barzilai_borwein", "schedule"}, default "backtracking"
+        Read by ``gd`` only: halve-until-decrease backtracking, the
+        Barzilai–Borwein step ``s·s / s·y`` as each trial step (same
+        backtracking as a safeguard; far fewer passes on ill-conditioned data),
+        or ``stepSchedule`` without any line search.
+    stepSchedule : {"constant", "inverse_time", "step_decay"}, default "constant"
+        Step of iteration ``t`` for the mini-batch optimizers and ``gd`` with
+        ``stepRule="schedule"``: ``stepSize``, ``stepSize/(1 + stepDecay·t)``
+        or ``stepSize·stepDecay^floor(t/10)``.
+    stepDecay : float, default 0.0
+        Decay of ``stepSchedule`` (>= 0; in (0, 1] for ``step_decay``).
+    validationIndicatorCol : str, optional
+        Early stopping: rows where this boolean column is true are held out of
+        training; the fit stops when their loss has not improved for
+        ``patience`` iterations and keeps the best iteration's coefficients
+        (``summary.bestIteration``, ``summary.validationLossHistory``).
+    patience : int, default 5
+        Non-improving iterations tolerated by early stopping.
     standardization : bool, default True
         Penalize standardized coefficients (as MLlib); coefficients are always
         reported on the original scale.
     numPartitions : int, default 0
         Tasks per pass; 0 = one per core.
+    blockFormat : {"auto", "dense", "sparse"}, default "auto"
+        How the resident blocks store the features: ``auto`` keeps sparse vector
+        input (under 25 % non-zeros) as compressed sparse rows, decided per
+        partition; ``dense``/``sparse`` force one layout.
+    blockDtype : {"float64", "float32"}, default "float64"
+        ``float32`` halves the blocks' memory and the bytes a pass reads; passes
+        still compute in float64.
 
     Examples
     --------
@@ -345,8 +463,10 @@ class LogisticRegression(_LinearEstimator, LogisticRegressionParams):
                  stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                  standardization=True, threshold=0.5, optimizer="lbfgs", family="auto",
                  seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
+                 blockFormat=None, blockDtype=None,
                  checkpointInterval=None, miniBatchFraction=None, localSteps=None,
-                 momentum=None, beta1=None, beta2=None):
+                 momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
+                 stepDecay=None, validationIndicatorCol=None, patience=None):
         super().__init__()
         self.setParams(**self._input_kwargs)
 
@@ -357,8 +477,10 @@ class LogisticRegression(_LinearEstimator, LogisticRegressionParams):
                   stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                   standardization=True, threshold=0.5, optimizer="lbfgs", family="auto",
                   seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
+                  blockFormat=None, blockDtype=None,
                  checkpointInterval=None, miniBatchFraction=None, localSteps=None,
-                 momentum=None, beta1=None, beta2=None):
+                 momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
+                 stepDecay=None, validationIndicatorCol=None, patience=None):
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)
 
@@ -398,8 +520,10 @@ class LinearRegression(_LinearEstimator, LinearRegressionParams):
                  stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                  standardization=True, optimizer="lbfgs", loss="squaredError", epsilon=1.35,
                  seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
+                 blockFormat=None, blockDtype=None,
                  checkpointInterval=None, miniBatchFraction=None, localSteps=None,
-                 momentum=None, beta1=None, beta2=None):
+                 momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
+                 stepDecay=None, validationIndicatorCol=None, patience=None):
         super().__init__()
         self.setParams(**self._input_kwargs)
 
@@ -409,8 +533,10 @@ class LinearRegression(_LinearEstimator, LinearRegressionParams):
                   stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
                   standardization=True, optimizer="lbfgs", loss="squaredError", epsilon=1.35,
                   seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
+                  blockFormat=None, blockDtype=None,
                  checkpointInterval=None, miniBatchFraction=None, localSteps=None,
-                 momentum=None, beta1=None, beta2=None):
+                 momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
+                 stepDecay=None, validationIndicatorCol=None, patience=None):
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)
 
@@ -453,8 +579,10 @@ class LinearSVC(_LinearEstimator, LinearSVCParams):
                  maxIter=100, tol=1e-6, stepSize=1.0, regParam=0.0, elasticNetParam=0.0,
                  fitIntercept=True, standardization=True, threshold=0.0, optimizer="lbfgs",
                  seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
+                 blockFormat=None, blockDtype=None,
                  checkpointInterval=None, miniBatchFraction=None, localSteps=None,
-                 momentum=None, beta1=None, beta2=None):
+                 momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
+                 stepDecay=None, validationIndicatorCol=None, patience=None):
         super().__init__()
         self.setParams(**self._input_kwargs)
 
@@ -464,7 +592,9 @@ class LinearSVC(_LinearEstimator, LinearSVCParams):
                   maxIter=100, tol=1e-6, stepSize=1.0, regParam=0.0, elasticNetParam=0.0,
                   fitIntercept=True, standardization=True, threshold=0.0, optimizer="lbfgs",
                   seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
+                  blockFormat=None, blockDtype=None,
                  checkpointInterval=None, miniBatchFraction=None, localSteps=None,
-                 momentum=None, beta1=None, beta2=None):
+                 momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
+                 stepDecay=None, validationIndicatorCol=None, patience=None):
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)

@@ -20,15 +20,18 @@ from pyspark.ml.param.shared import (
     HasStepSize,
     HasThreshold,
     HasTol,
+    HasValidationIndicatorCol,
     HasWeightCol,
 )
 
+from sparkml_aiaas.core.first_order import SCHEDULES
 from sparkml_aiaas.core.optimizers import OPTIMIZERS as FULL_BATCH_OPTIMIZERS
+from sparkml_aiaas.core.optimizers import STEP_RULES
 from sparkml_aiaas.core.stochastic import STOCHASTIC_OPTIMIZERS
 
 #: Every optimizer name a model accepts.
 OPTIMIZERS = FULL_BATCH_OPTIMIZERS + STOCHASTIC_OPTIMIZERS
-from sparkml_aiaas.engine.blocks import FeatureSpec
+from sparkml_aiaas.engine.blocks import BLOCK_DTYPES, BLOCK_FORMATS, FeatureSpec
 from sparkml_aiaas.errors import ConfigError
 
 
@@ -88,6 +91,39 @@ class HasNumPartitions(Params):
         return self.getOrDefault(self.numPartitions)
 
 
+class HasBlockStorage(Params):
+    """How the executor-resident training blocks store the features.
+
+    ``blockFormat``: ``"auto"`` (default) stores a partition as compressed
+    sparse rows when the features are a vector column and the partition's
+    first batch has under 25 % non-zero entries, else dense; ``"dense"`` and
+    ``"sparse"`` force one layout.  ``blockDtype``: ``"float64"`` (default)
+    or ``"float32"``, which halves the blocks' memory and the bytes each pass
+    reads (the passes still compute in float64; labels and weights stay
+    float64).
+    """
+
+    blockFormat: Param = Param(
+        Params._dummy(), "blockFormat",
+        f"layout of the training blocks, one of {list(BLOCK_FORMATS)}: 'auto' stores sparse "
+        "vector input as CSR, 'dense'/'sparse' force one layout",
+        typeConverter=TypeConverters.toString)
+    blockDtype: Param = Param(
+        Params._dummy(), "blockDtype",
+        f"type the training blocks store feature values in, one of {list(BLOCK_DTYPES)}",
+        typeConverter=TypeConverters.toString)
+
+    def __init__(self):
+        super().__init__()
+        self._setDefault(blockFormat="auto", blockDtype="float64")
+
+    def getBlockFormat(self) -> str:
+        return self.getOrDefault(self.blockFormat)
+
+    def getBlockDtype(self) -> str:
+        return self.getOrDefault(self.blockDtype)
+
+
 class HasStochasticParams(Params):
     """Mini-batch optimizers: sampled fraction, local steps per job, rule constants."""
 
@@ -123,12 +159,92 @@ class HasStochasticParams(Params):
 
         seed = self.getOrDefault(self.seed) if self.hasParam("seed") and self.isDefined(
             self.seed) else 0
+        schedule = {}
+        if self.hasParam("stepSchedule"):  # HasStepControl: the step schedule of every rule
+            schedule = dict(schedule=self.getOrDefault("stepSchedule"),
+                            decay=float(self.getOrDefault("stepDecay")))
         return StochasticSettings(
             mini_batch_fraction=self.getMiniBatchFraction(), local_steps=self.getLocalSteps(),
             seed=int(seed) & 0x7FFFFFFF,
             rule=RuleSettings(momentum=self.getOrDefault(self.momentum),
                               beta1=self.getOrDefault(self.beta1),
-                              beta2=self.getOrDefault(self.beta2)))
+                              beta2=self.getOrDefault(self.beta2)),
+            **schedule)
+
+
+class HasStepControl(Params):
+    """How the first-order optimizers choose their step.
+
+    ``stepRule`` is read by ``optimizer="gd"`` only (the other optimizers
+    ignore it): ``"backtracking"`` (default: try the current step, halve it
+    until the objective decreases enough, keep it), ``"barzilai_borwein"``
+    (the Barzilai–Borwein step ``s·s / s·y`` as each iteration's trial step,
+    protected by the same backtracking; far fewer passes on ill-conditioned
+    data) or ``"schedule"`` (no line search: ``stepSchedule`` applied to
+    ``stepSize``).  ``stepSchedule``/``stepDecay`` serve the mini-batch
+    optimizers (sgd, momentum, …) and gd with ``stepRule="schedule"``: the step
+    of iteration ``t`` (0-based) is ``stepSize`` (``constant``),
+    ``stepSize / (1 + stepDecay·t)`` (``inverse_time``) or ``stepSize ·
+    stepDecay^floor(t / 10)`` (``step_decay``, ``stepDecay`` in (0, 1]).
+    """
+
+    stepRule: Param = Param(
+        Params._dummy(), "stepRule",
+        f"step-size rule of optimizer 'gd' (ignored by the others), one of {list(STEP_RULES)}",
+        typeConverter=TypeConverters.toString)
+    stepSchedule: Param = Param(
+        Params._dummy(), "stepSchedule",
+        f"step schedule of the mini-batch optimizers and of gd with stepRule 'schedule', one of "
+        f"{list(SCHEDULES)}", typeConverter=TypeConverters.toString)
+    stepDecay: Param = Param(
+        Params._dummy(), "stepDecay",
+        "decay of stepSchedule (>= 0): inverse_time divides by 1 + stepDecay·t; step_decay "
+        "multiplies by stepDecay (in (0, 1]) every 10 iterations",
+        typeConverter=TypeConverters.toFloat)
+
+    def __init__(self):
+        super().__init__()
+        self._setDefault(stepRule="backtracking", stepSchedule="constant", stepDecay=0.0)
+
+    def getStepRule(self) -> str:
+        return self.getOrDefault(self.stepRule)
+
+    def getStepSchedule(self) -> str:
+        return self.getOrDefault(self.stepSchedule)
+
+    def getStepDecay(self) -> float:
+        return self.getOrDefault(self.stepDecay)
+
+
+class HasEarlyStopping(HasValidationIndicatorCol):
+    """Early stopping on held-out rows.
+
+    Rows whose boolean ``validationIndicatorCol`` is true are never trained
+    on; the weighted mean data loss over them (without the penalty) is
+    evaluated at the start and after every iteration, the fit stops once it
+    has not improved for ``patience`` consecutive iterations, and the model
+    gets the coefficients of the best iteration (``summary.bestIteration``).
+    Rows where the column is false or null are the training rows.
+    """
+
+    patience: Param = Param(
+        Params._dummy(), "patience",
+        "early stopping: consecutive iterations without a lower validation loss before the fit "
+        "stops (>= 1; used when validationIndicatorCol is set)",
+        typeConverter=TypeConverters.toInt)
+
+    def __init__(self):
+        super().__init__()
+        self._setDefault(patience=5)
+
+    def getPatience(self) -> int:
+        return self.getOrDefault(self.patience)
+
+    def validation_col(self):
+        """The indicator column's name, or None when early stopping is off."""
+        if self.isDefined(self.validationIndicatorCol) and self.getValidationIndicatorCol():
+            return self.getValidationIndicatorCol()
+        return None
 
 
 class HasCheckpoint(HasCheckpointInterval):
@@ -149,8 +265,8 @@ class HasCheckpoint(HasCheckpointInterval):
 class LinearModelParams(
     HasFeaturesCol, HasFeaturesCols, HasLabelCol, HasPredictionCol, HasWeightCol, HasMaxIter,
     HasTol, HasStepSize, HasRegParam, HasElasticNetParam, HasFitIntercept, HasStandardization,
-    HasSeed, HasAggregationDepth, HasOptimizer, HasNumPartitions, HasCheckpoint,
-    HasStochasticParams,
+    HasSeed, HasAggregationDepth, HasOptimizer, HasNumPartitions, HasBlockStorage, HasCheckpoint,
+    HasStochasticParams, HasStepControl, HasEarlyStopping,
 ):
     """Params of every linear model, with MLlib's defaults."""
 
@@ -173,12 +289,23 @@ class LinearModelParams(
             (self.getAggregationDepth() >= 2, "aggregationDepth", "must be >= 2"),
             (self.getOptimizer() in OPTIMIZERS, "optimizer", f"must be one of {list(OPTIMIZERS)}"),
             (self.getNumPartitions() >= 0, "numPartitions", "must be >= 0"),
+            (self.getBlockFormat() in BLOCK_FORMATS, "blockFormat",
+             f"must be one of {list(BLOCK_FORMATS)}"),
+            (self.getBlockDtype() in BLOCK_DTYPES, "blockDtype",
+             f"must be one of {list(BLOCK_DTYPES)}"),
             (self.getCheckpointInterval() >= 1, "checkpointInterval", "must be >= 1"),
             (0.0 < self.getMiniBatchFraction() <= 1.0, "miniBatchFraction", "must be in (0, 1]"),
             (self.getLocalSteps() >= 1, "localSteps", "must be >= 1"),
             (0.0 <= self.getOrDefault(self.momentum) < 1.0, "momentum", "must be in [0, 1)"),
             (0.0 <= self.getOrDefault(self.beta1) < 1.0, "beta1", "must be in [0, 1)"),
             (0.0 <= self.getOrDefault(self.beta2) < 1.0, "beta2", "must be in [0, 1)"),
+            (self.getStepRule() in STEP_RULES, "stepRule", f"must be one of {list(STEP_RULES)}"),
+            (self.getStepSchedule() in SCHEDULES, "stepSchedule",
+             f"must be one of {list(SCHEDULES)}"),
+            (0.0 <= self.getStepDecay() < float("inf"), "stepDecay", "must be finite and >= 0"),
+            (self.getStepSchedule() != "step_decay" or 0.0 < self.getStepDecay() <= 1.0,
+             "stepDecay", "must be in (0, 1] with stepSchedule 'step_decay'"),
+            (self.getPatience() >= 1, "patience", "must be >= 1"),
         ]
         for ok, name, rule in checks:
             if not ok:
