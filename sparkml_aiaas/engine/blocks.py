@@ -123,6 +123,11 @@ def vector_size(df, column: str) -> int:
     return int(first["n"])
 
 
+def _quoted(name: str) -> str:
+    """``name`` as a SQL identifier taken literally (dots and backticks included)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
 def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[str] = None,
                    keep_vectors: bool = False):
     """Select and type the training columns; raise a clear error for missing or mistyped ones.
@@ -145,9 +150,13 @@ def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[s
             raise DataValidationError(f"featuresCols lists a column twice: {list(spec.columns)}")
         for column in spec.columns:
             _check_numeric(df, column, "feature")
-        features = [named_column(c).cast("double").alias(f"f{i}")
-                    for i, c in enumerate(spec.columns)]
-        return df.select(*features, label.alias("label"), weight.alias("weight")), len(spec.columns)
+        # SQL strings, not Column objects: building three Column expressions per feature
+        # costs a dozen py4j round trips each (a second for 50 features).
+        exprs = [f"CAST({_quoted(c)} AS DOUBLE) AS f{i}" for i, c in enumerate(spec.columns)]
+        exprs.append(f"CAST({_quoted(label_col)} AS DOUBLE) AS label")
+        exprs.append(f"CAST({_quoted(weight_col)} AS DOUBLE) AS weight" if weight_col
+                     else "CAST(1.0 AS DOUBLE) AS weight")
+        return df.selectExpr(*exprs), len(spec.columns)
 
     column = spec.vector_col
     if column not in df.columns:
@@ -170,15 +179,6 @@ def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[s
     return frame, n_features
 
 
-def _transpose(columns: np.ndarray, rows_per_block: int = 4096) -> np.ndarray:
-    """Row-major copy of ``columns.T``, a cache-sized band of rows at a time."""
-    d, n = columns.shape
-    X = np.empty((n, d), dtype=columns.dtype)
-    for start in range(0, n, rows_per_block):
-        X[start:start + rows_per_block] = columns[:, start:start + rows_per_block].T
-    return X
-
-
 def _arrow_batch_to_numpy(batch, n_features: int, vector_input: bool):
     """One Arrow batch of a training frame → ``(X, y, w, bad_vector_rows)``."""
     import pyarrow as pa
@@ -188,12 +188,11 @@ def _arrow_batch_to_numpy(batch, n_features: int, vector_input: bool):
     y = batch.column(batch.num_columns - 2).to_numpy(zero_copy_only=False).astype(np.float64)
     w = batch.column(batch.num_columns - 1).to_numpy(zero_copy_only=False).astype(np.float64)
     if not vector_input:
-        # Columns land contiguously in a (d, n) array, then one cache-blocked transpose:
-        # writing each column straight into a row-major X strides through memory.
-        columns = np.empty((n_features, n), dtype=np.float64)
-        for j in range(n_features):
-            columns[j] = batch.column(j).to_numpy(zero_copy_only=False)
-        return _transpose(columns), y, w, 0
+        # Zero-copy column views stacked straight into a row-major X: measured here the
+        # fastest of stacking, a (d, n) copy plus a blocked transpose, and column writes.
+        X = np.stack([batch.column(j).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                      for j in range(n_features)], axis=1)
+        return X, y, w, 0
     vectors = batch.column(0)
     lengths = pc.fill_null(pc.list_value_length(vectors), -1).to_numpy(zero_copy_only=False)
     good = lengths == n_features

@@ -48,6 +48,9 @@ class TrainingSummary:
     the fit, ``numRows``/``numValidationRows`` the training/held-out rows;
     ``totalIterations`` counts the iterations run.  Without it the history is
     empty and ``bestIteration`` is None.  ``numPasses`` counts training passes.
+    ``blockBuildSeconds`` is the part of ``wallTimeSeconds`` spent turning the
+    training rows into resident blocks, ``blockSource`` how (``"parquet"``: read
+    straight from the files; ``"spark"``: through a Spark job).
     """
 
     objectiveHistory: List[float] = field(default_factory=list)
@@ -62,6 +65,8 @@ class TrainingSummary:
     bestIteration: Optional[int] = None
     stoppedEarly: bool = False
     numValidationRows: int = 0
+    blockBuildSeconds: float = 0.0
+    blockSource: str = ""
 
 
 def split_by_indicator(dataset, column: str):
@@ -150,6 +155,7 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
             blocks = stack.enter_context(ResidentBlocks.build(
                 train_df, spec, label_col, weight_col, self.getNumPartitions(),
                 **self._block_options()))
+            build_seconds = time.perf_counter() - started
             if validation_col is not None and blocks.stats.count == 0:
                 raise DataValidationError(
                     f"validationIndicatorCol {validation_col!r} is true for every row: no rows "
@@ -218,6 +224,7 @@ class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
             validationLossHistory=[float(v) for v in fit.validation_history],
             bestIteration=fit.best_iteration, stoppedEarly=bool(fit.stopped_early),
             numValidationRows=int(validation_rows),
+            blockBuildSeconds=build_seconds, blockSource=blocks.source,
         )
         model = self._model_class(
             coefficients=fit.coef, intercept=fit.intercept, signature=signature,
