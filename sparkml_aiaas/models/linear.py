@@ -485,9 +485,9 @@ class LogisticRegression(_LinearEstimator, LogisticRegressionParams):
                   standardization=True, threshold=0.5, optimizer="lbfgs", family="auto",
                   seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
                   blockFormat=None, blockDtype=None,
-                 checkpointInterval=None, miniBatchFraction=None, localSteps=None,
-                 momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
-                 stepDecay=None, validationIndicatorCol=None, patience=None):
+                  checkpointInterval=None, miniBatchFraction=None, localSteps=None,
+                  momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
+                  stepDecay=None, validationIndicatorCol=None, patience=None):
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)
 
@@ -541,9 +541,9 @@ class LinearRegression(_LinearEstimator, LinearRegressionParams):
                   standardization=True, optimizer="lbfgs", loss="squaredError", epsilon=1.35,
                   seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
                   blockFormat=None, blockDtype=None,
-                 checkpointInterval=None, miniBatchFraction=None, localSteps=None,
-                 momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
-                 stepDecay=None, validationIndicatorCol=None, patience=None):
+                  checkpointInterval=None, miniBatchFraction=None, localSteps=None,
+                  momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
+                  stepDecay=None, validationIndicatorCol=None, patience=None):
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)
 
@@ -600,8 +600,8 @@ class LinearSVC(_LinearEstimator, LinearSVCParams):
                   fitIntercept=True, standardization=True, threshold=0.0, optimizer="lbfgs",
                   seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
                   blockFormat=None, blockDtype=None,
-                 checkpointInterval=None, miniBatchFraction=None, localSteps=None,
-                 momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
-                 stepDecay=None, validationIndicatorCol=None, patience=None):
+                  checkpointInterval=None, miniBatchFraction=None, localSteps=None,
+                  momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
+                  stepDecay=None, validationIndicatorCol=None, patience=None):
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         return self._set(**kwargs)
