@@ -223,3 +223,33 @@ def test_delta_spark_detection_without_extension(spark):
     assert "io.delta.sql.DeltaSparkSessionExtension" not in spark.conf.get(
         "spark.sql.extensions", "")
     assert D.delta_spark_available(spark) is False
+
+
+def test_failed_commit_leaves_invisible_orphans(spark, tmp_path, monkeypatch):
+    uri = str(tmp_path / "t")
+    D.write_table(_df(spark, ROWS_A), uri)
+
+    def failing_commit(self, *args, **kwargs):
+        raise RuntimeError("commit lost")
+
+    monkeypatch.setattr(deltalake.DeltaTable, "create_write_transaction", failing_commit)
+    with pytest.raises(RuntimeError, match="commit lost"):
+        D.write_table(_df(spark, ROWS_B), uri, mode="append")
+    monkeypatch.undo()
+    table = deltalake.DeltaTable(uri)
+    assert table.version() == 0 and _dl_rows(uri) == sorted(ROWS_A, key=lambda r: r[0])
+    active = {os.path.basename(p) for p in table.file_uris()}
+    on_disk = {p for p in os.listdir(uri) if p.endswith(".parquet") and not p.startswith(".")}
+    assert len(on_disk - active) == 1  # the orphan, left for vacuum
+    assert _spark_rows(D.read_table(spark, uri)) == sorted(ROWS_A, key=lambda r: r[0])
+
+
+def test_partitioned_table_is_read_not_written(spark, tmp_path):
+    uri = str(tmp_path / "t")
+    data = pa.table({"id": [1, 2, 3], "part": ["x", "y", "x"]})
+    deltalake.write_deltalake(uri, data, partition_by=["part"])
+    df = D.read_table(spark, uri)
+    assert df.columns == ["id", "part"]
+    assert _spark_rows(df) == [(1, "x"), (2, "y"), (3, "x")]
+    with pytest.raises(DataValidationError, match=r"partitioned by \['part'\].*delta-spark"):
+        D.write_table(spark.createDataFrame([(4, "z")], "id long, part string"), uri)
