@@ -253,3 +253,32 @@ def test_partitioned_table_is_read_not_written(spark, tmp_path):
     assert _spark_rows(df) == [(1, "x"), (2, "y"), (3, "x")]
     with pytest.raises(DataValidationError, match=r"partitioned by \['part'\].*delta-spark"):
         D.write_table(spark.createDataFrame([(4, "z")], "id long, part string"), uri)
+
+
+def test_first_merge_refuses_duplicate_keys(spark, tmp_path):
+    uri = str(tmp_path / "t")
+    with pytest.raises(DataValidationError, match="several rows"):
+        D.write_table(_df(spark, ROWS_B + [(5, "x", 1.0)]), uri, mode="merge", keys=["id"])
+    assert not os.path.exists(os.path.join(uri, "_delta_log"))
+
+
+def test_nullability(spark, tmp_path):
+    # Our tables get nullable columns (as delta-spark's DataFrame writes do).
+    uri = str(tmp_path / "t")
+    D.write_table(spark.range(3), uri)
+    assert pa.schema(deltalake.DeltaTable(uri).schema().to_arrow()).field("id").nullable
+    # A table created elsewhere with a NOT NULL column refuses nulls in it.
+    strict = str(tmp_path / "strict")
+    deltalake.DeltaTable.create(strict, pa.schema([pa.field("id", pa.int64(), nullable=False),
+                                                   pa.field("name", pa.string())]))
+    ok = spark.createDataFrame([(1, "a")], "id long, name string")
+    assert D.write_table(ok, strict)["version"] == 1
+    bad = spark.createDataFrame([(None, "b"), (2, None)], "id long, name string")
+    with pytest.raises(DataValidationError, match=r"NOT NULL column\(s\).*'id': 1"):
+        D.write_table(bad, strict)
+    assert _dl_rows_cols(strict) == [(1, "a")]
+
+
+def _dl_rows_cols(uri):
+    table = pa.table(deltalake.DeltaTable(uri).to_pyarrow_table())
+    return sorted(tuple(r.values()) for r in table.to_pylist())

@@ -338,8 +338,9 @@ def _check_columns(df_schema, table_schema, uri: str, keys: Optional[Sequence[st
                 raise DataValidationError(
                     f"merge key(s) {missing} not in the {where} columns {schema.names} ({uri!r})"
                 )
-    ours = {f.name: f.dataType for f in df_schema.fields}
-    theirs = {f.name: f.dataType for f in table_schema.fields}
+    # simpleString leaves nullability (also of nested fields) out of the comparison.
+    ours = {f.name: f.dataType.simpleString() for f in df_schema.fields}
+    theirs = {f.name: f.dataType.simpleString() for f in table_schema.fields}
     problems = []
     extra = [n for n in ours if n not in theirs]
     missing = [n for n in theirs if n not in ours]
@@ -347,7 +348,7 @@ def _check_columns(df_schema, table_schema, uri: str, keys: Optional[Sequence[st
         problems.append(f"columns not in the table: {extra}")
     if missing:
         problems.append(f"table columns missing from the DataFrame: {missing}")
-    changed = [f"{n} ({ours[n].simpleString()} vs table {theirs[n].simpleString()})"
+    changed = [f"{n} ({ours[n]} vs table {theirs[n]})"
                for n in ours if n in theirs and ours[n] != theirs[n]]
     if changed:
         problems.append(f"columns of another type: {changed}")
@@ -507,28 +508,61 @@ def _write_fallback(df, uri: str, mode: str, keys: Optional[list[str]]) -> dict[
     dt = _open_delta(uri) if exists else None
     if dt is not None:
         _check_writable(dt, uri)
-        _check_columns(df.schema, _spark_schema(dt), uri, keys)
+        table_schema = _spark_schema(dt)
+        _check_columns(df.schema, table_schema, uri, keys)
         # Columns in the table's order so that the files match its schema.
-        df = df.select(*_spark_schema(dt).names)
+        df = df.select(*table_schema.names)
+        _check_not_null(df, table_schema, uri)
     elif keys:
         _check_columns(df.schema, df.schema, uri, keys)
+        _check_unique_keys_spark(df, keys, uri)
     if mode == "merge" and dt is not None:
         return _merge_fallback(df, uri, dt, keys)
 
-    arrow_schema = to_arrow_schema(df.schema, timezone="UTC")
-    delta_schema = deltalake.Schema.from_arrow(pa.schema(arrow_schema))
     staged = _stage_files(df, uri)
     adds = [AddAction(s["path"], s["size"], {}, s["modification_time"], True, s["stats"])
             for s in staged]
     if dt is None:
-        # First write (any mode, merge included: nothing to match yet) creates the table.
-        create_table_with_add_actions(_local(uri), delta_schema, adds, mode="error")
+        # First write (any mode, merge included: nothing to match yet) creates
+        # the table.  Columns are nullable, as delta-spark makes them for a
+        # DataFrame write.
+        arrow_schema = to_arrow_schema(df.schema, timezone="UTC")
+        arrow_schema = pa.schema([f.with_nullable(True) for f in arrow_schema])
+        create_table_with_add_actions(_local(uri), deltalake.Schema.from_arrow(arrow_schema),
+                                      adds, mode="error")
     else:
         dt.create_write_transaction(adds, "overwrite" if mode == "overwrite" else "append",
-                                    delta_schema)
+                                    dt.schema())
     version = _open_delta(uri).version()
     return {"version": version, "files": [s["path"] for s in staged],
             "rows": sum(s["rows"] for s in staged), "engine": "delta-rs"}
+
+
+def _check_not_null(df, table_schema, uri: str) -> None:
+    """Nulls in a column the table declares NOT NULL are refused (one Spark pass,
+    only for tables that have such columns)."""
+    from pyspark.sql import functions as F
+
+    required = [f.name for f in table_schema.fields if not f.nullable]
+    if not required:
+        return
+    counts = df.select([F.count(F.when(F.col(f"`{n}`").isNull(), 1)).alias(n)
+                        for n in required]).first()
+    bad = {n: counts[n] for n in required if counts[n]}
+    if bad:
+        raise DataValidationError(
+            f"null values in NOT NULL column(s) of Delta table {uri!r}: {bad} (column: null rows)"
+        )
+
+
+def _check_unique_keys_spark(df, keys: list[str], uri: str) -> None:
+    dup = df.groupBy(*[f"`{k}`" for k in keys]).count().where("count > 1").limit(1).collect()
+    if dup:
+        example = {k: dup[0][k] for k in keys}
+        raise DataValidationError(
+            f"merge source has keys on several rows (e.g. {example}); each key of {keys} "
+            f"must appear once to merge into {uri!r}"
+        )
 
 
 def _merge_fallback(df, uri: str, dt, keys: list[str]) -> dict[str, Any]:
@@ -583,6 +617,7 @@ def _write_delta_spark(df, uri: str, mode: str, keys: Optional[list[str]]) -> di
         _check_columns(df.schema, DeltaTable.forPath(spark, uri).toDF().schema, uri, keys)
     elif keys:
         _check_columns(df.schema, df.schema, uri, keys)
+        _check_unique_keys_spark(df, keys, uri)
     if mode == "merge" and exists:
         condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
         (DeltaTable.forPath(spark, uri).alias("t")
