@@ -282,3 +282,28 @@ def test_nullability(spark, tmp_path):
 def _dl_rows_cols(uri):
     table = pa.table(deltalake.DeltaTable(uri).to_pyarrow_table())
     return sorted(tuple(r.values()) for r in table.to_pylist())
+
+
+def test_file_stats_across_row_groups(tmp_path):
+    """Footer stats (no Spark): bounds over several row groups, an all-null row
+    group, dates as ISO strings, long strings and floats without min/max."""
+    import datetime
+
+    import pyarrow.parquet as pq
+
+    path = str(tmp_path / "f.parquet")
+    table = pa.table({
+        "n": pa.array([5, 3, None, None, 9], pa.int32()),
+        "d": pa.array([datetime.date(2024, 1, 2), None, datetime.date(2023, 5, 6), None, None]),
+        "s": ["b", "a", "x" * 40, "c", None],
+        "f": [1.0, float("nan"), 2.0, None, 3.0],
+    })
+    pq.write_table(table, path, row_group_size=2)
+    rows, stats = D._file_stats(path)
+    assert rows == 5
+    assert json.loads(stats) == {
+        "numRecords": 5,
+        "minValues": {"n": 3, "d": "2023-05-06"},
+        "maxValues": {"n": 9, "d": "2024-01-02"},
+        "nullCount": {"n": 2, "d": 3, "s": 1, "f": 1},
+    }
