@@ -1,6 +1,7 @@
-"""Data in: declared schemas, checked ingest, deterministic splits, bundled datasets."""
+"""Data in: declared schemas, checked ingest, deterministic splits, bundled datasets, Delta tables."""
 
 from sparkml_aiaas.data.datasets import BundledDataset, write_breast_cancer_csv
+from sparkml_aiaas.data.delta import read_table, table_version, write_table
 from sparkml_aiaas.data.ingest import IngestResult, ingest
 from sparkml_aiaas.data.schema import ColumnConstraints, DeclaredSchema, parse_schema
 from sparkml_aiaas.data.split import split_by_key
@@ -12,6 +13,9 @@ __all__ = [
     "IngestResult",
     "ingest",
     "parse_schema",
+    "read_table",
     "split_by_key",
+    "table_version",
     "write_breast_cancer_csv",
+    "write_table",
 ]
