@@ -242,14 +242,6 @@ def pdf():
 
 
 @pytest.fixture(scope="module")
-def df(spark, pdf):
-    frame = spark.createDataFrame(pdf).cache()
-    frame.count()
-    yield frame
-    frame.unpersist()
-
-
-@pytest.fixture(scope="module")
 def lr32(df):
     return LogisticRegression(featuresCols=COLS, blockDtype="float32", **EXACT).fit(df)
 

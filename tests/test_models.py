@@ -65,14 +65,6 @@ def pdf():
 
 
 @pytest.fixture(scope="module")
-def df(spark, pdf):
-    frame = spark.createDataFrame(pdf).cache()
-    frame.count()
-    yield frame
-    frame.unpersist()
-
-
-@pytest.fixture(scope="module")
 def vdf(df):
     return VectorAssembler(inputCols=COLS, outputCol="features").transform(df)
 

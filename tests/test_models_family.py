@@ -39,14 +39,6 @@ def pdf():
     return _pdf()
 
 
-@pytest.fixture(scope="module")
-def df(spark, pdf):
-    frame = spark.createDataFrame(pdf).cache()
-    frame.count()
-    yield frame
-    frame.unpersist()
-
-
 def _round_trip(model, df, tmp_path, outputs):
     """save → load → identical Spark predictions, and the Spark-free predictor agrees."""
     path = str(tmp_path / "model")
