@@ -360,7 +360,10 @@ def test_parquet_source(spark, tmp_path):
     folder = str(tmp_path / "pq")
     rows = [(1, "1.5", "a", 0), (None, "2.5", "b", 0), (3, "three", "c", 0)]
     spark.createDataFrame(rows, "id int, x string, name string, unused int").write.parquet(folder)
-    result = ingest(spark, folder, SCHEMA, format="parquet")
+    # An unexpected column is schema drift: an error by default, ignored on request.
+    with pytest.raises(DataValidationError, match=r"has unexpected columns \['unused'\]"):
+        ingest(spark, folder, SCHEMA, format="parquet")
+    result = ingest(spark, folder, SCHEMA, format="parquet", on_schema_drift="ignore_extra")
     assert result.counts == {"read": 3, "accepted": 1, "rejected": 2}
     assert result.accepted.collect() == [(1, 1.5, "a")]
     rejected = sorted(result.rejected.collect())
@@ -372,7 +375,14 @@ def test_parquet_source(spark, tmp_path):
     result.unpersist()
 
     with pytest.raises(DataValidationError, match=r"lacks declared columns \['z'\]"):
-        ingest(spark, folder, "id INT, z DOUBLE", format="parquet")
+        ingest(spark, folder, "id INT, z DOUBLE", format="parquet", on_schema_drift="ignore_extra")
+    # "allow": a missing nullable column reads as null; a missing NOT NULL one is still an error.
+    result = ingest(spark, folder, "id INT NOT NULL, z DOUBLE", format="parquet", on_schema_drift="allow")
+    assert sorted(result.accepted.collect()) == [(1, None), (3, None)]
+    assert result.counts == {"read": 3, "accepted": 2, "rejected": 1}
+    result.unpersist()
+    with pytest.raises(DataValidationError, match=r"lacks declared columns \['z'\]"):
+        ingest(spark, folder, "id INT, z DOUBLE NOT NULL", format="parquet", on_schema_drift="allow")
 
 
 # ------------------------------------------------------------------ errors
@@ -405,3 +415,123 @@ def test_bad_arguments_raise_config_error(spark, tmp_path, kwargs, message):
     path = write(tmp_path, "ok.csv", "id,x,name\n1,1.0,a\n")
     with pytest.raises(ConfigError, match=message):
         ingest(spark, path, SCHEMA, **kwargs)
+
+
+# ------------------------------------------------------------- schema drift
+
+
+def test_csv_schema_drift_policies(spark, tmp_path):
+    folder = tmp_path / "drift"
+    folder.mkdir()
+    write(folder, "a.csv", "id,x,name\n1,1.0,a\n")
+    write(folder, "b.csv", "id,x,name,added\n2,2.0,b,new\n3,3.0,c\n")  # an added column
+    write(folder, "c.csv", "x,id\n4.0,4\n")  # the nullable name column is missing
+    with pytest.raises(DataValidationError, match=r"b\.csv: unexpected columns \['added'\]"):
+        ingest(spark, str(folder), SCHEMA)
+    with pytest.raises(DataValidationError, match=r"c\.csv: missing columns \['name'\]"):
+        ingest(spark, str(folder), SCHEMA, on_schema_drift="ignore_extra")
+
+    accepted, rejected = outcome(ingest(spark, str(folder), SCHEMA, on_schema_drift="allow"))
+    assert sorted(accepted) == [(1, 1.0, "a"), (2, 2.0, "b"), (4, 4.0, None)]
+    # Field counts are checked against each file's own header.
+    assert reasons_by_line(rejected) == {3: "too_few_fields"}
+    assert rejected[3]._reason == "too_few_fields: 3 fields, expected 4"
+
+    with pytest.raises(DataValidationError, match=r"missing columns \['x'\] \(NOT NULL\)"):
+        write(folder, "d.csv", "id,name\n5,e\n")
+        ingest(spark, str(folder), SCHEMA, on_schema_drift="allow")
+    with pytest.raises(ConfigError, match="on_schema_drift must be one of"):
+        ingest(spark, str(folder), SCHEMA, on_schema_drift="lenient")
+
+
+# ---------------------------------------------------------------------- PII
+
+PII_KEY = "k" * 16 + "-test-key-0123456789"
+PII_CSV = (
+    "id,email,ssn,x\n"
+    "1,ann@example.com,111-22-3333,1.5\n"
+    "2,bob@example.com,444-55-6666,oops\n"  # rejected: unparsable x
+    '3,"carl@example.com",777-88-9999,3.5,extra\n'  # rejected: too many fields
+    '4,"dora@example.com,777-00-1234,4.5\n'  # rejected: unclosed quote (cannot be split)
+    "5,,123-45-6789,5.5\n"
+)
+PII_SCHEMA = "id INT NOT NULL, email STRING, ssn STRING, x DOUBLE"
+
+
+def _hmac(value):
+    import hashlib
+    import hmac
+
+    return hmac.new(PII_KEY.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
+def test_pii_is_hashed_or_dropped_before_anything_is_written(spark, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_PII_KEY", PII_KEY)
+    path = write(tmp_path, "people.csv", PII_CSV)
+    pii = {"columns": {"email": "hash", "ssn": "drop"}, "key_env": "TEST_PII_KEY"}
+    quarantine = str(tmp_path / "quarantine")
+    result = ingest(spark, path, PII_SCHEMA, pii=pii, quarantine_path=quarantine)
+    assert result.counts == {"read": 5, "accepted": 2, "rejected": 3}
+    assert result.accepted.columns == ["id", "email", "x"]
+    accepted = sorted(result.accepted.collect())
+    assert accepted == [(1, _hmac("ann@example.com"), 1.5), (5, None, 5.5)]
+    out = str(tmp_path / "accepted")
+    result.accepted.write.parquet(out)
+    rejected = {r._line: r for r in result.rejected.collect()}
+    result.unpersist()
+    # PII fields inside the raw text are masked the same way, the rest kept as read.
+    assert rejected[3]._raw == f"2,{_hmac('bob@example.com')},[redacted],oops"
+    assert rejected[3]._reason == "unparsable:x: 'oops' is not a valid DOUBLE"
+    assert rejected[4]._raw == f"3,{_hmac('carl@example.com')},[redacted],3.5,extra"
+    assert rejected[5]._raw.startswith("[redacted: a record that could not be split")
+    assert rejected[5]._raw.endswith(_hmac('4,"dora@example.com,777-00-1234,4.5'))
+
+    secrets = [b"example.com", b"111-22", b"444-55", b"777-88", b"777-00", b"123-45", PII_KEY.encode()]
+    written = 0
+    for folder in (out, quarantine):
+        for root, _, files in os.walk(folder):
+            for name in files:
+                data = open(os.path.join(root, name), "rb").read()
+                written += len(data)
+                leaked = [s for s in secrets if s in data]
+                assert not leaked, f"{name} contains {leaked}"
+    assert written > 0
+
+
+def test_pii_reasons_do_not_quote_values_and_json_is_masked(spark, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARKML_AIAAS_PII_KEY", PII_KEY)
+    text = '{"id": 1, "email": "ann@example.com"}\n{"id": 2, "email": 7, "x": 1}\n'
+    path = write(tmp_path, "people.jsonl", text)
+    schema = [
+        {"name": "id", "type": "int", "nullable": False},
+        {"name": "email", "type": "string", "allowed": ["nobody"]},
+    ]
+    result = ingest(spark, path, schema, format="json", pii={"columns": {"email": "hash"}})
+    rejected = sorted(result.rejected.collect(), key=lambda r: r._line)
+    result.unpersist()
+    assert [r._reason for r in rejected] == [
+        "not_allowed:email: '[redacted]' is not one of [nobody]",
+        "not_allowed:email: '[redacted]' is not one of [nobody]",
+    ]
+    assert rejected[0]._raw == '{"id": 1, "email": "%s"}' % _hmac("ann@example.com")
+    assert rejected[1]._raw == '{"id": 2, "email": "%s", "x": 1}' % _hmac("7")
+
+
+def test_pii_configuration_errors(spark, tmp_path, monkeypatch):
+    path = write(tmp_path, "people.csv", PII_CSV)
+    monkeypatch.delenv("SPARKML_AIAAS_PII_KEY", raising=False)
+    with pytest.raises(ConfigError, match="set the environment variable SPARKML_AIAAS_PII_KEY"):
+        ingest(spark, path, PII_SCHEMA, pii={"columns": {"email": "hash"}})
+    with pytest.raises(ConfigError, match="pii.key is not allowed"):
+        ingest(spark, path, PII_SCHEMA, pii={"columns": {"email": "hash"}, "key": PII_KEY})
+    with pytest.raises(ConfigError, match=r"PII columns \['phone'\] are not declared"):
+        ingest(spark, path, PII_SCHEMA, pii={"columns": {"phone": "drop"}})
+    monkeypatch.setenv("SPARKML_AIAAS_PII_KEY", "short")
+    with pytest.raises(ConfigError, match="is 5 bytes; at least 16") as info:
+        ingest(spark, path, PII_SCHEMA, pii={"columns": {"email": "hash"}})
+    assert "short" not in str(info.value)
+    key_file = tmp_path / "key"
+    key_file.write_text(PII_KEY + "\n")
+    result = ingest(spark, path, PII_SCHEMA, pii={"columns": {"email": "hash"}, "key_file": str(key_file)})
+    assert sorted(result.accepted.collect())[0].email == _hmac("ann@example.com")
+    result.unpersist()

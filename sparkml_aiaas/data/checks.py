@@ -69,17 +69,23 @@ def cast_to(column_sql: str, data_type: T.DataType) -> str:
     return f"try_cast({column_sql} AS {data_type.simpleString()})"
 
 
-def field_count_checks(n_fields_sql: str, expected: int) -> list[Check]:
-    expectation = sql_string(f" fields, expected {expected}")
+def field_count_checks(n_fields_sql: str, expected) -> list[Check]:
+    """Too few / too many fields; ``expected`` is a number or a SQL expression (per-file widths)."""
+    expected_sql = str(expected)
+    expectation = _concat(sql_string(" fields, expected "), f"CAST({expected_sql} AS STRING)")
     message = _concat(f"CAST({n_fields_sql} AS STRING)", expectation)
     return [
-        (f"{n_fields_sql} < {expected}", problem("too_few_fields", message)),
-        (f"{n_fields_sql} > {expected}", problem("too_many_fields", message)),
+        (f"{n_fields_sql} < {expected_sql}", problem("too_few_fields", message)),
+        (f"{n_fields_sql} > {expected_sql}", problem("too_many_fields", message)),
     ]
 
 
 def value_checks(
-    field: T.StructField, constraints: ColumnConstraints, source_sql: str, typed_sql: str
+    field: T.StructField,
+    constraints: ColumnConstraints,
+    source_sql: str,
+    typed_sql: str,
+    redact: bool = False,
 ) -> list[Check]:
     """Checks for one column, in reporting order.
 
@@ -92,14 +98,19 @@ def value_checks(
         The value as read (null when empty).
     typed_sql : str
         The value converted to the declared type (null when it did not convert).
+    redact : bool
+        Messages do not quote the value (PII: reasons are written to the quarantine).
     """
     name = field.name
     type_name = field.dataType.simpleString().upper()
+    hidden = sql_string("[redacted]")
+    shown_source = hidden if redact else source_sql
+    shown_typed = hidden if redact else typed_sql
     checks = [
         (
             f"{source_sql} IS NOT NULL AND {typed_sql} IS NULL",
             problem(
-                f"unparsable:{name}", _quoted_value(source_sql, f" is not a valid {type_name}")
+                f"unparsable:{name}", _quoted_value(shown_source, f" is not a valid {type_name}")
             ),
         )
     ]
@@ -108,16 +119,16 @@ def value_checks(
         checks.append((f"{source_sql} IS NULL", missing))
     if constraints.min is not None:
         low = sql_literal(constraints.min, field.dataType)
-        message = _concat(_shown(typed_sql), sql_string(f" is below the minimum {constraints.min}"))
+        message = _concat(_shown(shown_typed), sql_string(f" is below the minimum {constraints.min}"))
         checks.append((f"{typed_sql} < {low}", problem(f"out_of_range:{name}", message)))
     if constraints.max is not None:
         high = sql_literal(constraints.max, field.dataType)
-        message = _concat(_shown(typed_sql), sql_string(f" is above the maximum {constraints.max}"))
+        message = _concat(_shown(shown_typed), sql_string(f" is above the maximum {constraints.max}"))
         checks.append((f"{typed_sql} > {high}", problem(f"out_of_range:{name}", message)))
     if constraints.allowed is not None:
         allowed = ", ".join(sql_literal(v, field.dataType) for v in constraints.allowed)
         listed = ", ".join(str(v) for v in constraints.allowed)
-        message = _quoted_value(typed_sql, f" is not one of [{listed}]")
+        message = _quoted_value(shown_typed, f" is not one of [{listed}]")
         not_allowed = problem(f"not_allowed:{name}", message)
         checks.append((f"NOT ({typed_sql} IN ({allowed}))", not_allowed))
     return checks

@@ -2,15 +2,18 @@
 
 Why not Spark's CSV reader: in PERMISSIVE mode it pads short rows with nulls
 and drops surplus fields without a trace, so a shifted row would be accepted
-with wrong values.  Text sources are therefore split into records by Python's
-:mod:`csv` / :mod:`json` inside ``mapInPandas`` (distributed, one Spark split
-per task), every field kept as a string, and typed and validated afterwards
-in Spark SQL.  Two reading modes:
+with wrong values.  Text sources are therefore split into records by our own
+code (distributed, one Spark split per task), every field kept as a string,
+and typed and validated afterwards in Spark SQL.  CSV headers are read by the
+driver from the start of each file, so every task knows the column order of
+its file.  Two reading modes:
 
 line mode (default)
     ``spark.read.text``: large files are split across tasks.  Each physical
     line is one record; a quote left open at the end of a line is reported as
-    ``malformed_record``.  Only UTF-8 (and ASCII).
+    ``malformed_record``.  Only UTF-8 (and ASCII).  ``mapInArrow`` splits
+    lines without quoting by the delimiter in Arrow's C++ kernels and parses
+    the others with Python's :mod:`csv` (JSON lines: :mod:`json`).
 whole-file mode (``multiLine=true``, or any other ``encoding``)
     ``binaryFile``: one task decodes and splits a whole file, so quoted values
     may span lines.  Like Spark's own multiLine reader, a file is not split
@@ -20,15 +23,23 @@ Rejection reasons, in the order they are checked (the first one found is
 reported): ``malformed_record``, ``too_few_fields``, ``too_many_fields``, then
 for each column in declared order ``unparsable:<col>``, ``null:<col>``,
 ``out_of_range:<col>``, ``not_allowed:<col>``.
+
+PII (``pii=``) is hashed or dropped in the same pass, before the typed
+records are cached, and masked in the raw text of rejected records
+(:mod:`sparkml_aiaas.data.deidentify`).
 """
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import dataclasses
 import glob
+import gzip
+import lzma
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -40,6 +51,7 @@ from pyspark.sql import types as T
 
 from sparkml_aiaas.data import checks as C
 from sparkml_aiaas.data import records as R
+from sparkml_aiaas.data.deidentify import Deidentify as _Deidentify
 from sparkml_aiaas.data.schema import NUMERIC_TYPES, DeclaredSchema, SchemaLike, parse_schema
 from sparkml_aiaas.errors import ConfigError, DataValidationError, InputNotFoundError
 
@@ -81,6 +93,15 @@ _CODE, _REASON, _RAW, _FILE, _LINE, _PROBLEM = (
     "__sparkml_line",
     "__sparkml_problem",
 )
+_BLOCK, _SPLIT_LINES, _SPLIT_RECORDS = (
+    "__sparkml_block_start",
+    "__sparkml_split_lines",
+    "__sparkml_split_records",
+)
+#: The code of the one summary row per split kept in the cache (never a record).
+_SPLIT_CODE = "__split__"
+#: What ``on_schema_drift`` accepts.
+DRIFT_POLICIES = ("error", "ignore_extra", "allow")
 
 
 def _typed_col(i: int) -> str:
@@ -134,6 +155,8 @@ def ingest(
     options: Optional[Mapping[str, Any]] = None,
     quarantine_path: Optional[str] = None,
     max_reject_fraction: Optional[float] = None,
+    pii=None,
+    on_schema_drift: str = "error",
 ) -> IngestResult:
     """Read ``source`` against a declared schema, separating valid from malformed records.
 
@@ -146,8 +169,8 @@ def ingest(
         See :func:`sparkml_aiaas.data.schema.parse_schema`.
     format : {"csv", "json", "parquet"}
         ``json`` means JSON lines: one object per line; keys not declared are
-        ignored and absent keys are null.  ``parquet``: declared columns must
-        exist (others are ignored) and are converted to the declared types.
+        ignored and absent keys are null.  ``parquet``: declared columns are
+        converted to the declared types.
     options : dict, optional
         CSV: ``header`` (default true; column names must match the declared
         ones, in any order), ``delimiter``/``sep`` (default ``,``), ``quote``
@@ -160,6 +183,17 @@ def ingest(
         Where rejected rows are written as Parquet (overwriting), when given.
     max_reject_fraction : float, optional
         Fail when more than this fraction of the records read is rejected.
+    pii : PiiPolicy or mapping, optional
+        ``{"columns": {name: "hash" | "drop"}, "key_env": VAR}`` or
+        ``"key_file": PATH`` (see :class:`sparkml_aiaas.core.pii.PiiPolicy`).
+        Hashed columns become strings holding HMAC-SHA-256 of the value as
+        read; dropped ones leave ``accepted``; PII fields in ``rejected._raw``
+        are masked and reasons for PII columns do not quote values.
+    on_schema_drift : {"error", "ignore_extra", "allow"}
+        What a CSV header or Parquet schema that differs from the declared
+        columns means: an error naming the columns (default); unexpected
+        columns ignored; or, with ``allow``, also missing nullable columns
+        read as null (a missing NOT NULL column is always an error).
 
     Returns
     -------
@@ -185,30 +219,35 @@ def ingest(
     three must reconcile.
 
     Caching: the typed records (declared columns plus, for rejected records
-    only, the raw text, reason, file and line) are persisted and
+    only, the raw text, reason, file and block) are persisted and
     materialized while counting, so the source is parsed once; counting or
     writing ``accepted`` afterwards reads the cache.  Call
-    :meth:`IngestResult.unpersist` when done.  For text sources the split
-    records are also cached briefly (to read the headers and count records
-    and lines) and released before returning.  Spark jobs: two small
-    driver-side summaries (per split, and per reason code), plus the
-    quarantine write.
+    :meth:`IngestResult.unpersist` when done.  Spark jobs: one that parses,
+    checks, caches and counts per reason code, one small one on the cache
+    for the per-split line and record counts, plus the quarantine write.
     """
     declared = parse_schema(schema)
     fmt = _check_format(format)
     _check_fraction(max_reject_fraction)
+    drift = _check_drift(on_schema_drift)
     settings = _read_settings(fmt, options or {}, declared)
     if fmt != "parquet":
         _check_text_types(declared, fmt)
+    deidentify = _Deidentify.from_argument(pii, declared)
     paths = _as_paths(source)
     _check_local_paths_exist(paths)
     if fmt == "parquet":
-        checked, read_count, outcomes = _check_parquet(spark, paths, declared)
+        checked, read_count, outcomes, splits = _check_parquet(
+            spark, paths, declared, drift, deidentify
+        )
     else:
-        checked, read_count, outcomes = _check_text(spark, paths, declared, settings)
+        checked, read_count, outcomes, splits = _check_text(
+            spark, paths, declared, settings, drift, deidentify
+        )
     try:
         return _finish(
-            checked, declared, read_count, outcomes, quarantine_path, max_reject_fraction
+            checked, declared, read_count, outcomes, splits, settings.whole_file, deidentify,
+            quarantine_path, max_reject_fraction,
         )
     except BaseException:
         checked.unpersist()
@@ -230,6 +269,14 @@ def _check_format(fmt: str) -> str:
     if normalized not in FORMATS:
         raise ConfigError(f"unknown ingest format {fmt!r}; expected one of {list(FORMATS)}")
     return normalized
+
+
+def _check_drift(policy: str) -> str:
+    if policy not in DRIFT_POLICIES:
+        raise ConfigError(
+            f"on_schema_drift must be one of {list(DRIFT_POLICIES)}, not {policy!r}"
+        )
+    return policy
 
 
 def _check_fraction(fraction: Optional[float]) -> None:
@@ -406,91 +453,163 @@ class _SplitSummary:
     block_start: int
     lines: int
     records: int
-    header: Optional[list]
-    header_error: Optional[str]
 
 
-def _check_text(spark, paths, declared: DeclaredSchema, settings: _ReadSettings):
-    records = _read_records(spark, paths, settings).persist()
-    checked = None
+@dataclass(frozen=True)
+class _Layout:
+    """Where each declared column is in each file, and how many fields a record must have.
+
+    ``orders`` maps a tuple of positions (one per declared column; -1 for a
+    column missing from the file) to the files laid out that way; ``widths``
+    maps a field count to its files.  Without a header there is one layout:
+    the declared order, and as many fields as declared columns.
+    """
+
+    orders: dict
+    widths: dict
+
+
+def _check_text(spark, paths, declared: DeclaredSchema, settings: _ReadSettings, drift, pii):
+    source = _read_source(spark, paths, settings)
+    spec = settings.spec
+    headers = _read_headers(spark, source.inputFiles(), settings) if spec.header else []
+    layout = _field_layout(declared, headers, spec, drift)
+    records = _split_records(source, settings)
+    checked = _check_text_records(records, declared, layout, settings, pii).persist()
     try:
-        splits = _summarize_splits(records)  # materializes ``records``
-        positions = _field_positions(declared, splits, settings.spec)
-        located = _with_line_numbers(records, splits, settings.whole_file)
-        checked = _check_text_records(located, declared, positions, settings).persist()
-        outcomes = _count_outcomes(checked)  # materializes ``checked`` from ``records``
+        # One job parses, checks and caches every record; the rest read the cache.
+        outcomes = _count_outcomes(checked)
+        splits = _split_summaries(checked)
     except BaseException:
-        if checked is not None:
-            checked.unpersist()
+        checked.unpersist()
         raise
-    finally:
-        # ``checked`` is materialized (or abandoned): the split records are no longer needed.
-        records.unpersist()
-    return checked, sum(s.records for s in splits), outcomes
+    return checked, sum(s.records for s in splits), outcomes, splits
 
 
-def _read_records(spark, paths, settings: _ReadSettings) -> DataFrame:
+def _read_source(spark, paths, settings: _ReadSettings) -> DataFrame:
+    if settings.whole_file:
+        return _reading(lambda: spark.read.format("binaryFile").load(paths), paths)
+    return _reading(lambda: spark.read.text(paths), paths)
+
+
+def _split_records(source: DataFrame, settings: _ReadSettings) -> DataFrame:
     spec = settings.spec
     if settings.whole_file:
-        files = _reading(lambda: spark.read.format("binaryFile").load(paths), paths)
-        files = files.select("path", "content")
+        files = source.select("path", "content")
         return files.mapInPandas(partial(R.split_files, spec=spec), R.RECORD_SCHEMA)
-    lines = _reading(lambda: spark.read.text(paths), paths)
-    lines = lines.select(
+    lines = source.select(
         "value",
         F.col("_metadata.file_path").alias("source_file"),
         F.col("_metadata.file_block_start").alias("block_start"),
     )
-    return lines.mapInPandas(partial(R.split_lines, spec=spec), R.RECORD_SCHEMA)
+    return lines.mapInArrow(partial(R.split_lines_arrow, spec=spec), R.RECORD_SCHEMA)
 
 
-def _summarize_splits(records: DataFrame) -> list[_SplitSummary]:
-    """The one summary row per Spark split: lines, records and the file's header (no shuffle)."""
+def _split_summaries(checked: DataFrame) -> list[_SplitSummary]:
+    """Lines and records per Spark split, from the one SPLIT row each split ends with."""
     rows = (
-        records.where(F.col("kind") == R.SPLIT)
-        .select("source_file", "block_start", "split_lines", "split_records", "fields", "malformed")
+        checked.where(f"{_CODE} = '{_SPLIT_CODE}'")
+        .select(_FILE, _BLOCK, _SPLIT_LINES, _SPLIT_RECORDS)
         .collect()
     )
     return [_SplitSummary(*row) for row in rows]
 
 
-def _field_positions(declared: DeclaredSchema, splits, spec: R.TextSpec) -> dict[tuple, list[str]]:
-    """Map each field order found to the files using it: ``{positions: [files]}``.
+# ---- headers: read by the driver from the start of each file
 
-    Without a header (or for JSON, whose values arrive in declared order) the
-    only order is the declared one.
+
+#: Bytes read from the start of a file to find its header.
+_HEADER_BYTES = 1 << 20
+
+
+def _normalized_uri(uri: str) -> str:
+    # DataFrame.inputFiles() says file:///x where _metadata.file_path says file:/x.
+    return re.sub(r"^file://(?=/)", "file:", uri)
+
+
+def _read_headers(spark, files, settings: _ReadSettings) -> list[tuple[str, Optional[list], Optional[str]]]:
+    """``(file, header fields or None, why it is malformed or None)`` for each non-empty file.
+
+    Read on the driver, before any Spark job, so that every task knows where
+    each declared column is in its file (a file split into several tasks has
+    its header in the first one only).
     """
+    headers = []
+    for uri in files:
+        start = _file_start(spark, uri, _HEADER_BYTES)
+        header, error = R.first_record(start, settings.spec, settings.whole_file)
+        if header is not None or error is not None:
+            headers.append((_normalized_uri(uri), header, error))
+    return headers
+
+
+def _file_start(spark, uri: str, limit: int) -> bytes:
+    """Up to ``limit`` decompressed bytes from the start of a file (local or Hadoop)."""
+    local = _local_path(uri)
+    if local is not None:
+        local = urllib.parse.unquote(local) if uri.startswith("file:") else local
+        opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(
+            os.path.splitext(local)[1], open
+        )
+        with opener(local, "rb") as handle:
+            return handle.read(limit)
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    stream = path.getFileSystem(conf).open(path)
+    try:
+        codec = jvm.org.apache.hadoop.io.compress.CompressionCodecFactory(conf).getCodec(path)
+        reader = codec.createInputStream(stream) if codec is not None else stream
+        buffer = spark.sparkContext._gateway.new_array(jvm.byte, limit)
+        count = jvm.org.apache.commons.io.IOUtils.read(reader, buffer)
+        return bytes(jvm.java.util.Arrays.copyOf(buffer, count))
+    finally:
+        stream.close()
+
+
+def _field_layout(declared: DeclaredSchema, headers, spec: R.TextSpec, drift: str) -> _Layout:
+    """Map each field order found to the files using it (see :class:`_Layout`)."""
     names = declared.names
     if not spec.header:
-        return {tuple(range(len(names))): []}
+        return _Layout({tuple(range(len(names))): []}, {len(names): []})
     orders: dict[tuple, list[str]] = {}
+    widths: dict[int, list[str]] = {}
     problems = []
-    for split in splits:
-        if split.block_start != 0 or (split.header is None and split.header_error is None):
-            continue  # not the first split of its file, or an empty file
-        if split.header_error is not None:
-            problems.append(f"{split.source_file}: header is malformed ({split.header_error})")
+    for source_file, header, error in headers:
+        if error is not None:
+            problems.append(f"{source_file}: header is malformed ({error})")
             continue
-        header = [name.strip() for name in split.header]
-        mismatch = _header_mismatch(header, names)
+        header = [name.strip() for name in header]
+        mismatch = _header_mismatch(header, declared, drift)
         if mismatch:
-            problems.append(f"{split.source_file}: {mismatch}")
+            problems.append(f"{source_file}: {mismatch}")
             continue
-        orders.setdefault(tuple(header.index(name) for name in names), []).append(split.source_file)
+        order = tuple(header.index(n) if n in header else -1 for n in names)
+        orders.setdefault(order, []).append(source_file)
+        widths.setdefault(len(header), []).append(source_file)
     if problems:
         more = f"; and {len(problems) - 5} more files" if len(problems) > 5 else ""
         shown = "; ".join(problems[:5]) + more
-        raise DataValidationError(f"CSV header does not match the declared schema {names}: {shown}")
-    return orders or {tuple(range(len(names))): []}
+        policy = "" if drift != "error" else " (on_schema_drift='error')"
+        raise DataValidationError(
+            f"CSV header does not match the declared schema {names}{policy}: {shown}"
+        )
+    if not orders:
+        return _Layout({tuple(range(len(names))): []}, {len(names): []})
+    return _Layout(orders, widths)
 
 
-def _header_mismatch(header: list[str], names: list[str]) -> Optional[str]:
+def _header_mismatch(header: list[str], declared: DeclaredSchema, drift: str) -> Optional[str]:
+    names = declared.names
     duplicates = sorted({h for h in header if header.count(h) > 1})
     missing = [n for n in names if n not in header]
-    unexpected = [h for h in header if h not in names]
+    if drift == "allow":
+        # Missing nullable columns read as null; a missing NOT NULL column is still an error.
+        missing = [n for n in missing if not declared.struct[n].nullable]
+    unexpected = [h for h in header if h not in names] if drift == "error" else []
     parts = []
     if missing:
-        parts.append(f"missing columns {missing}")
+        parts.append(f"missing columns {missing}" + (" (NOT NULL)" if drift == "allow" else ""))
     if unexpected:
         parts.append(f"unexpected columns {unexpected}")
     if duplicates:
@@ -498,63 +617,46 @@ def _header_mismatch(header: list[str], names: list[str]) -> Optional[str]:
     return ", ".join(parts) or None
 
 
-def _with_line_numbers(records: DataFrame, splits, whole_file: bool) -> DataFrame:
-    """Add ``line`` (1-based, in the file) from the line within the split.
-
-    A split's first line number is the count of physical lines in the
-    earlier splits of the same file, known from the split summary.
-    """
-    if whole_file or all(s.block_start == 0 for s in splits):
-        return records.withColumn("line", F.col("line_in_block") + 1)
-    offset_frame = records.sparkSession.createDataFrame(
-        _line_offsets(splits), "source_file string, block_start long, line_offset long"
+def _by_file(values: dict, source_file_sql: str) -> str:
+    """SQL choosing, per source file, the key of ``values`` ({value: [files]}) that lists it."""
+    if len(values) == 1:
+        return str(next(iter(values)))
+    branches = " ".join(
+        f"WHEN {source_file_sql} IN ({', '.join(C.sql_string(f) for f in files)}) THEN {value}"
+        for value, files in values.items()
     )
-    return (
-        records.join(F.broadcast(offset_frame), ["source_file", "block_start"], "left")
-        .withColumn("line", F.col("line_in_block") + F.coalesce("line_offset", F.lit(0)) + 1)
-        .drop("line_offset")
-    )
+    return f"CASE {branches} END"
 
 
-def _line_offsets(splits) -> list[tuple[str, int, int]]:
-    # One row per split even if a file was listed twice, so the join cannot multiply records.
-    lines_by_split = {(s.source_file, s.block_start): s.lines for s in splits}
-    offsets, lines_before = [], {}
-    for source_file, block_start in sorted(lines_by_split):
-        offset = lines_before.get(source_file, 0)
-        offsets.append((source_file, block_start, offset))
-        lines_before[source_file] = offset + lines_by_split[(source_file, block_start)]
-    return offsets
-
-
-def _field_text(i: int, orders: dict[tuple, list[str]]) -> str:
+def _field_text(i: int, layout: _Layout) -> str:
     """SQL for the string value of declared column ``i``, taken from the ``fields`` array."""
-    if len(orders) == 1:
-        position = str(next(iter(orders))[i])
-    else:
-        branches = " ".join(
-            f"WHEN source_file IN ({', '.join(C.sql_string(f) for f in files)}) THEN {order[i]}"
-            for order, files in orders.items()
-        )
-        position = f"CASE {branches} END"
-    # get() yields null past the end of a short row instead of failing.
-    return f"get(fields, {position})"
+    positions = {order[i]: [] for order in layout.orders}
+    for order, files in layout.orders.items():
+        positions[order[i]].extend(files)
+    # get() yields null past the end of a short row (and for -1, a missing column).
+    return f"get(fields, {_by_file(positions, 'source_file')})"
 
 
 def _check_text_records(
-    located: DataFrame, declared: DeclaredSchema, orders, settings: _ReadSettings
+    records: DataFrame, declared: DeclaredSchema, layout: _Layout, settings: _ReadSettings, pii
 ) -> DataFrame:
     fields = declared.struct.fields
     null_value = C.sql_string(settings.null_value)
-    texts = located.where(f"kind = {R.RECORD}").selectExpr(
+    line = "line_in_block + 1" if settings.whole_file else "line_in_block"
+    texts = records.selectExpr(
+        "kind",
         f"raw AS {_RAW}",
         f"source_file AS {_FILE}",
-        f"line AS {_LINE}",
+        f"block_start AS {_BLOCK}",
+        f"{line} AS {_LINE}",
+        f"split_lines AS {_SPLIT_LINES}",
+        f"split_records AS {_SPLIT_RECORDS}",
         "n_fields",
         "malformed",
+        "fields",
         *[
             # The null token (empty by default) is a missing value.
-            f"CASE WHEN {_field_text(i, orders)} != {null_value} THEN {_field_text(i, orders)} END"
+            f"CASE WHEN {_field_text(i, layout)} != {null_value} THEN {_field_text(i, layout)} END"
             f" AS {_text_col(i)}"
             for i in range(len(fields))
         ],
@@ -565,59 +667,112 @@ def _check_text_records(
     typed = texts.selectExpr("*", *casts)
     checks = [("malformed IS NOT NULL", C.problem("malformed_record", "malformed"))]
     if settings.spec.format == "csv":
-        checks += C.field_count_checks("n_fields", len(fields))
-    return _with_outcome(typed, declared, checks + _all_value_checks(declared))
+        widths = {w: files for w, files in layout.widths.items()}
+        checks += C.field_count_checks("n_fields", _by_file(widths, _FILE))
+    masker = None if pii is None else pii.raw_masker(settings.spec, layout, declared)
+    return _with_outcome(
+        typed, declared, checks + _all_value_checks(declared, pii), pii, masker, text_source=True
+    )
 
 
-def _all_value_checks(declared: DeclaredSchema) -> list[C.Check]:
+def _all_value_checks(declared: DeclaredSchema, pii=None) -> list[C.Check]:
     """Per-column checks on each value as read (__sparkml_s<i>) and typed (__sparkml_c<i>)."""
     checks: list[C.Check] = []
     for i, f in enumerate(declared.struct.fields):
-        checks += C.value_checks(f, declared.constraints_for(f.name), _text_col(i), _typed_col(i))
+        redact = pii is not None and f.name in pii.policy.columns
+        checks += C.value_checks(
+            f, declared.constraints_for(f.name), _text_col(i), _typed_col(i), redact=redact
+        )
     return checks
 
 
-def _with_outcome(typed: DataFrame, declared: DeclaredSchema, checks: list[C.Check]) -> DataFrame:
-    """Keep the typed columns, and the reason/raw/file/line of rejected records only."""
+def _with_outcome(
+    typed: DataFrame, declared: DeclaredSchema, checks: list[C.Check], pii, masker, text_source
+) -> DataFrame:
+    """Keep the typed columns, and the reason/raw/file/line of rejected records only.
+
+    PII is replaced here, before the cache: hashed columns hold the keyed hash
+    of the value as read, dropped ones null, and the raw text of rejected
+    records is masked.  Nothing with the original values is persisted.
+    """
+    split_row = f"kind = {R.SPLIT}" if text_source else "false"
     with_problem = typed.selectExpr("*", f"{C.first_problem(checks)} AS {_PROBLEM}")
-    rejected = f"{_PROBLEM} IS NOT NULL"
-    return with_problem.selectExpr(
-        *[_typed_col(i) for i in range(len(declared.struct.fields))],
-        f"{_PROBLEM}.code AS {_CODE}",
-        f"concat({_PROBLEM}.code, ': ', {_PROBLEM}.message) AS {_REASON}",
+    rejected = F.expr(f"NOT ({split_row}) AND {_PROBLEM} IS NOT NULL")
+    typed_columns = []
+    for i, f in enumerate(declared.struct.fields):
+        action = None if pii is None else pii.policy.columns.get(f.name)
+        if action == "hash":
+            typed_columns.append(pii.hash_column(F.col(_text_col(i))).alias(_typed_col(i)))
+        elif action == "drop":
+            typed_columns.append(F.lit(None).cast("string").alias(_typed_col(i)))
+        else:
+            typed_columns.append(F.col(_typed_col(i)))
+    raw = F.when(rejected, F.col(_RAW))
+    if masker is not None:
+        raw = masker(raw, F.col(_FILE))
+    extra = []
+    if text_source:
+        extra = [
+            F.when(rejected | F.expr(split_row), F.col(_BLOCK)).alias(_BLOCK),
+            F.col(_SPLIT_LINES),
+            F.col(_SPLIT_RECORDS),
+        ]
+    return with_problem.select(
+        *typed_columns,
+        F.expr(
+            f"CASE WHEN {split_row} THEN '{_SPLIT_CODE}' ELSE {_PROBLEM}.code END"
+        ).alias(_CODE),
+        F.expr(f"concat({_PROBLEM}.code, ': ', {_PROBLEM}.message)").alias(_REASON),
         # Accepted records keep no raw text: the cache stays close to the typed size.
-        f"CASE WHEN {rejected} THEN {_RAW} END AS {_RAW}",
-        f"CASE WHEN {rejected} THEN {_FILE} END AS {_FILE}",
-        f"CAST(CASE WHEN {rejected} THEN {_LINE} END AS BIGINT) AS {_LINE}",
+        raw.alias(_RAW),
+        F.when(rejected | F.expr(split_row), F.col(_FILE)).alias(_FILE),
+        F.when(rejected, F.col(_LINE)).cast("bigint").alias(_LINE),
+        *extra,
     )
 
 
 def _count_outcomes(checked: DataFrame) -> dict[Optional[str], int]:
     """Records per reason code (None: accepted), in one job."""
-    return {r[_CODE]: r["count"] for r in checked.groupBy(_CODE).count().collect()}
+    counts = {r[_CODE]: r["count"] for r in checked.groupBy(_CODE).count().collect()}
+    counts.pop(_SPLIT_CODE, None)
+    return counts
 
 
 # --------------------------------------------------------- parquet sources
 
 
-def _check_parquet(spark, paths, declared: DeclaredSchema):
+def _check_parquet(spark, paths, declared: DeclaredSchema, drift: str, pii):
     source = _reading(lambda: spark.read.parquet(*paths), paths)
     available = set(source.columns)
     missing = [n for n in declared.names if n not in available]
-    if missing:
+    if drift == "allow":
+        missing = [n for n in missing if not declared.struct[n].nullable]
+    unexpected = sorted(available - set(declared.names)) if drift == "error" else []
+    if missing or unexpected:
+        parts = [f"lacks declared columns {missing}"] if missing else []
+        if unexpected:
+            parts.append(f"has unexpected columns {unexpected}")
         raise DataValidationError(
-            f"Parquet data at {', '.join(paths)} lacks declared columns {missing}; "
-            f"it has {sorted(available)}"
+            f"Parquet data at {', '.join(paths)} {' and '.join(parts)} "
+            f"(on_schema_drift={drift!r}; its columns: {sorted(available)})"
         )
     fields = declared.struct.fields
-    quoted = [C.quote_identifier(f.name) for f in fields]
+    present = [f for f in fields if f.name in available]
+    quoted = [C.quote_identifier(f.name) for f in present]
     originals = source.selectExpr(
         f"to_json(struct({', '.join(quoted)})) AS {_RAW}",
         f"_metadata.file_path AS {_FILE}",
         f"CAST(NULL AS BIGINT) AS {_LINE}",
-        *[f"{q} AS {_text_col(i)}" for i, q in enumerate(quoted)],
+        *[
+            f"{C.quote_identifier(f.name)} AS {_text_col(i)}"
+            if f.name in available
+            else f"CAST(NULL AS {f.dataType.simpleString()}) AS {_text_col(i)}"
+            for i, f in enumerate(fields)
+        ],
     )
-    source_types = [source.schema[f.name].dataType for f in fields]
+    source_types = [
+        source.schema[f.name].dataType if f.name in available else f.dataType for f in fields
+    ]
     casts = [
         f"{_parquet_cast(_text_col(i), source_type, f.dataType)} AS {_typed_col(i)}"
         for i, (f, source_type) in enumerate(zip(fields, source_types))
@@ -626,7 +781,10 @@ def _check_parquet(spark, paths, declared: DeclaredSchema):
         typed = originals.selectExpr("*", *casts)
     except AnalysisException as exc:
         raise DataValidationError(_conversion_message(source, declared, exc)) from None
-    checked = _with_outcome(typed, declared, _all_value_checks(declared)).persist()
+    masker = None if pii is None else pii.json_masker()
+    checked = _with_outcome(
+        typed, declared, _all_value_checks(declared, pii), pii, masker, text_source=False
+    ).persist()
     try:
         # A Parquet count reads only file footers; it is the independent side of the reconciliation.
         read_count = source.count()
@@ -634,7 +792,7 @@ def _check_parquet(spark, paths, declared: DeclaredSchema):
     except BaseException:
         checked.unpersist()
         raise
-    return checked, read_count, outcomes
+    return checked, read_count, outcomes, None
 
 
 def _parquet_cast(column_sql: str, source_type: T.DataType, data_type: T.DataType) -> str:
@@ -645,7 +803,7 @@ def _conversion_message(source: DataFrame, declared: DeclaredSchema, exc: Except
     differing = [
         f"{f.name} ({source.schema[f.name].dataType.simpleString()} -> {f.dataType.simpleString()})"
         for f in declared.struct.fields
-        if source.schema[f.name].dataType != f.dataType
+        if f.name in source.columns and source.schema[f.name].dataType != f.dataType
     ]
     return (
         f"Parquet columns cannot be converted to the declared types: {', '.join(differing)} "
@@ -657,7 +815,8 @@ def _conversion_message(source: DataFrame, declared: DeclaredSchema, exc: Except
 
 
 def _finish(
-    checked, declared, read_count, outcomes, quarantine_path, max_reject_fraction
+    checked, declared, read_count, outcomes, splits, whole_file, pii, quarantine_path,
+    max_reject_fraction,
 ) -> IngestResult:
     accepted_count = outcomes.get(None, 0)
     by_code = [(code, n) for code, n in outcomes.items() if code is not None]
@@ -670,8 +829,8 @@ def _finish(
             f"+ rejected {rejected_count}; did the input change while it was being read?"
         )
     result = IngestResult(
-        accepted=_accepted_frame(checked, declared),
-        rejected=_rejected_frame(checked),
+        accepted=_accepted_frame(checked, declared, pii),
+        rejected=_rejected_frame(checked, splits, whole_file),
         counts=counts,
         reasons=reasons,
         cached=checked,
@@ -683,23 +842,56 @@ def _finish(
     return result
 
 
-def _accepted_frame(checked: DataFrame, declared: DeclaredSchema) -> DataFrame:
+def _accepted_frame(checked: DataFrame, declared: DeclaredSchema, pii) -> DataFrame:
+    dropped = set() if pii is None else set(pii.policy.dropped)
+    hashed = set() if pii is None else set(pii.policy.hashed)
     return checked.where(f"{_CODE} IS NULL").selectExpr(
-        *[_declared_column(i, f) for i, f in enumerate(declared.struct.fields)]
+        *[
+            _declared_column(i, f, hashed)
+            for i, f in enumerate(declared.struct.fields)
+            if f.name not in dropped
+        ]
     )
 
 
-def _declared_column(i: int, f: T.StructField) -> str:
-    placeholder = None if f.nullable else C.non_null_placeholder(f.dataType)
+def _declared_column(i: int, f: T.StructField, hashed=()) -> str:
+    data_type = T.StringType() if f.name in hashed else f.dataType
+    placeholder = None if f.nullable else C.non_null_placeholder(data_type)
     # Never null in accepted rows; the coalesce lets the schema say nullable=false as declared.
     value = _typed_col(i) if placeholder is None else f"coalesce({_typed_col(i)}, {placeholder})"
     return f"{value} AS {C.quote_identifier(f.name)}"
 
 
-def _rejected_frame(checked: DataFrame) -> DataFrame:
-    return checked.where(f"{_CODE} IS NOT NULL").selectExpr(
-        f"{_RAW} AS _raw", f"{_REASON} AS _reason", f"{_FILE} AS _source_file", f"{_LINE} AS _line"
+def _rejected_frame(checked: DataFrame, splits, whole_file: bool) -> DataFrame:
+    rejected = checked.where(f"{_CODE} IS NOT NULL AND {_CODE} != '{_SPLIT_CODE}'")
+    line = _LINE
+    if splits is not None and not whole_file:
+        # Lines were counted within each split; a split starts after the earlier splits' lines.
+        if all(s.block_start == 0 for s in splits):
+            line = f"{_LINE} + 1"
+        else:
+            offsets = checked.sparkSession.createDataFrame(
+                _line_offsets(splits), f"{_FILE} string, {_BLOCK} long, __sparkml_offset long"
+            )
+            rejected = rejected.join(F.broadcast(offsets), [_FILE, _BLOCK], "left")
+            line = f"{_LINE} + coalesce(__sparkml_offset, 0) + 1"
+    return rejected.selectExpr(
+        f"{_RAW} AS _raw",
+        f"{_REASON} AS _reason",
+        f"{_FILE} AS _source_file",
+        f"CAST({line} AS BIGINT) AS _line",
     )
+
+
+def _line_offsets(splits) -> list[tuple[str, int, int]]:
+    # One row per split even if a file was listed twice, so the join cannot multiply records.
+    lines_by_split = {(s.source_file, s.block_start): s.lines for s in splits}
+    offsets, lines_before = [], {}
+    for source_file, block_start in sorted(lines_by_split):
+        offset = lines_before.get(source_file, 0)
+        offsets.append((source_file, block_start, offset))
+        lines_before[source_file] = offset + lines_by_split[(source_file, block_start)]
+    return offsets
 
 
 def _check_reject_fraction(counts, reasons, max_reject_fraction, quarantine_path) -> None:

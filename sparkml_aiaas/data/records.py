@@ -1,7 +1,7 @@
 """Executor-side record splitting for text sources (CSV and JSON lines).
 
-Runs inside ``mapInPandas`` on the executors, so it imports no pyspark and
-keeps no state beyond one partition.  Each input row (a physical line, or a
+Runs on the executors (``mapInArrow`` for lines, ``mapInPandas`` for whole
+files), so it imports no pyspark and keeps no state beyond one partition.  Each input row (a physical line, or a
 whole file in whole-file mode) becomes one output row per *record*, with the
 fields as strings; typing and validation happen afterwards in Spark SQL.
 
@@ -18,8 +18,8 @@ Output columns (see :data:`RECORD_SCHEMA`):
     The record text as read, without its final line break.
 ``fields``
     CSV: the parsed fields in file order.  JSON: the values of the declared
-    columns in declared order (absent keys are null).  On a SPLIT row: the
-    file's header, when this split starts the file and a header is expected.
+    columns in declared order (absent keys are null).  (Headers are read by
+    the driver, see :func:`first_record`; the splitters only skip them.)
 ``n_fields``
     CSV: the number of fields; JSON: null (a JSON object has no field count).
 ``malformed``
@@ -34,6 +34,7 @@ Output columns (see :data:`RECORD_SCHEMA`):
 from __future__ import annotations
 
 import bz2
+import codecs
 import csv
 import gzip
 import io
@@ -261,44 +262,6 @@ class _Split:
         self.header, self.header_error, self.header_pending = fields, error, False
 
 
-def split_lines(batches: Iterator[pd.DataFrame], spec: TextSpec) -> Iterator[pd.DataFrame]:
-    """mapInPandas body for line mode: input columns ``value``, ``source_file``, ``block_start``.
-
-    Rows of one Spark split arrive contiguously and in file order, so a line
-    counter restarted at each new ``(file, split)`` gives the line within the
-    split.  Only the split at offset 0 holds the file's header.
-    """
-    _allow_large_fields()
-    parse_line = parse_csv_line if spec.format == "csv" else parse_json_line
-    split: Optional[_Split] = None
-    for batch in batches:
-        out = _RecordColumns()
-        rows = zip(batch["value"], batch["source_file"], batch["block_start"])
-        for value, source_file, block_start in rows:
-            block_start = int(block_start)
-            if split is None or (source_file, block_start) != split.key:
-                if split is not None:
-                    out.add_split(split)
-                split = _Split(source_file, block_start, spec.header and block_start == 0)
-            if split.lines == 0 and block_start == 0 and value.startswith(_BOM):
-                value = value[1:]
-            line_index = split.lines
-            split.lines += 1
-            if is_blank(value):
-                continue
-            fields, error = parse_line(value, spec)
-            if split.header_pending:
-                split.take_header(fields, error)
-            else:
-                split.records += 1
-                out.add_record(spec, split, line_index, value, fields, error)
-        yield out.to_pandas()
-    if split is not None:
-        out = _RecordColumns()
-        out.add_split(split)
-        yield out.to_pandas()
-
-
 def split_files(batches: Iterator[pd.DataFrame], spec: TextSpec) -> Iterator[pd.DataFrame]:
     """mapInPandas body for whole-file mode: input columns ``path`` and ``content`` (bytes).
 
@@ -342,3 +305,189 @@ def decode(path: str, content: bytes, encoding: str) -> str:
     codec = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
     text = bytes(content).decode(codec, errors="replace")
     return text[1:] if text.startswith(_BOM) else text
+
+
+# ------------------------------------------------------------- arrow lines
+
+#: Arrow types of :data:`RECORD_SCHEMA`, in order.
+_ARROW_FIELDS = [
+    ("kind", "int32"), ("source_file", "string"), ("block_start", "int64"),
+    ("line_in_block", "int64"), ("raw", "string"), ("fields", "list<string>"),
+    ("n_fields", "int32"), ("malformed", "string"), ("split_lines", "int64"),
+    ("split_records", "int64"),
+]
+
+
+def _arrow_schema():
+    import pyarrow as pa
+
+    types = {
+        "int32": pa.int32(), "int64": pa.int64(), "string": pa.string(),
+        "list<string>": pa.list_(pa.string()),
+    }
+    return pa.schema([(name, types[kind]) for name, kind in _ARROW_FIELDS])
+
+
+def _fast_splittable(values, spec: TextSpec):
+    """Mask of lines a plain split by the delimiter parses exactly as the csv module does.
+
+    A line with no quote and no escape character has no quoting to interpret:
+    its fields are the text between delimiters.  Every other line (and every
+    JSON line) goes through Python's parser, which also explains failures.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if spec.format != "csv":
+        return pa.array([False] * len(values), pa.bool_())
+    special = [c for c in (spec.quotechar, spec.escapechar) if c is not None]
+    if not special:
+        return pa.array([True] * len(values), pa.bool_())
+    has_special = pc.match_substring(values, special[0])
+    for char in special[1:]:
+        has_special = pc.or_(has_special, pc.match_substring(values, char))
+    return pc.invert(has_special)
+
+
+def split_lines_arrow(batches, spec: TextSpec):
+    """mapInArrow body for line mode: input ``value``, ``source_file``, ``block_start``.
+
+    Output as :data:`RECORD_SCHEMA`, built column-wise with Arrow: lines
+    without quoting are split by the delimiter in C++ (``split_pattern``),
+    the rest are parsed one by one with the csv module (JSON lines: all of
+    them with the json module).  The raw text is passed through untouched.
+    Headers are read by the driver, so here the header line is only skipped.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    _allow_large_fields()
+    schema = _arrow_schema()
+    parse_line = parse_csv_line if spec.format == "csv" else parse_json_line
+    split: Optional[_Split] = None
+    for batch in batches:
+        values = batch.column(0)
+        files = batch.column(1)
+        starts = batch.column(2).to_numpy(zero_copy_only=False)
+        file_codes = pc.dictionary_encode(files).indices.to_numpy(zero_copy_only=False)
+        change = np.flatnonzero((starts[1:] != starts[:-1]) | (file_codes[1:] != file_codes[:-1]))
+        bounds = [0, *(change + 1).tolist(), len(values)]
+        out = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            if lo == hi:
+                continue
+            key = (files[lo].as_py(), int(starts[lo]))
+            if split is None or key != split.key:
+                if split is not None:
+                    out.append(_split_batch(split, schema))
+                split = _Split(key[0], key[1], spec.header and key[1] == 0)
+            records = _split_segment(values.slice(lo, hi - lo), split, spec, parse_line, np, pa, pc)
+            if records is not None:
+                out.append(records.cast(schema) if records.schema != schema else records)
+        for piece in out:
+            yield piece
+    if split is not None:
+        yield _split_batch(split, schema)
+
+
+def _split_segment(values, split: "_Split", spec: TextSpec, parse_line, np, pa, pc):
+    """The RECORD rows of consecutive lines of one split; updates the split's totals."""
+    n = len(values)
+    first_line = split.lines
+    split.lines += n
+    if first_line == 0 and split.block_start == 0 and n and values[0].as_py().startswith(_BOM):
+        values = pa.concat_arrays([pa.array([values[0].as_py()[1:]]), values.slice(1)])
+    blank = pc.or_(pc.equal(pc.utf8_length(values), 0), pc.utf8_is_space(values))
+    keep = np.flatnonzero(~blank.to_numpy(zero_copy_only=False))
+    if split.header_pending and len(keep):
+        split.header_pending = False  # the driver parsed it; here it is only skipped
+        keep = keep[1:]
+    if not len(keep):
+        return None
+    split.records += len(keep)
+    lines = pc.take(values, pa.array(keep))
+    fast = _fast_splittable(lines, spec).to_numpy(zero_copy_only=False)
+    fields = pc.split_pattern(lines, spec.delimiter) if spec.format == "csv" else None
+    malformed = pa.nulls(len(lines), pa.string())
+    slow = np.flatnonzero(~fast)
+    if len(slow):
+        parsed, errors = [], []
+        for text in pc.take(lines, pa.array(slow)).to_pylist():
+            got, error = parse_line(text, spec)
+            parsed.append(got)
+            errors.append(error)
+        slow_fields = pa.array(parsed, pa.list_(pa.string()))
+        if fields is None:
+            fields, malformed = slow_fields, pa.array(errors, pa.string())
+        else:
+            # Scatter the slow rows back into place: take from [fast ++ slow].
+            order = np.arange(len(lines))
+            order[slow] = len(lines) + np.arange(len(slow))
+            fields = pc.take(pa.concat_arrays([fields, slow_fields]), pa.array(order))
+            all_errors = [None] * len(lines)
+            for i, error in zip(slow.tolist(), errors):
+                all_errors[i] = error
+            malformed = pa.array(all_errors, pa.string())
+    count = len(lines)
+    n_fields = (
+        pc.cast(pc.list_value_length(fields), pa.int32())
+        if spec.format == "csv"
+        else pa.nulls(count, pa.int32())
+    )
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(np.full(count, RECORD, dtype=np.int32)),
+            pa.array([split.source_file] * count, pa.string()),
+            pa.array(np.full(count, split.block_start, dtype=np.int64)),
+            pa.array(first_line + keep, pa.int64()),
+            lines,
+            fields,
+            n_fields,
+            malformed,
+            pa.nulls(count, pa.int64()),
+            pa.nulls(count, pa.int64()),
+        ],
+        names=[name for name, _ in _ARROW_FIELDS],
+    )
+
+
+def _split_batch(split: "_Split", schema):
+    import pyarrow as pa
+
+    row = {
+        "kind": [SPLIT], "source_file": [split.source_file], "block_start": [split.block_start],
+        "line_in_block": [None], "raw": [None], "fields": [None], "n_fields": [None],
+        "malformed": [None], "split_lines": [split.lines], "split_records": [split.records],
+    }
+    return pa.RecordBatch.from_pydict(row, schema=schema)
+
+
+def first_record(start: bytes, spec: TextSpec, whole_file: bool) -> tuple[Optional[list], Optional[str]]:
+    """The header: the first non-blank record in ``start`` (the first bytes of a file).
+
+    Returns ``(fields, None)``, ``(None, why it is malformed)``, or
+    ``(None, None)`` for a file with no records.  ``start`` may end mid-file;
+    a header longer than it is reported as malformed.
+    """
+    encoding = spec.encoding if whole_file else "utf-8"
+    codec = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
+    # An incremental decoder: the last character may be cut in half by the byte limit.
+    text = codecs.getincrementaldecoder(codec)(errors="replace").decode(start, final=False)
+    if text.startswith(_BOM):
+        text = text[1:]
+    if whole_file:
+        for _, raw, fields, error in iter_csv_text(text, spec):
+            if error is None and is_blank(raw):
+                continue
+            return fields, error
+        return None, None
+    for line in io.StringIO(text, newline=""):
+        complete = line.endswith(("\n", "\r"))
+        raw = _strip_line_break(line)
+        if is_blank(raw):
+            continue
+        if not complete and len(start) >= 1 << 20:
+            return None, "the first line is longer than 1 MiB"
+        return parse_csv_line(raw, spec)
+    return None, None

@@ -1,0 +1,110 @@
+"""PII de-identification applied by ingest, before anything is cached or written.
+
+Spark plumbing over :mod:`sparkml_aiaas.core.pii` (keyed hashing) and
+:mod:`sparkml_aiaas.data.masking` (raw text of rejected records).  The key is
+captured in the closure of a pandas UDF: it travels to the Python workers in
+the pickled function, never as a literal in a SQL plan (plans are logged,
+shown in the UI and written to event logs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import pandas as pd
+from pyspark.sql import Column
+from pyspark.sql.functions import pandas_udf
+
+from sparkml_aiaas.core.pii import PiiPolicy, keyed_hashes
+from sparkml_aiaas.data import masking
+from sparkml_aiaas.errors import ConfigError
+
+__all__ = ["Deidentify"]
+
+
+@dataclass(frozen=True)
+class Deidentify:
+    """A PII policy with its key loaded, checked against the declared columns."""
+
+    policy: PiiPolicy
+    key: Optional[bytes]
+
+    @classmethod
+    def from_argument(cls, pii: Any, declared) -> Optional["Deidentify"]:
+        """From ``ingest(pii=...)``: None, a :class:`PiiPolicy` or its YAML mapping."""
+        if pii is None:
+            return None
+        policy = pii if isinstance(pii, PiiPolicy) else PiiPolicy.from_config(pii)
+        unknown = [c for c in policy.columns if c not in declared.names]
+        if unknown:
+            raise ConfigError(
+                f"PII columns {unknown} are not declared columns; declared: {declared.names}"
+            )
+        return cls(policy=policy, key=policy.key())
+
+    def hash_column(self, column: Column) -> Column:
+        """The keyed hash of ``column`` cast to string (null stays null)."""
+        key = self.key
+
+        @pandas_udf("string")
+        def keyed_hash_pii(values: pd.Series) -> pd.Series:
+            return pd.Series(keyed_hashes(values.tolist(), key), index=values.index, dtype=object)
+
+        return keyed_hash_pii(column.cast("string"))
+
+    def raw_masker(self, spec, layout, declared):
+        """A function ``(raw column, file column) -> masked raw column`` for text sources."""
+        key = self.key
+        if spec.format == "json":
+            columns = dict(self.policy.columns)
+
+            @pandas_udf("string")
+            def mask_json_raw(raw: pd.Series, files: pd.Series) -> pd.Series:
+                return raw.map(
+                    lambda r: None if r is None else masking.mask_json_record(r, columns, key)
+                )
+
+            return mask_json_raw
+        positions_by_file, default = _pii_positions(self.policy.columns, layout, declared)
+        csv_kwargs = spec.csv_kwargs()
+
+        @pandas_udf("string")
+        def mask_csv_raw(raw: pd.Series, files: pd.Series) -> pd.Series:
+            out = []
+            for text, source_file in zip(raw.tolist(), files.tolist()):
+                if text is None:
+                    out.append(None)
+                    continue
+                positions = positions_by_file.get(source_file, default)
+                out.append(masking.mask_csv_record(text, csv_kwargs, positions, key))
+            return pd.Series(out, index=raw.index, dtype=object)
+
+        return mask_csv_raw
+
+    def json_masker(self):
+        """The masker for Parquet sources, whose raw text is the row as JSON."""
+        key, columns = self.key, dict(self.policy.columns)
+
+        @pandas_udf("string")
+        def mask_row_json(raw: pd.Series, files: pd.Series) -> pd.Series:
+            return raw.map(lambda r: None if r is None else masking.mask_json_record(r, columns, key))
+
+        return mask_row_json
+
+
+def _pii_positions(columns: Mapping[str, str], layout, declared):
+    """``({file: {position: action}}, default)``: where the PII fields are in each file."""
+    names = declared.names
+    by_file, default = {}, None
+    for order, files in layout.orders.items():
+        positions = {
+            order[names.index(name)]: action
+            for name, action in columns.items()
+            if order[names.index(name)] >= 0
+        }
+        for source_file in files:
+            by_file[source_file] = positions
+        if default is None or not files:
+            default = positions
+    return by_file, default or {}
