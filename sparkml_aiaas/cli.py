@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart.add_argument("--workdir", help="where data, model and outputs go "
                             "(default ./sparkml_aiaas_work/quickstart)")
 
+    ingest = commands.add_parser(
+        "ingest", help="check a source against its schema; write accepted rows and the quarantine")
+    _add_common(ingest, config_required=True)
+    ingest.add_argument("--input", help="override input.path")
+    ingest.add_argument("--output", help="override output.path")
+
     train = commands.add_parser("train", help="ingest, train, evaluate and save a model")
     _add_common(train, config_required=True)
     train.add_argument("--input", help="override input.path")
@@ -141,7 +147,19 @@ def _score(args) -> int:
     return 0
 
 
-_COMMANDS = {"quickstart": _quickstart, "train": _train, "score": _score}
+def _ingest(args) -> int:
+    from sparkml_aiaas.config import IngestJobConfig, load_config
+    from sparkml_aiaas.data.ingest_job import run_ingest
+
+    config = load_config(IngestJobConfig, args.config, _overrides(
+        args, {"input": "input.path", "output": "output.path"}))
+    spark = _session(config.spark)
+    report = run_ingest(spark, config)
+    print(report.summary_line())
+    return 0
+
+
+_COMMANDS = {"quickstart": _quickstart, "ingest": _ingest, "train": _train, "score": _score}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -75,19 +75,41 @@ class SparkSettings(_Strict):
 
 
 class InputSettings(_Strict):
-    """A source read with a declared schema; malformed rows go to the quarantine."""
+    """A source read with a declared schema; malformed rows go to the quarantine.
+
+    ``format: delta`` reads a Delta table as committed (optionally at
+    ``version``, time travel): the rows were validated when they were
+    ingested, so only the declared schema (if any) is checked, and
+    ``options``, ``quarantine_path`` and ``max_reject_fraction`` do not apply.
+    """
 
     path: str
-    format: Literal["csv", "json", "parquet"] = "csv"
+    format: Literal["csv", "json", "parquet", "delta"] = "csv"
     schema_: Union[str, List[Dict[str, Any]], None] = Field(default=None, alias="schema")
     options: Dict[str, Any] = Field(default_factory=dict)
     quarantine_path: Optional[str] = None
     max_reject_fraction: Optional[float] = Field(default=None, ge=0.0, le=1.0)
+    version: Optional[int] = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _schema_for_text_formats(self):
         if self.format in ("csv", "json") and not self.schema_:
             raise ValueError(f"a schema must be declared for format {self.format!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _delta_only_settings(self):
+        if self.version is not None and self.format != "delta":
+            raise ValueError(
+                f"version (time travel) applies to format 'delta' only, not {self.format!r}")
+        if self.format == "delta":
+            ingest_only = [name for name, value in (
+                ("options", self.options), ("quarantine_path", self.quarantine_path),
+                ("max_reject_fraction", self.max_reject_fraction)) if value]
+            if ingest_only:
+                raise ValueError(
+                    f"{', '.join(ingest_only)} do(es) not apply to format 'delta': a Delta table "
+                    "is read as committed (quarantine rows when ingesting it: sparkml-aiaas ingest)")
         return self
 
 
@@ -158,6 +180,98 @@ class ScoreJobConfig(_Strict):
     model_name: Optional[str] = None
     input: InputSettings
     output: ScoreOutput
+
+
+class IngestInput(_Strict):
+    """The source of an ingest job: read with :func:`sparkml_aiaas.data.ingest`."""
+
+    path: Union[str, List[str]]
+    format: Literal["csv", "json", "parquet", "delta"] = "csv"
+    schema_: Union[str, List[Dict[str, Any]]] = Field(alias="schema")
+    options: Dict[str, Any] = Field(default_factory=dict)
+    #: Fail (writing the quarantine but no accepted rows) above this rejected fraction.
+    max_reject_fraction: Optional[float] = Field(default=None, ge=0.0, le=1.0)
+    #: Schema drift: ``error``; ``ignore_extra`` (extra source columns left out); ``allow``
+    #: (also declared nullable columns the source lacks read as null).
+    on_schema_drift: Literal["error", "ignore_extra", "allow"] = "error"
+
+    @field_validator("path")
+    @classmethod
+    def _paths_not_empty(cls, value):
+        if not value or (isinstance(value, list) and not all(value)):
+            raise ValueError("give a path (file, folder or glob) or a non-empty list of paths")
+        return value
+
+
+class IngestSink(_Strict):
+    """Where accepted rows go.  Parquet: ``overwrite`` is atomic (the output
+    appears complete or not at all), ``append`` adds files.  Delta: every
+    write is one commit; ``merge`` upserts on ``keys``."""
+
+    path: str
+    format: Literal["parquet", "delta"] = "parquet"
+    mode: Literal["overwrite", "append", "merge"] = "overwrite"
+    keys: List[str] = Field(default_factory=list)
+    partition_by: List[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _mode_fits_format(self):
+        if self.mode == "merge":
+            if self.format != "delta":
+                raise ValueError("mode 'merge' needs format 'delta'")
+            if not self.keys:
+                raise ValueError("mode 'merge' needs keys: the columns rows are matched on")
+        elif self.keys:
+            raise ValueError(f"keys are used by mode 'merge' only, not mode {self.mode!r}")
+        if self.partition_by and (self.format != "parquet" or self.mode != "overwrite"):
+            # write_table commits unpartitioned files (Delta fallback, Parquet append).
+            raise ValueError("partition_by is supported for format 'parquet' with mode "
+                             "'overwrite' only")
+        return self
+
+
+class QuarantineSink(_Strict):
+    """Where rejected rows go, with ``_ingested_at`` and ``_run_id`` added.
+
+    ``mode`` defaults to ``append`` for Delta (a history of every run's
+    rejects) and ``overwrite`` for Parquet (the last run's rejects).
+    """
+
+    path: str
+    format: Literal["parquet", "delta"] = "parquet"
+    mode: Optional[Literal["overwrite", "append"]] = None
+
+    @property
+    def effective_mode(self) -> str:
+        if self.mode is not None:
+            return self.mode
+        return "append" if self.format == "delta" else "overwrite"
+
+
+class IngestJobConfig(_Strict):
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    input: IngestInput
+    #: ``{columns: {email: hash, ssn: drop}, key_env: VAR | key_file: PATH}``; never a key.
+    pii: Optional[Dict[str, Any]] = None
+    output: IngestSink
+    quarantine: Optional[QuarantineSink] = None
+    report_path: Optional[str] = None
+
+    @field_validator("pii")
+    @classmethod
+    def _pii_policy(cls, value):
+        if value is not None:
+            from sparkml_aiaas.core.pii import PiiPolicy
+
+            # Raises ConfigError (a ValueError) naming the problem, e.g. a `key` entry.
+            PiiPolicy.from_config(value)
+        return value
+
+    def pii_policy(self):
+        """The parsed :class:`~sparkml_aiaas.core.pii.PiiPolicy`, or None."""
+        from sparkml_aiaas.core.pii import PiiPolicy
+
+        return PiiPolicy.from_config(self.pii) if self.pii is not None else None
 
 
 class QuickstartConfig(_Strict):

@@ -37,6 +37,9 @@ class TrainReport:
     metrics_path: Optional[str] = None
     test_frame: Any = field(default=None, repr=False)  # the held-out DataFrame, if any
     model: Any = field(default=None, repr=False)  # the fitted model, as trained
+    #: What was read: path, format, delta_version, fingerprint (also in the metrics JSON
+    #: and the model's metadata.json).
+    data_source: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -70,17 +73,92 @@ def build_estimator(settings: ModelSettings):
 
 def read_input(spark, settings: InputSettings):
     """Ingest a configured input: ``IngestResult`` with accepted rows, rejects and counts."""
+    return read_input_with_source(spark, settings)[0]
+
+
+def read_input_with_source(spark, settings: InputSettings):
+    """Read a configured input and record exactly what was read.
+
+    Returns
+    -------
+    (IngestResult, dict)
+        The ingest result and the ``data_source`` record: ``path``,
+        ``format``, ``delta_version`` (the version read; None for files) and
+        ``fingerprint`` (sha256 over the files' relative paths, sizes and
+        modification times), so a model can be retrained on the same data
+        (``input.version: N`` for Delta).
+    """
+    from sparkml_aiaas.data.ingest_job import fingerprint_files, source_files
+
+    if settings.format == "delta":
+        return _read_delta_input(spark, settings)
     from sparkml_aiaas.data import ingest
 
-    return ingest(spark, settings.path, settings.schema_, format=settings.format,
-                  options=settings.options, quarantine_path=settings.quarantine_path,
-                  max_reject_fraction=settings.max_reject_fraction)
+    result = ingest(spark, settings.path, settings.schema_, format=settings.format,
+                    options=settings.options, quarantine_path=settings.quarantine_path,
+                    max_reject_fraction=settings.max_reject_fraction)
+    try:
+        # Listed after ingest has read (and cached) the records: the files it read.
+        fingerprint = fingerprint_files(spark, source_files(spark, settings.path))
+    except BaseException:
+        result.unpersist()
+        raise
+    return result, {"path": settings.path, "format": settings.format, "delta_version": None,
+                    "fingerprint": fingerprint}
 
 
-def _write_json_atomically(path: str, payload: Dict[str, Any]) -> None:
+def _read_delta_input(spark, settings: InputSettings):
+    """A Delta table as committed, at a pinned version, checked against the declared schema."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import types as T
+
+    from sparkml_aiaas.data.delta import read_table, table_version
+    from sparkml_aiaas.data.ingest import REJECTED_SCHEMA, IngestResult
+    from sparkml_aiaas.data.ingest_job import fingerprint_files
+    from sparkml_aiaas.data.schema import parse_schema
+    from sparkml_aiaas.errors import DataValidationError
+
+    # Resolve "latest" to a number first and read that version: a commit landing
+    # in between cannot make the recorded version differ from the rows read.
+    version = settings.version if settings.version is not None else table_version(
+        spark, settings.path)
+    frame = read_table(spark, settings.path, format="delta", version=version)
+    if settings.schema_:
+        declared = parse_schema(settings.schema_)
+        missing = [n for n in declared.names if n not in frame.columns]
+        if missing:
+            raise DataValidationError(
+                f"Delta table {settings.path!r} (version {version}) lacks declared columns "
+                f"{missing}; it has {frame.columns}")
+        try:
+            frame = frame.selectExpr(*[
+                f"CAST(`{f.name}` AS {f.dataType.simpleString()}) AS `{f.name}`"
+                if frame.schema[f.name].dataType != f.dataType else f"`{f.name}`"
+                for f in declared.struct.fields])
+        except AnalysisException as exc:
+            differing = [f"{f.name} ({frame.schema[f.name].dataType.simpleString()} -> "
+                         f"{f.dataType.simpleString()})" for f in declared.struct.fields
+                         if frame.schema[f.name].dataType != f.dataType]
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataValidationError(
+                f"Delta table {settings.path!r} columns cannot be converted to the declared "
+                f"types: {', '.join(differing)} ({first})") from None
+    rows = frame.count()
+    result = IngestResult(
+        accepted=frame,
+        rejected=spark.createDataFrame([], T.StructType(REJECTED_SCHEMA.fields)),
+        counts={"read": rows, "accepted": rows, "rejected": 0},
+    )
+    source = {"path": settings.path, "format": "delta", "delta_version": version,
+              "fingerprint": fingerprint_files(spark, frame.inputFiles())}
+    return result, source
+
+
+def write_json_atomically(path: str, payload: Dict[str, Any]) -> None:
+    """Write ``payload`` as JSON at ``path`` under a temporary name, then rename it into place."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".metrics-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", dir=directory)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=2, sort_keys=True)
@@ -92,6 +170,31 @@ def _write_json_atomically(path: str, payload: Dict[str, Any]) -> None:
         raise
 
 
+_write_json_atomically = write_json_atomically  # the name older code imports
+
+
+def _save_model(model, path: str, overwrite: bool, data_source: Dict[str, Any]) -> None:
+    """Save ``model`` with ``data_source`` recorded in its metadata.json.
+
+    The model id digests class, params and arrays only, so recording the
+    source does not change it.
+    """
+    artifact = getattr(model, "_artifact", None)  # what ArtifactWriter saves
+    if artifact is not None:
+        def with_source():
+            metadata, arrays = artifact()
+            return {**metadata, "data_source": data_source}, arrays
+
+        # For this save only: the instance attribute shadows the method until deleted.
+        model._artifact = with_source
+    try:
+        writer = model.write().overwrite() if overwrite else model.write()
+        writer.save(path)
+    finally:
+        if artifact is not None:
+            del model._artifact
+
+
 def run_training(spark, config: TrainJobConfig) -> TrainReport:
     """Ingest → split → fit → evaluate → save the model (atomically) and its metrics."""
     from sparkml_aiaas.data import split_by_key
@@ -101,7 +204,7 @@ def run_training(spark, config: TrainJobConfig) -> TrainReport:
     # Params are checked before any data is read: a bad config fails in a second.
     estimator = build_estimator(config.model)
     estimator.validate_params()
-    ingested = read_input(spark, config.input)
+    ingested, data_source = read_input_with_source(spark, config.input)
     counts = dict(ingested.counts)
     logger.info("ingest    read %d, accepted %d, rejected %d%s", counts["read"],
                 counts["accepted"], counts["rejected"],
@@ -139,8 +242,7 @@ def run_training(spark, config: TrainJobConfig) -> TrainReport:
     logger.info("evaluate  %s on %s rows", ", ".join(
         f"{k} {v:.4f}" for k, v in metrics.items() if k != "rows"), evaluated_on)
 
-    writer = model.write().overwrite() if config.output.overwrite else model.write()
-    writer.save(config.output.model_path)
+    _save_model(model, config.output.model_path, config.output.overwrite, data_source)
     from sparkml_aiaas.models.artifact import read_artifact
 
     model_id = read_artifact(config.output.model_path)[0]["model_id"]
@@ -151,14 +253,14 @@ def run_training(spark, config: TrainJobConfig) -> TrainReport:
         evaluated_on=evaluated_on, ingest_counts=counts, train_rows=train_rows,
         test_rows=test_rows, iterations=summary.totalIterations, passes=summary.numPasses,
         final_objective=summary.objectiveHistory[-1], metrics_path=config.output.metrics_path,
-        test_frame=test, model=model,
+        test_frame=test, model=model, data_source=data_source,
     )
     if config.output.metrics_path:
-        _write_json_atomically(config.output.metrics_path, {
+        write_json_atomically(config.output.metrics_path, {
             "model_path": report.model_path, "model_id": model_id, "metrics": metrics,
             "evaluated_on": evaluated_on, "ingest": counts, "train_rows": train_rows,
             "test_rows": test_rows, "iterations": report.iterations, "passes": report.passes,
-            "objective_history": summary.objectiveHistory,
+            "objective_history": summary.objectiveHistory, "data_source": data_source,
         })
     return report
 

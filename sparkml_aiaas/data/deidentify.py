@@ -96,15 +96,10 @@ class Deidentify:
 def _pii_positions(columns: Mapping[str, str], layout, declared):
     """``({file: {position: action}}, default)``: where the PII fields are in each file."""
     names = declared.names
-    by_file, default = {}, None
-    for order, files in layout.orders.items():
-        positions = {
-            order[names.index(name)]: action
-            for name, action in columns.items()
-            if order[names.index(name)] >= 0
-        }
-        for source_file in files:
-            by_file[source_file] = positions
-        if default is None or not files:
-            default = positions
-    return by_file, default or {}
+
+    def positions(order) -> dict:
+        found = {order[names.index(name)]: action for name, action in columns.items()}
+        return {p: action for p, action in found.items() if p >= 0}
+
+    by_file = {source_file: positions(order) for source_file, order in layout.orders.items()}
+    return by_file, positions(layout.default_order)

@@ -50,6 +50,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sparkml_aiaas.data import checks as C
+from sparkml_aiaas.data import record_batches as B
 from sparkml_aiaas.data import records as R
 from sparkml_aiaas.data.deidentify import Deidentify as _Deidentify
 from sparkml_aiaas.data.schema import NUMERIC_TYPES, DeclaredSchema, SchemaLike, parse_schema
@@ -57,7 +58,7 @@ from sparkml_aiaas.errors import ConfigError, DataValidationError, InputNotFound
 
 __all__ = ["IngestResult", "ingest", "REJECTED_SCHEMA", "FORMATS"]
 
-FORMATS = ("csv", "json", "parquet")
+FORMATS = ("csv", "json", "parquet", "delta")
 
 #: Columns of :attr:`IngestResult.rejected` (and of the quarantine files).
 REJECTED_SCHEMA = T.StructType(
@@ -76,6 +77,7 @@ _OPTIONS_BY_FORMAT = {
     },
     "json": {"encoding", "charset", "multiline"},
     "parquet": set(),
+    "delta": {"version"},
 }
 _TEXT_TYPES = NUMERIC_TYPES + (
     T.StringType, T.BooleanType, T.DateType, T.TimestampType, T.TimestampNTZType,
@@ -167,18 +169,21 @@ def ingest(
         A file, a folder or a glob (any Hadoop file system URL).
     schema : DDL string, list of column mappings, StructType or DeclaredSchema
         See :func:`sparkml_aiaas.data.schema.parse_schema`.
-    format : {"csv", "json", "parquet"}
+    format : {"csv", "json", "parquet", "delta"}
         ``json`` means JSON lines: one object per line; keys not declared are
-        ignored and absent keys are null.  ``parquet``: declared columns are
-        converted to the declared types.
+        ignored and absent keys are null.  ``parquet`` and ``delta`` (one
+        table path; read with :func:`sparkml_aiaas.data.read_table`): columns
+        are matched by name and converted to the declared types; ``_raw`` of
+        a rejected row is the row as JSON.
     options : dict, optional
         CSV: ``header`` (default true; column names must match the declared
         ones, in any order), ``delimiter``/``sep`` (default ``,``), ``quote``
         (default ``"``; empty disables quoting), ``escape`` (default none:
         quotes inside quoted values are doubled, as in RFC 4180), ``encoding``
         (default UTF-8), ``multiLine`` (default false), ``nullValue``
-        (default empty: empty fields are null).  JSON: ``encoding``.  Names
-        are case-insensitive; unknown options are an error.
+        (default empty: empty fields are null).  JSON: ``encoding``.  Delta:
+        ``version`` (time travel).  Names are case-insensitive; unknown
+        options are an error.
     quarantine_path : str, optional
         Where rejected rows are written as Parquet (overwriting), when given.
     max_reject_fraction : float, optional
@@ -231,14 +236,15 @@ def ingest(
     _check_fraction(max_reject_fraction)
     drift = _check_drift(on_schema_drift)
     settings = _read_settings(fmt, options or {}, declared)
-    if fmt != "parquet":
+    if fmt in ("csv", "json"):
         _check_text_types(declared, fmt)
     deidentify = _Deidentify.from_argument(pii, declared)
     paths = _as_paths(source)
     _check_local_paths_exist(paths)
-    if fmt == "parquet":
+    if fmt in ("parquet", "delta"):
+        source_frame = _read_table_source(spark, paths, fmt, settings.version)
         checked, read_count, outcomes, splits = _check_parquet(
-            spark, paths, declared, drift, deidentify
+            source_frame, paths, declared, drift, deidentify, fmt
         )
     else:
         checked, read_count, outcomes, splits = _check_text(
@@ -262,6 +268,7 @@ class _ReadSettings:
     spec: Optional[R.TextSpec]
     whole_file: bool = False
     null_value: str = ""
+    version: Optional[int] = None
 
 
 def _check_format(fmt: str) -> str:
@@ -293,8 +300,8 @@ def _read_settings(fmt: str, options: Mapping[str, Any], declared: DeclaredSchem
     if unknown:
         supported = sorted(_OPTIONS_BY_FORMAT[fmt]) or "none"
         raise ConfigError(f"unsupported {fmt} option(s) {unknown}; supported: {supported}")
-    if fmt == "parquet":
-        return _ReadSettings(spec=None)
+    if fmt in ("parquet", "delta"):
+        return _ReadSettings(spec=None, version=_option_version(opts))
     encoding = _option_encoding(opts)
     multiline = _option_bool(opts, "multiline", False)
     if fmt == "json":
@@ -324,6 +331,17 @@ def _read_settings(fmt: str, options: Mapping[str, Any], declared: DeclaredSchem
         raise ConfigError(f"CSV option nullValue must be a string, not {null_value!r}")
     whole_file = multiline or not _is_utf8(encoding)
     return _ReadSettings(spec=spec, whole_file=whole_file, null_value=null_value)
+
+
+def _option_version(opts: Mapping[str, Any]) -> Optional[int]:
+    version = opts.get("version")
+    if version is None:
+        return None
+    if isinstance(version, str) and version.strip().isdigit():
+        version = int(version)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ConfigError(f"option version must be a non-negative integer, not {version!r}")
+    return version
 
 
 def _option_bool(opts: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -455,26 +473,12 @@ class _SplitSummary:
     records: int
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """Where each declared column is in each file, and how many fields a record must have.
-
-    ``orders`` maps a tuple of positions (one per declared column; -1 for a
-    column missing from the file) to the files laid out that way; ``widths``
-    maps a field count to its files.  Without a header there is one layout:
-    the declared order, and as many fields as declared columns.
-    """
-
-    orders: dict
-    widths: dict
-
-
 def _check_text(spark, paths, declared: DeclaredSchema, settings: _ReadSettings, drift, pii):
     source = _read_source(spark, paths, settings)
     spec = settings.spec
     headers = _read_headers(spark, source.inputFiles(), settings) if spec.header else []
     layout = _field_layout(declared, headers, spec, drift)
-    records = _split_records(source, settings)
+    records = _split_records(source, settings, layout)
     checked = _check_text_records(records, declared, layout, settings, pii).persist()
     try:
         # One job parses, checks and caches every record; the rest read the cache.
@@ -492,17 +496,17 @@ def _read_source(spark, paths, settings: _ReadSettings) -> DataFrame:
     return _reading(lambda: spark.read.text(paths), paths)
 
 
-def _split_records(source: DataFrame, settings: _ReadSettings) -> DataFrame:
-    spec = settings.spec
+def _split_records(source: DataFrame, settings: _ReadSettings, layout: B.Layout) -> DataFrame:
+    schema = B.record_schema(layout.n_columns)[0]
     if settings.whole_file:
-        files = source.select("path", "content")
-        return files.mapInPandas(partial(R.split_files, spec=spec), R.RECORD_SCHEMA)
+        body = partial(B.split_files, spec=settings.spec, layout=layout)
+        return source.select("path", "content").mapInArrow(body, schema)
     lines = source.select(
         "value",
         F.col("_metadata.file_path").alias("source_file"),
         F.col("_metadata.file_block_start").alias("block_start"),
     )
-    return lines.mapInArrow(partial(R.split_lines_arrow, spec=spec), R.RECORD_SCHEMA)
+    return lines.mapInArrow(partial(B.split_lines, spec=settings.spec, layout=layout), schema)
 
 
 def _split_summaries(checked: DataFrame) -> list[_SplitSummary]:
@@ -567,13 +571,12 @@ def _file_start(spark, uri: str, limit: int) -> bytes:
         stream.close()
 
 
-def _field_layout(declared: DeclaredSchema, headers, spec: R.TextSpec, drift: str) -> _Layout:
-    """Map each field order found to the files using it (see :class:`_Layout`)."""
+def _field_layout(declared: DeclaredSchema, headers, spec: R.TextSpec, drift: str) -> B.Layout:
+    """Where each declared column is in each file (see :class:`record_batches.Layout`)."""
     names = declared.names
+    layout = B.Layout(n_columns=len(names))
     if not spec.header:
-        return _Layout({tuple(range(len(names))): []}, {len(names): []})
-    orders: dict[tuple, list[str]] = {}
-    widths: dict[int, list[str]] = {}
+        return layout
     problems = []
     for source_file, header, error in headers:
         if error is not None:
@@ -584,9 +587,8 @@ def _field_layout(declared: DeclaredSchema, headers, spec: R.TextSpec, drift: st
         if mismatch:
             problems.append(f"{source_file}: {mismatch}")
             continue
-        order = tuple(header.index(n) if n in header else -1 for n in names)
-        orders.setdefault(order, []).append(source_file)
-        widths.setdefault(len(header), []).append(source_file)
+        layout.orders[source_file] = tuple(header.index(n) if n in header else -1 for n in names)
+        layout.widths[source_file] = len(header)
     if problems:
         more = f"; and {len(problems) - 5} more files" if len(problems) > 5 else ""
         shown = "; ".join(problems[:5]) + more
@@ -594,9 +596,7 @@ def _field_layout(declared: DeclaredSchema, headers, spec: R.TextSpec, drift: st
         raise DataValidationError(
             f"CSV header does not match the declared schema {names}{policy}: {shown}"
         )
-    if not orders:
-        return _Layout({tuple(range(len(names))): []}, {len(names): []})
-    return _Layout(orders, widths)
+    return layout
 
 
 def _header_mismatch(header: list[str], declared: DeclaredSchema, drift: str) -> Optional[str]:
@@ -617,28 +617,8 @@ def _header_mismatch(header: list[str], declared: DeclaredSchema, drift: str) ->
     return ", ".join(parts) or None
 
 
-def _by_file(values: dict, source_file_sql: str) -> str:
-    """SQL choosing, per source file, the key of ``values`` ({value: [files]}) that lists it."""
-    if len(values) == 1:
-        return str(next(iter(values)))
-    branches = " ".join(
-        f"WHEN {source_file_sql} IN ({', '.join(C.sql_string(f) for f in files)}) THEN {value}"
-        for value, files in values.items()
-    )
-    return f"CASE {branches} END"
-
-
-def _field_text(i: int, layout: _Layout) -> str:
-    """SQL for the string value of declared column ``i``, taken from the ``fields`` array."""
-    positions = {order[i]: [] for order in layout.orders}
-    for order, files in layout.orders.items():
-        positions[order[i]].extend(files)
-    # get() yields null past the end of a short row (and for -1, a missing column).
-    return f"get(fields, {_by_file(positions, 'source_file')})"
-
-
 def _check_text_records(
-    records: DataFrame, declared: DeclaredSchema, layout: _Layout, settings: _ReadSettings, pii
+    records: DataFrame, declared: DeclaredSchema, layout: B.Layout, settings: _ReadSettings, pii
 ) -> DataFrame:
     fields = declared.struct.fields
     null_value = C.sql_string(settings.null_value)
@@ -652,11 +632,11 @@ def _check_text_records(
         f"split_lines AS {_SPLIT_LINES}",
         f"split_records AS {_SPLIT_RECORDS}",
         "n_fields",
+        "n_expected",
         "malformed",
-        "fields",
         *[
             # The null token (empty by default) is a missing value.
-            f"CASE WHEN {_field_text(i, layout)} != {null_value} THEN {_field_text(i, layout)} END"
+            f"CASE WHEN {B.value_column(i)} != {null_value} THEN {B.value_column(i)} END"
             f" AS {_text_col(i)}"
             for i in range(len(fields))
         ],
@@ -667,8 +647,7 @@ def _check_text_records(
     typed = texts.selectExpr("*", *casts)
     checks = [("malformed IS NOT NULL", C.problem("malformed_record", "malformed"))]
     if settings.spec.format == "csv":
-        widths = {w: files for w, files in layout.widths.items()}
-        checks += C.field_count_checks("n_fields", _by_file(widths, _FILE))
+        checks += C.field_count_checks("n_fields", "n_expected")
     masker = None if pii is None else pii.raw_masker(settings.spec, layout, declared)
     return _with_outcome(
         typed, declared, checks + _all_value_checks(declared, pii), pii, masker, text_source=True
@@ -741,8 +720,19 @@ def _count_outcomes(checked: DataFrame) -> dict[Optional[str], int]:
 # --------------------------------------------------------- parquet sources
 
 
-def _check_parquet(spark, paths, declared: DeclaredSchema, drift: str, pii):
-    source = _reading(lambda: spark.read.parquet(*paths), paths)
+def _read_table_source(spark, paths, fmt: str, version: Optional[int]) -> DataFrame:
+    if fmt == "parquet":
+        return _reading(lambda: spark.read.parquet(*paths), paths)
+    from sparkml_aiaas.data.delta import read_table
+
+    if len(paths) != 1:
+        raise ConfigError(f"a Delta source is one table path, not {paths!r}")
+    return read_table(spark, paths[0], version=version)
+
+
+def _check_parquet(source: DataFrame, paths, declared: DeclaredSchema, drift: str, pii, fmt):
+    """Check a Parquet or Delta source: columns by name, converted to the declared types."""
+    kind = "Parquet" if fmt == "parquet" else "Delta"
     available = set(source.columns)
     missing = [n for n in declared.names if n not in available]
     if drift == "allow":
@@ -753,7 +743,7 @@ def _check_parquet(spark, paths, declared: DeclaredSchema, drift: str, pii):
         if unexpected:
             parts.append(f"has unexpected columns {unexpected}")
         raise DataValidationError(
-            f"Parquet data at {', '.join(paths)} {' and '.join(parts)} "
+            f"{kind} data at {', '.join(paths)} {' and '.join(parts)} "
             f"(on_schema_drift={drift!r}; its columns: {sorted(available)})"
         )
     fields = declared.struct.fields

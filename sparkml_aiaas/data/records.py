@@ -1,34 +1,8 @@
-"""Executor-side record splitting for text sources (CSV and JSON lines).
+"""Splitting text into records and fields (CSV and JSON lines); no pyspark.
 
-Runs on the executors (``mapInArrow`` for lines, ``mapInPandas`` for whole
-files), so it imports no pyspark and keeps no state beyond one partition.  Each input row (a physical line, or a
-whole file in whole-file mode) becomes one output row per *record*, with the
-fields as strings; typing and validation happen afterwards in Spark SQL.
-
-Output columns (see :data:`RECORD_SCHEMA`):
-
-``kind``
-    :data:`RECORD` for a record, or :data:`SPLIT` for the one summary row
-    that ends each Spark split (in whole-file mode, each file).
-``source_file``, ``block_start``
-    The file and the byte offset of the Spark split the row came from.
-``line_in_block``
-    0-based physical line, within the split, where the record starts.
-``raw``
-    The record text as read, without its final line break.
-``fields``
-    CSV: the parsed fields in file order.  JSON: the values of the declared
-    columns in declared order (absent keys are null).  (Headers are read by
-    the driver, see :func:`first_record`; the splitters only skip them.)
-``n_fields``
-    CSV: the number of fields; JSON: null (a JSON object has no field count).
-``malformed``
-    Why the record (or, on a SPLIT row, the header) could not be split into
-    fields, else null.
-``split_lines``, ``split_records``
-    On SPLIT rows only: physical lines (blank ones included) and records
-    (header excluded) in the split; the driver numbers lines and reconciles
-    counts from these without a shuffle.
+Used on the executors by :mod:`sparkml_aiaas.data.record_batches` and on the
+driver to read headers (:func:`first_record`).  Fields are kept as strings;
+typing and validation happen afterwards in Spark SQL.
 """
 
 from __future__ import annotations
@@ -43,19 +17,9 @@ import lzma
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-import pandas as pd
 
+#: ``kind`` of an output row: a record, or the summary row that ends a split.
 RECORD, SPLIT = 0, 1
-
-RECORD_SCHEMA = (
-    "kind int, source_file string, block_start long, line_in_block long, raw string, "
-    "fields array<string>, n_fields int, malformed string, split_lines long, split_records long"
-)
-_COLUMNS = [c.split()[0] for c in RECORD_SCHEMA.split(", ")]
-
-#: Records per output batch in whole-file mode, so that one large file does not
-#: become one huge pandas frame.
-_CHUNK_RECORDS = 10_000
 
 _BOM = "\ufeff"
 
@@ -136,6 +100,39 @@ def parse_csv_line(line: str, spec: TextSpec) -> tuple[Optional[list], Optional[
     return (rows[0] if rows else []), None
 
 
+def parse_csv_lines(lines: list, spec: TextSpec) -> tuple[list, list]:
+    """:func:`parse_csv_line` of every line, with one reader for the whole list.
+
+    Returns ``(fields per line, error per line)``.  A shared reader is three
+    times faster than a reader per line, but reads on into the next line when
+    a quote is left open; a record that spans lines is therefore detected
+    (the reader's line counter moved by more than one) and each of its lines
+    is parsed again on its own, which reports the open quote.
+    """
+    fields: list = [None] * len(lines)
+    errors: list = [None] * len(lines)
+    kwargs = spec.csv_kwargs()
+    start = 0
+    while start < len(lines):
+        reader = csv.reader(iter(lines[start:]) if start else iter(lines), **kwargs)
+        done = 0  # lines consumed by this reader so far
+        try:
+            for row in reader:
+                if reader.line_num - done == 1:
+                    fields[start + done] = row
+                else:
+                    for i in range(start + done, start + reader.line_num):
+                        fields[i], errors[i] = parse_csv_line(lines[i], spec)
+                done = reader.line_num
+            break
+        except csv.Error:
+            # Parse the failing stretch line by line, then start a fresh reader after it.
+            for i in range(start + done, start + max(reader.line_num, done + 1)):
+                fields[i], errors[i] = parse_csv_line(lines[i], spec)
+            start += max(reader.line_num, done + 1)
+    return fields, errors
+
+
 def iter_csv_text(text: str, spec: TextSpec) -> Iterator[SplitRecord]:
     """Yield ``(start_line, raw, fields, error)`` for each record of a whole file.
 
@@ -206,89 +203,6 @@ def _strip_line_break(text: str) -> str:
     return text
 
 
-# ---------------------------------------------------------------- batches
-
-
-class _RecordColumns:
-    """Column-wise buffer for one output frame."""
-
-    def __init__(self):
-        self.columns: dict[str, list] = {name: [] for name in _COLUMNS}
-
-    def __len__(self) -> int:
-        return len(self.columns["kind"])
-
-    def add_record(self, spec: TextSpec, split: "_Split", line: int, raw, fields, malformed):
-        n_fields = len(fields) if fields is not None and spec.format == "csv" else None
-        self._add(
-            RECORD, split.source_file, split.block_start, line, raw, fields, n_fields, malformed,
-            None, None,
-        )
-
-    def add_split(self, split: "_Split") -> None:
-        self._add(
-            SPLIT, split.source_file, split.block_start, None, None,
-            split.header, None, split.header_error, split.lines, split.records,
-        )
-
-    def _add(self, *values) -> None:
-        for name, value in zip(_COLUMNS, values):
-            self.columns[name].append(value)
-
-    def to_pandas(self) -> pd.DataFrame:
-        frame = pd.DataFrame(self.columns)
-        # Nullable integer dtypes: a column of Nones must not become float.
-        for name in ("n_fields", "line_in_block", "split_lines", "split_records"):
-            frame[name] = frame[name].astype("Int64")
-        return frame
-
-
-class _Split:
-    """Running totals of one split (or file): what its SPLIT row reports."""
-
-    def __init__(self, source_file: str, block_start: int, expects_header: bool):
-        self.source_file, self.block_start = source_file, block_start
-        self.header_pending = expects_header
-        self.header: Optional[list] = None
-        self.header_error: Optional[str] = None
-        self.lines = 0
-        self.records = 0
-
-    @property
-    def key(self) -> tuple:
-        return self.source_file, self.block_start
-
-    def take_header(self, fields: Optional[list], error: Optional[str]) -> None:
-        self.header, self.header_error, self.header_pending = fields, error, False
-
-
-def split_files(batches: Iterator[pd.DataFrame], spec: TextSpec) -> Iterator[pd.DataFrame]:
-    """mapInPandas body for whole-file mode: input columns ``path`` and ``content`` (bytes).
-
-    Each file is decoded and split as a whole, so quoted values may span lines
-    and line numbers are exact.
-    """
-    _allow_large_fields()
-    iter_text = iter_csv_text if spec.format == "csv" else iter_json_text
-    for batch in batches:
-        for path, content in zip(batch["path"], batch["content"]):
-            split, out = _Split(path, 0, spec.header), _RecordColumns()
-            text = decode(path, content, spec.encoding)
-            for start_line, raw, fields, error in iter_text(text, spec):
-                if error is None and is_blank(raw):
-                    continue
-                if split.header_pending:
-                    split.take_header(fields, error)
-                    continue
-                split.records += 1
-                out.add_record(spec, split, start_line, raw, fields, error)
-                if len(out) >= _CHUNK_RECORDS:
-                    yield out.to_pandas()
-                    out = _RecordColumns()
-            out.add_split(split)  # line numbers need no offsets here: lines stays 0
-            yield out.to_pandas()
-
-
 _DECOMPRESSORS = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}
 
 
@@ -305,162 +219,6 @@ def decode(path: str, content: bytes, encoding: str) -> str:
     codec = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
     text = bytes(content).decode(codec, errors="replace")
     return text[1:] if text.startswith(_BOM) else text
-
-
-# ------------------------------------------------------------- arrow lines
-
-#: Arrow types of :data:`RECORD_SCHEMA`, in order.
-_ARROW_FIELDS = [
-    ("kind", "int32"), ("source_file", "string"), ("block_start", "int64"),
-    ("line_in_block", "int64"), ("raw", "string"), ("fields", "list<string>"),
-    ("n_fields", "int32"), ("malformed", "string"), ("split_lines", "int64"),
-    ("split_records", "int64"),
-]
-
-
-def _arrow_schema():
-    import pyarrow as pa
-
-    types = {
-        "int32": pa.int32(), "int64": pa.int64(), "string": pa.string(),
-        "list<string>": pa.list_(pa.string()),
-    }
-    return pa.schema([(name, types[kind]) for name, kind in _ARROW_FIELDS])
-
-
-def _fast_splittable(values, spec: TextSpec):
-    """Mask of lines a plain split by the delimiter parses exactly as the csv module does.
-
-    A line with no quote and no escape character has no quoting to interpret:
-    its fields are the text between delimiters.  Every other line (and every
-    JSON line) goes through Python's parser, which also explains failures.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if spec.format != "csv":
-        return pa.array([False] * len(values), pa.bool_())
-    special = [c for c in (spec.quotechar, spec.escapechar) if c is not None]
-    if not special:
-        return pa.array([True] * len(values), pa.bool_())
-    has_special = pc.match_substring(values, special[0])
-    for char in special[1:]:
-        has_special = pc.or_(has_special, pc.match_substring(values, char))
-    return pc.invert(has_special)
-
-
-def split_lines_arrow(batches, spec: TextSpec):
-    """mapInArrow body for line mode: input ``value``, ``source_file``, ``block_start``.
-
-    Output as :data:`RECORD_SCHEMA`, built column-wise with Arrow: lines
-    without quoting are split by the delimiter in C++ (``split_pattern``),
-    the rest are parsed one by one with the csv module (JSON lines: all of
-    them with the json module).  The raw text is passed through untouched.
-    Headers are read by the driver, so here the header line is only skipped.
-    """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    _allow_large_fields()
-    schema = _arrow_schema()
-    parse_line = parse_csv_line if spec.format == "csv" else parse_json_line
-    split: Optional[_Split] = None
-    for batch in batches:
-        values = batch.column(0)
-        files = batch.column(1)
-        starts = batch.column(2).to_numpy(zero_copy_only=False)
-        file_codes = pc.dictionary_encode(files).indices.to_numpy(zero_copy_only=False)
-        change = np.flatnonzero((starts[1:] != starts[:-1]) | (file_codes[1:] != file_codes[:-1]))
-        bounds = [0, *(change + 1).tolist(), len(values)]
-        out = []
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
-            if lo == hi:
-                continue
-            key = (files[lo].as_py(), int(starts[lo]))
-            if split is None or key != split.key:
-                if split is not None:
-                    out.append(_split_batch(split, schema))
-                split = _Split(key[0], key[1], spec.header and key[1] == 0)
-            records = _split_segment(values.slice(lo, hi - lo), split, spec, parse_line, np, pa, pc)
-            if records is not None:
-                out.append(records.cast(schema) if records.schema != schema else records)
-        for piece in out:
-            yield piece
-    if split is not None:
-        yield _split_batch(split, schema)
-
-
-def _split_segment(values, split: "_Split", spec: TextSpec, parse_line, np, pa, pc):
-    """The RECORD rows of consecutive lines of one split; updates the split's totals."""
-    n = len(values)
-    first_line = split.lines
-    split.lines += n
-    if first_line == 0 and split.block_start == 0 and n and values[0].as_py().startswith(_BOM):
-        values = pa.concat_arrays([pa.array([values[0].as_py()[1:]]), values.slice(1)])
-    blank = pc.or_(pc.equal(pc.utf8_length(values), 0), pc.utf8_is_space(values))
-    keep = np.flatnonzero(~blank.to_numpy(zero_copy_only=False))
-    if split.header_pending and len(keep):
-        split.header_pending = False  # the driver parsed it; here it is only skipped
-        keep = keep[1:]
-    if not len(keep):
-        return None
-    split.records += len(keep)
-    lines = pc.take(values, pa.array(keep))
-    fast = _fast_splittable(lines, spec).to_numpy(zero_copy_only=False)
-    fields = pc.split_pattern(lines, spec.delimiter) if spec.format == "csv" else None
-    malformed = pa.nulls(len(lines), pa.string())
-    slow = np.flatnonzero(~fast)
-    if len(slow):
-        parsed, errors = [], []
-        for text in pc.take(lines, pa.array(slow)).to_pylist():
-            got, error = parse_line(text, spec)
-            parsed.append(got)
-            errors.append(error)
-        slow_fields = pa.array(parsed, pa.list_(pa.string()))
-        if fields is None:
-            fields, malformed = slow_fields, pa.array(errors, pa.string())
-        else:
-            # Scatter the slow rows back into place: take from [fast ++ slow].
-            order = np.arange(len(lines))
-            order[slow] = len(lines) + np.arange(len(slow))
-            fields = pc.take(pa.concat_arrays([fields, slow_fields]), pa.array(order))
-            all_errors = [None] * len(lines)
-            for i, error in zip(slow.tolist(), errors):
-                all_errors[i] = error
-            malformed = pa.array(all_errors, pa.string())
-    count = len(lines)
-    n_fields = (
-        pc.cast(pc.list_value_length(fields), pa.int32())
-        if spec.format == "csv"
-        else pa.nulls(count, pa.int32())
-    )
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array(np.full(count, RECORD, dtype=np.int32)),
-            pa.array([split.source_file] * count, pa.string()),
-            pa.array(np.full(count, split.block_start, dtype=np.int64)),
-            pa.array(first_line + keep, pa.int64()),
-            lines,
-            fields,
-            n_fields,
-            malformed,
-            pa.nulls(count, pa.int64()),
-            pa.nulls(count, pa.int64()),
-        ],
-        names=[name for name, _ in _ARROW_FIELDS],
-    )
-
-
-def _split_batch(split: "_Split", schema):
-    import pyarrow as pa
-
-    row = {
-        "kind": [SPLIT], "source_file": [split.source_file], "block_start": [split.block_start],
-        "line_in_block": [None], "raw": [None], "fields": [None], "n_fields": [None],
-        "malformed": [None], "split_lines": [split.lines], "split_records": [split.records],
-    }
-    return pa.RecordBatch.from_pydict(row, schema=schema)
 
 
 def first_record(start: bytes, spec: TextSpec, whole_file: bool) -> tuple[Optional[list], Optional[str]]:
