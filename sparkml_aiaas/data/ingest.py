@@ -828,7 +828,8 @@ def _finish(
     if quarantine_path is not None:
         files = rejected_count // _ROWS_PER_QUARANTINE_FILE + 1
         result.rejected.coalesce(files).write.mode("overwrite").parquet(quarantine_path)
-    _check_reject_fraction(counts, reasons, max_reject_fraction, quarantine_path)
+    where = f"; rejected rows written to {quarantine_path}" if quarantine_path else ""
+    check_reject_fraction(counts, reasons, max_reject_fraction, where)
     return result
 
 
@@ -884,14 +885,18 @@ def _line_offsets(splits) -> list[tuple[str, int, int]]:
     return offsets
 
 
-def _check_reject_fraction(counts, reasons, max_reject_fraction, quarantine_path) -> None:
+def check_reject_fraction(counts, reasons, max_reject_fraction, where: str = "") -> None:
+    """Raise when more than ``max_reject_fraction`` of the records read were rejected.
+
+    The message gives the counts and the top three reasons, then ``where``
+    (e.g. where the rejected rows went).
+    """
     if max_reject_fraction is None or counts["read"] == 0:
         return
     fraction = counts["rejected"] / counts["read"]
     if fraction <= max_reject_fraction:
         return
     top = ", ".join(f"{code} ({n})" for code, n in list(reasons.items())[:3])
-    where = f"; rejected rows written to {quarantine_path}" if quarantine_path else ""
     raise DataValidationError(
         f"rejected {counts['rejected']} of {counts['read']} records ({fraction:.2%}), more than "
         f"max_reject_fraction={max_reject_fraction}; accepted {counts['accepted']}; "

@@ -30,8 +30,6 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from sparkml_aiaas.errors import DataValidationError
-
 __all__ = ["IngestReport", "run_ingest", "source_files", "fingerprint_files"]
 
 logger = logging.getLogger("sparkml_aiaas.ingest")
@@ -292,20 +290,13 @@ def _write_sink(frame, path: str, fmt: str, mode: str, keys=None,
 
 
 def _check_reject_fraction(counts, reasons, max_reject_fraction, quarantine) -> None:
-    # Same message as ingest()'s own check, plus where the rejects went.
-    if max_reject_fraction is None or counts["read"] == 0:
-        return
-    fraction = counts["rejected"] / counts["read"]
-    if fraction <= max_reject_fraction:
-        return
-    top = ", ".join(f"{code} ({n})" for code, n in list(reasons.items())[:3])
+    # ingest()'s own check and message, plus where the rejects went.
+    from sparkml_aiaas.data.ingest import check_reject_fraction
+
     where = (f"; rejected rows written to {quarantine.path}" if quarantine is not None
              else "; no quarantine configured, rejected rows were not kept")
-    raise DataValidationError(
-        f"rejected {counts['rejected']} of {counts['read']} records ({fraction:.2%}), more than "
-        f"max_reject_fraction={max_reject_fraction}; accepted {counts['accepted']}; "
-        f"top reasons: {top}{where}; no accepted rows were written"
-    )
+    check_reject_fraction(counts, reasons, max_reject_fraction,
+                          where + "; no accepted rows were written")
 
 
 # ----------------------------------------------------------- source identity
