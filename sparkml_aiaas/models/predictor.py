@@ -150,13 +150,17 @@ class LinearPredictor:
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Predictions for every row of ``frame`` (NaN features give NaN outputs)."""
-        out = self.predict_arrays(self.features(frame))
+        return self.predict_matrix(self.features(frame), index=frame.index)
+
+    def predict_matrix(self, X: np.ndarray, index=None) -> pd.DataFrame:
+        """Predictions for the rows of a feature matrix, as the output columns."""
+        out = self.predict_arrays(X)
         names = self.output_names or {}
         columns = {}
         for name, _ in _OUTPUTS[self.kind]:
             values = out[name]
             columns[names.get(name, name)] = list(values) if values.ndim == 2 else values
-        return pd.DataFrame(columns, index=frame.index)
+        return pd.DataFrame(columns, index=index)
 
     @classmethod
     def from_artifact(cls, metadata: Dict[str, Any], arrays: Dict[str, np.ndarray]):
@@ -184,13 +188,18 @@ def load_predictor(path: str):
     Parameters
     ----------
     path : str
-        Directory written by a model's ``save``.
+        Directory written by a model's ``save``, or a saved ``PipelineModel``
+        of ``PreprocessorModel`` stages followed by one of our models.
 
     Examples
     --------
     >>> predictor = load_predictor("model_dir")          # doctest: +SKIP
     >>> predictor.predict(pandas_frame)["probability"]   # doctest: +SKIP
     """
+    from sparkml_aiaas.models.pipeline_predictor import is_saved_pipeline, load_pipeline_predictor
+
+    if is_saved_pipeline(path):
+        return load_pipeline_predictor(path, load_predictor)
     metadata, arrays = read_artifact(path)
     family = metadata.get("predictor", {}).get("family")
     try:

@@ -1,0 +1,145 @@
+"""Spark-free prediction for a saved ``PipelineModel``: fitted preprocessing, then a model.
+
+A pyspark.ml ``PipelineModel`` of ``[PreprocessorModel, <one of our models>]``
+saved with ``model.write().save(path)`` is read here without Spark: the
+preprocessor's fitted steps turn request columns into the feature matrix
+(:mod:`sparkml_aiaas.core.preprocessing`) and the model's predictor turns
+that into predictions, the same arithmetic the Spark stages run.  So batch
+scoring, the REST server and ``PipelineModel.transform`` give the same
+numbers for the same rows.  This module imports no pyspark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List
+
+import numpy as np
+import pandas as pd
+
+from sparkml_aiaas.core.preprocessing import FittedPreprocessor
+from sparkml_aiaas.errors import ModelFormatError
+from sparkml_aiaas.models.artifact import METADATA_FILE, local_path, read_artifact
+
+__all__ = ["PipelinePredictor", "is_saved_pipeline", "load_pipeline_predictor"]
+
+_PIPELINE_CLASSES = ("pyspark.ml.pipeline.PipelineModel", "pyspark.ml.PipelineModel")
+_PREPROCESSOR_CLASS = ".PreprocessorModel"
+
+
+def _spark_metadata(path: str) -> Dict[str, Any]:
+    """The one-line JSON pyspark.ml writes to ``<path>/metadata/part-00000``."""
+    folder = os.path.join(path, "metadata")
+    parts = sorted(p for p in os.listdir(folder) if p.startswith("part-")) if os.path.isdir(folder) else []
+    if not parts:
+        raise ModelFormatError(f"{path!r} has no metadata/part-* file")
+    with open(os.path.join(folder, parts[0])) as f:
+        return json.loads(f.readline())
+
+
+def is_saved_pipeline(path: str) -> bool:
+    """Whether ``path`` holds a saved pyspark.ml ``PipelineModel``."""
+    root = local_path(path)
+    if os.path.isfile(os.path.join(root, METADATA_FILE)) or not os.path.isdir(os.path.join(root, "stages")):
+        return False
+    try:
+        return _spark_metadata(root).get("class") in _PIPELINE_CLASSES
+    except (ModelFormatError, ValueError, OSError):
+        return False
+
+
+def _stage_dirs(root: str) -> List[str]:
+    """Stage directories in pipeline order (``stages/<index>_<uid>``)."""
+    stages = os.path.join(root, "stages")
+    found = []
+    for name in os.listdir(stages):
+        match = re.match(r"^(\d+)_", name)
+        if match and os.path.isdir(os.path.join(stages, name)):
+            found.append((int(match.group(1)), os.path.join(stages, name)))
+    return [path for _, path in sorted(found)]
+
+
+@dataclass
+class PipelinePredictor:
+    """Fitted preprocessing steps, then a predictor reading their output column.
+
+    Attributes
+    ----------
+    preprocessors : list of (FittedPreprocessor, output column)
+    model : predictor
+        Reads a vector column (``input_columns == [output column]``) of the
+        last preprocessor.
+    """
+
+    preprocessors: List[tuple]
+    model: Any
+    metadata: Dict[str, Any]
+
+    @property
+    def input_columns(self) -> List[str]:
+        needed: List[str] = []
+        for fitted, _ in self.preprocessors:
+            needed += [c for c in fitted.input_columns if c not in needed]
+        return needed
+
+    @property
+    def output_columns(self) -> List[tuple]:
+        return self.model.output_columns
+
+    def features(self, frame: pd.DataFrame) -> np.ndarray:
+        """The matrix the model reads: the last preprocessor's output for ``frame``.
+
+        Earlier preprocessors are checked (their columns must be present, as
+        the Spark pipeline needs them) but their vectors feed nothing.
+        """
+        for fitted, _ in self.preprocessors[:-1]:
+            fitted.transform_frame(frame)
+        return self.preprocessors[-1][0].transform_frame(frame)
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Predictions for every row of ``frame``: preprocess, then the model's arithmetic."""
+        return self.model.predict_matrix(self.features(frame), index=frame.index)
+
+
+def load_pipeline_predictor(path: str, load_model_predictor) -> PipelinePredictor:
+    """Read a saved ``PipelineModel`` of preprocessors and one final model, without Spark.
+
+    ``load_model_predictor(stage_dir)`` loads the final stage (our
+    :func:`~sparkml_aiaas.models.load_predictor`).  Any other kind of stage
+    is refused with its class name: it would need Spark to run.
+    """
+    root = local_path(path)
+    stages = _stage_dirs(root)
+    if len(stages) < 2:
+        raise ModelFormatError(
+            f"the PipelineModel at {path!r} has {len(stages)} stage(s); a served pipeline is "
+            "PreprocessorModel stage(s) followed by one of our models"
+        )
+    preprocessors = []
+    for stage in stages[:-1]:
+        metadata, _ = read_artifact(stage) if os.path.isfile(os.path.join(stage, METADATA_FILE)) else (
+            _spark_metadata(stage), None)
+        class_path = metadata.get("class", "")
+        if not class_path.endswith(_PREPROCESSOR_CLASS) or "preprocessor" not in metadata:
+            raise ModelFormatError(
+                f"stage {os.path.basename(stage)} of the PipelineModel at {path!r} is a "
+                f"{class_path or 'unknown stage'}; only PreprocessorModel stages followed by one "
+                "of our models can be served without Spark"
+            )
+        column = metadata.get("paramMap", {}).get("outputCol") or metadata.get(
+            "defaultParamMap", {}).get("outputCol", "features")
+        preprocessors.append((FittedPreprocessor.from_dict(metadata["preprocessor"]), column))
+    model = load_model_predictor(stages[-1])
+    if preprocessors and list(model.input_columns) != [preprocessors[-1][1]]:
+        raise ModelFormatError(
+            f"the final stage of the PipelineModel at {path!r} reads {model.input_columns}, not "
+            f"the preprocessor's output column {preprocessors[-1][1]!r}"
+        )
+    if not hasattr(model, "predict_matrix"):
+        raise ModelFormatError(f"the final stage of {path!r} cannot predict from a matrix")
+    return PipelinePredictor(preprocessors=preprocessors, model=model,
+                             metadata={"class": "pyspark.ml.pipeline.PipelineModel",
+                                       "stages": [os.path.basename(s) for s in stages]})
