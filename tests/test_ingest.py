@@ -570,3 +570,24 @@ def test_delta_source_with_time_travel(spark, tmp_path):
     assert sorted(accepted) == [(1, 1.5)]
     with pytest.raises(ConfigError, match="option version must be a non-negative integer"):
         ingest(spark, table, schema, format="delta", options={"version": -1})
+
+
+def test_header_found_past_the_first_read(spark, tmp_path):
+    # 80 KB of blank lines before the header: more than the first 64 KiB read of each file.
+    blank = "   \n" * 20_000
+    path = write(tmp_path, "late_header.csv", blank + "name,id,x\nb,2,2.0\n")
+    accepted, rejected = outcome(ingest(spark, path, SCHEMA))
+    assert accepted == [(2, 2.0, "b")] and not rejected
+    accepted, _ = outcome(ingest(spark, path, SCHEMA, options={"multiLine": True}))
+    assert accepted == [(2, 2.0, "b")]
+
+
+def test_first_record_reports_truncation():
+    spec = records.TextSpec(format="csv", header=True)
+    assert records.first_record(b"a,b\n1,2\n", spec, False, truncated=True) == (["a", "b"], None)
+    with pytest.raises(records.Truncated):
+        records.first_record(b"a,b", spec, False, truncated=True)
+    assert records.first_record(b"a,b", spec, False, truncated=False) == (["a", "b"], None)
+    with pytest.raises(records.Truncated):
+        records.first_record(b'"a\nstill a",b', spec, True, truncated=True)
+    assert records.first_record(b'"a\nb",c\n1,2\n', spec, True, truncated=True) == (["a\nb", "c"], None)

@@ -40,6 +40,7 @@ import lzma
 import os
 import re
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -522,8 +523,10 @@ def _split_summaries(checked: DataFrame) -> list[_SplitSummary]:
 # ---- headers: read by the driver from the start of each file
 
 
-#: Bytes read from the start of a file to find its header.
-_HEADER_BYTES = 1 << 20
+#: Bytes read from the start of a file to find its header: a first try, and the most.
+_HEADER_BYTES = (64 << 10, 4 << 20)
+#: Files whose headers are read at the same time (object stores answer slowly, in parallel).
+_HEADER_THREADS = 16
 
 
 def _normalized_uri(uri: str) -> str:
@@ -538,13 +541,28 @@ def _read_headers(spark, files, settings: _ReadSettings) -> list[tuple[str, Opti
     each declared column is in its file (a file split into several tasks has
     its header in the first one only).
     """
-    headers = []
-    for uri in files:
-        start = _file_start(spark, uri, _HEADER_BYTES)
-        header, error = R.first_record(start, settings.spec, settings.whole_file)
-        if header is not None or error is not None:
-            headers.append((_normalized_uri(uri), header, error))
-    return headers
+    def read_one(uri: str):
+        for limit in _HEADER_BYTES:
+            start = _file_start(spark, uri, limit)
+            try:
+                header, error = R.first_record(
+                    start, settings.spec, settings.whole_file, truncated=len(start) >= limit
+                )
+            except R.Truncated:
+                continue
+            return _normalized_uri(uri), header, error
+        return _normalized_uri(uri), None, (
+            f"the header is longer than {_HEADER_BYTES[-1] >> 20} MiB (or never ends)"
+        )
+
+    files = list(files)
+    if len(files) > 1:
+        with ThreadPoolExecutor(min(_HEADER_THREADS, len(files))) as pool:
+            found = list(pool.map(read_one, files))
+    else:
+        found = [read_one(uri) for uri in files]
+    # Empty files have no header, and no records.
+    return [item for item in found if item[1] is not None or item[2] is not None]
 
 
 def _file_start(spark, uri: str, limit: int) -> bytes:

@@ -221,31 +221,46 @@ def decode(path: str, content: bytes, encoding: str) -> str:
     return text[1:] if text.startswith(_BOM) else text
 
 
-def first_record(start: bytes, spec: TextSpec, whole_file: bool) -> tuple[Optional[list], Optional[str]]:
+class Truncated(Exception):
+    """The bytes read end inside the first record: read more of the file."""
+
+
+def first_record(
+    start: bytes, spec: TextSpec, whole_file: bool, truncated: bool = False
+) -> tuple[Optional[list], Optional[str]]:
     """The header: the first non-blank record in ``start`` (the first bytes of a file).
 
     Returns ``(fields, None)``, ``(None, why it is malformed)``, or
-    ``(None, None)`` for a file with no records.  ``start`` may end mid-file;
-    a header longer than it is reported as malformed.
+    ``(None, None)`` for a file with no records.  ``truncated`` says that
+    ``start`` is not the whole file: a first record that may continue past
+    its end raises :class:`Truncated`.
     """
     encoding = spec.encoding if whole_file else "utf-8"
     codec = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
     # An incremental decoder: the last character may be cut in half by the byte limit.
-    text = codecs.getincrementaldecoder(codec)(errors="replace").decode(start, final=False)
+    text = codecs.getincrementaldecoder(codec)(errors="replace").decode(start, final=not truncated)
     if text.startswith(_BOM):
         text = text[1:]
     if whole_file:
-        for _, raw, fields, error in iter_csv_text(text, spec):
+        records = iter_csv_text(text, spec)
+        for start_line, raw, fields, error in records:
             if error is None and is_blank(raw):
                 continue
+            # Complete only if something follows it (or the text is the whole file).
+            if truncated and next(records, None) is None:
+                raise Truncated()
             return fields, error
+        if truncated:
+            raise Truncated()
         return None, None
     for line in io.StringIO(text, newline=""):
         complete = line.endswith(("\n", "\r"))
         raw = _strip_line_break(line)
         if is_blank(raw):
             continue
-        if not complete and len(start) >= 1 << 20:
-            return None, "the first line is longer than 1 MiB"
+        if not complete and truncated:
+            raise Truncated()
         return parse_csv_line(raw, spec)
+    if truncated:
+        raise Truncated()
     return None, None
