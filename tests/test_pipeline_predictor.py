@@ -57,3 +57,20 @@ def test_pipelines_with_other_stages_are_refused(spark, df, tmp_path):
     model.write().save(path)
     with pytest.raises(ModelFormatError, match="VectorAssembler.*only PreprocessorModel stages"):
         load_predictor(path)
+
+
+def test_linear_predictor_is_bit_identical_whatever_the_frame_layout():
+    # einsum's summation order depends on memory layout; the predictor makes rows contiguous,
+    # so a frame built column by column (as MLflow builds it), one row, or a block agree.
+    from sparkml_aiaas.models.predictor import LinearPredictor
+
+    rng = np.random.default_rng(0)
+    X, w = rng.standard_normal((500, 37)), rng.standard_normal(37)
+    cols = [f"x{i}" for i in range(37)]
+    predictor = LinearPredictor(kind="binary_logistic", coefficients=w, intercept=0.3,
+                                feature_cols=cols)
+    block = predictor.predict(pd.DataFrame(X, columns=cols))["rawPrediction"].to_numpy()
+    by_column = pd.DataFrame({c: X[:, i].copy() for i, c in enumerate(cols)})
+    assert np.array_equal(block, predictor.predict(by_column)["rawPrediction"].to_numpy())
+    one_row = [predictor.predict(by_column.iloc[[i]])["rawPrediction"].iloc[0] for i in range(20)]
+    assert np.array_equal(block[:20], np.array(one_row))

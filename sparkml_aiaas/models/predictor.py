@@ -120,7 +120,9 @@ class LinearPredictor:
             X = np.stack([np.asarray(c, dtype=np.float64) for c in cells])
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise DataValidationError(f"expected {self.n_features} features, got shape {X.shape}")
-        return X
+        # Row-major whatever the frame's memory layout: einsum's summation order (and so
+        # the last bit of each margin) depends on it.
+        return np.ascontiguousarray(X)
 
     def predict_arrays(self, X: np.ndarray) -> Dict[str, np.ndarray]:
         """Output arrays keyed by canonical output name."""
@@ -154,7 +156,7 @@ class LinearPredictor:
 
     def predict_matrix(self, X: np.ndarray, index=None) -> pd.DataFrame:
         """Predictions for the rows of a feature matrix, as the output columns."""
-        out = self.predict_arrays(X)
+        out = self.predict_arrays(np.ascontiguousarray(X, dtype=np.float64))
         names = self.output_names or {}
         columns = {}
         for name, _ in _OUTPUTS[self.kind]:
