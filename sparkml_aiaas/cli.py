@@ -61,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--input", help="override input.path")
     score.add_argument("--output", help="override output.path")
     score.add_argument("--model-name", help="override model_name")
+    score.add_argument("--model", help="registry reference (name@alias, name/VERSION, name); "
+                       "needs --registry or registry: in the config")
+    score.add_argument("--registry", help="model registry root")
+    score.add_argument("--run-id", help="run id (default: derived from model and input)")
+    score.add_argument("--incremental", action="store_true", default=None,
+                       help="score only input files new since the last successful run")
+    score.add_argument("--batch-size", type=int, help="rows per Arrow batch")
+
+    from sparkml_aiaas.registry.cli import add_models_parser
+
+    add_models_parser(commands)
     return parser
 
 
@@ -138,9 +149,15 @@ def _score(args) -> int:
     from sparkml_aiaas.config import ScoreJobConfig, load_config
     from sparkml_aiaas.pipeline import run_scoring
 
-    config = load_config(ScoreJobConfig, args.config, _overrides(
-        args, {"model_path": "model_path", "input": "input.path", "output": "output.path",
-               "model_name": "model_name"}))
+    flags = {"model_path": "model_path", "input": "input.path", "output": "output.path",
+             "model_name": "model_name", "model": "model", "registry": "registry",
+             "run_id": "run_id", "incremental": "incremental", "batch_size": "batch_size"}
+    overrides = _overrides(args, flags)
+    if args.model is not None:  # a registry reference on the command line wins
+        overrides.append("model_path=null")
+    elif args.model_path is not None:
+        overrides.append("model=null")
+    config = load_config(ScoreJobConfig, args.config, overrides)
     spark = _session(config.spark)
     report = run_scoring(spark, config)
     print(report.summary_line())
@@ -159,7 +176,14 @@ def _ingest(args) -> int:
     return 0
 
 
-_COMMANDS = {"quickstart": _quickstart, "ingest": _ingest, "train": _train, "score": _score}
+def _models(args) -> int:
+    from sparkml_aiaas.registry.cli import run_models
+
+    return run_models(args)
+
+
+_COMMANDS = {"quickstart": _quickstart, "ingest": _ingest, "train": _train, "score": _score,
+             "models": _models}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -168,18 +168,51 @@ class TrainJobConfig(_Strict):
 
 
 class ScoreOutput(_Strict):
+    """Parquet: one atomic ``run_id=<id>/`` partition per run (``mode: overwrite`` replaces
+    a re-run's partition, ``error`` refuses it).  Delta: one append per run; a run already
+    in the table is kept, not written twice."""
+
     path: str
-    format: Literal["parquet"] = "parquet"
+    format: Literal["parquet", "delta"] = "parquet"
     mode: Literal["overwrite", "error"] = "overwrite"
     partition_by: List[str] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _partitions_for_parquet(self):
+        if self.format == "delta" and self.partition_by:
+            raise ValueError("partition_by is supported for Parquet output only")
+        return self
+
 
 class ScoreJobConfig(_Strict):
+    """``model_path: DIR`` (a saved model), or ``model: name@alias`` with ``registry: ROOT``."""
+
     spark: SparkSettings = Field(default_factory=SparkSettings)
-    model_path: str
+    model_path: Optional[str] = None
+    model: Optional[str] = None
+    registry: Optional[str] = None
     model_name: Optional[str] = None
     input: InputSettings
     output: ScoreOutput
+    #: Defaults to sha256(model digest + input snapshot)[:16].
+    run_id: Optional[str] = None
+    #: Score only input files not scored by an earlier run into this output.
+    incremental: bool = False
+    #: Rows per Arrow batch (spark.sql.execution.arrow.maxRecordsPerBatch for the query).
+    batch_size: Optional[int] = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_model(self):
+        if (self.model_path is None) == (self.model is None):
+            raise ValueError("give exactly one of model_path (a saved model directory) or "
+                             "model (a registry reference such as name@production)")
+        if self.model is not None and self.registry is None:
+            raise ValueError("model (a registry reference) needs registry: ROOT")
+        return self
+
+    @property
+    def model_ref(self) -> str:
+        return self.model if self.model is not None else self.model_path
 
 
 class IngestInput(_Strict):

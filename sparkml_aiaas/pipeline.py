@@ -42,22 +42,8 @@ class TrainReport:
     data_source: Optional[Dict[str, Any]] = None
 
 
-@dataclass
-class ScoreReport:
-    output_path: str
-    run_id: str
-    model_name: str
-    model_version: str
-    rows_in: int
-    rows_out: int
-    rows_rejected: int
-    seconds: float
-
-    def summary_line(self) -> str:
-        rate = self.rows_out / self.seconds if self.seconds > 0 else float("nan")
-        return (f"scored rows_in={self.rows_in} rows_out={self.rows_out} "
-                f"rejected={self.rows_rejected} seconds={self.seconds:.1f} "
-                f"rows_per_s={rate:,.0f} output={self.output_path} run_id={self.run_id}")
+# ScoreReport lives with the scoring code; importable from here as before.
+from sparkml_aiaas.scoring.batch import ScoreReport  # noqa: E402
 
 
 def build_estimator(settings: ModelSettings):
@@ -267,34 +253,51 @@ def run_training(spark, config: TrainJobConfig) -> TrainReport:
 
 def score_with_model(spark, model_path: str, frame, output_path: str, model_name: Optional[str],
                      mode: str = "overwrite", partition_by=(), rows_in: Optional[int] = None,
-                     rows_rejected: int = 0) -> ScoreReport:
-    """Load a saved model, score ``frame`` with lineage columns, write Parquet atomically."""
-    from sparkml_aiaas.models import load_model
-    from sparkml_aiaas.scoring.batch import score_dataframe
-    from sparkml_aiaas.scoring.sink import write_parquet_atomically
+                     rows_rejected: int = 0, **options) -> ScoreReport:
+    """Score ``frame`` with a saved model (or, with ``registry=ROOT``, a registry reference).
 
-    started = time.perf_counter()
-    model = load_model(model_path)
-    version = model.artifact_metadata["model_id"]
-    name = model_name or os.path.basename(os.path.normpath(model_path))
-    scored, run_id = score_dataframe(frame, model, name, version)
-    written = write_parquet_atomically(scored, output_path, mode=mode, partition_by=partition_by)
-    rows_out = spark.read.parquet(written).count()
-    rows_in = frame.count() if rows_in is None else rows_in
-    return ScoreReport(output_path=written, run_id=run_id, model_name=name,
-                       model_version=version, rows_in=rows_in, rows_out=rows_out,
-                       rows_rejected=rows_rejected, seconds=time.perf_counter() - started)
+    A thin wrapper over :func:`sparkml_aiaas.scoring.score` (``options`` are passed on:
+    ``registry``, ``format``, ``run_id``, ``batch_size``, ``snapshot``): the rows land
+    atomically in ``output_path/run_id=<id>/`` with lineage columns.
+    """
+    from sparkml_aiaas.scoring import score
+
+    report = score(spark, model_path, frame, output_path, mode=mode,
+                   partition_by=list(partition_by or ()) or None, model_name=model_name,
+                   rows_rejected=rows_rejected, **options)
+    if rows_in is not None:
+        report.rows_in = rows_in
+    return report
 
 
 def run_scoring(spark, config: ScoreJobConfig) -> ScoreReport:
-    """Ingest the input (malformed rows quarantined), score it, write it atomically."""
+    """Score the configured input with the configured model, atomically, once per run.
+
+    Not incremental: the input is ingested (malformed rows quarantined) and the
+    run id derives from the model digest and what was read (the input files'
+    fingerprint, or the Delta version).  Incremental (or Parquet without a declared
+    schema): the (new) input files or Delta data files are read directly, no quarantine.
+    """
+    from sparkml_aiaas.scoring import score
+
     started = time.perf_counter()
-    ingested = read_input(spark, config.input)
-    report = score_with_model(
-        spark, config.model_path, ingested.accepted, config.output.path, config.model_name,
-        mode=config.output.mode, partition_by=config.output.partition_by,
-        rows_in=ingested.counts["read"], rows_rejected=ingested.counts["rejected"],
-    )
+    common = dict(registry=config.registry, format=config.output.format, run_id=config.run_id,
+                  batch_size=config.batch_size, mode=config.output.mode,
+                  partition_by=config.output.partition_by or None, model_name=config.model_name)
+    # Read directly (no ingest): incremental runs, and self-describing files (Parquet)
+    # without a declared schema.
+    if config.incremental or (config.input.format == "parquet" and not config.input.schema_):
+        report = score(spark, config.model_ref, config.input.path, config.output.path,
+                       input_format=config.input.format, input_options=config.input.options,
+                       input_schema=config.input.schema_ or None,
+                       incremental=config.incremental, **common)
+    else:
+        ingested, source = read_input_with_source(spark, config.input)
+        snapshot = {"fingerprint": source.get("fingerprint"),
+                    "delta_version": source.get("delta_version")}
+        report = score(spark, config.model_ref, ingested.accepted, config.output.path,
+                       rows_rejected=ingested.counts["rejected"], snapshot=snapshot, **common)
+        report.rows_in = ingested.counts["read"]
     report.seconds = time.perf_counter() - started
     return report
 

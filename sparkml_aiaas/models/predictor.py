@@ -120,15 +120,15 @@ class LinearPredictor:
             X = np.stack([np.asarray(c, dtype=np.float64) for c in cells])
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise DataValidationError(f"expected {self.n_features} features, got shape {X.shape}")
-        # Row-major whatever the frame's memory layout: einsum's summation order (and so
-        # the last bit of each margin) depends on it.
-        return np.ascontiguousarray(X)
+        return X
 
     def predict_arrays(self, X: np.ndarray) -> Dict[str, np.ndarray]:
         """Output arrays keyed by canonical output name."""
         # einsum, not BLAS: each row's dot product is summed in one fixed order whatever
         # the batch size or BLAS threading, so Spark batches, the driver and the REST
-        # server give bit-identical numbers for the same row.
+        # server give bit-identical numbers for the same row.  einsum's summation order
+        # depends on the memory layout, so every caller's matrix is made row-major first.
+        X = np.ascontiguousarray(X, dtype=np.float64)
         if self.kind == "multinomial_logistic":
             margins = np.einsum("ij,jk->ik", X, self.coefficients) + self.intercept
             shifted = margins - margins.max(axis=1, keepdims=True)
@@ -156,7 +156,7 @@ class LinearPredictor:
 
     def predict_matrix(self, X: np.ndarray, index=None) -> pd.DataFrame:
         """Predictions for the rows of a feature matrix, as the output columns."""
-        out = self.predict_arrays(np.ascontiguousarray(X, dtype=np.float64))
+        out = self.predict_arrays(X)
         names = self.output_names or {}
         columns = {}
         for name, _ in _OUTPUTS[self.kind]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import uuid
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from sparkml_aiaas.errors import DataValidationError
 
@@ -24,8 +24,8 @@ def check_signature(df, signature: Dict[str, Any]) -> None:
     anything else must match the type recorded at training.
     """
     problems = []
-    for field in signature.get("inputs", []):
-        name, expected = field["name"], field["type"]
+    for column in signature.get("inputs", []):
+        name, expected = column["name"], column["type"]
         if name not in df.columns:
             problems.append(f"missing column {name!r} ({expected})")
             continue
@@ -62,3 +62,323 @@ def score_dataframe(df, model, model_name: str, model_version: str,
         "run_id": F.lit(run_id),
     })
     return scored, run_id
+
+
+# --------------------------------------------------------------- score(): the job
+
+
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+from sparkml_aiaas.errors import ConfigError, SparkmlAiaasError  # noqa: E402
+
+logger = logging.getLogger("sparkml_aiaas.scoring")
+
+STATE_FILE = "_sparkml_scoring_state.json"
+_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
+
+
+@dataclass
+class ScoreReport:
+    output_path: str
+    run_id: str
+    model_name: str
+    model_version: str
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    seconds: float
+    model_digest: Optional[str] = None
+    #: True when nothing was written: no new input (incremental) or the run was already
+    #: committed to a Delta sink.
+    skipped: bool = False
+    input_files: int = 0
+    delta_version: Optional[int] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def summary_line(self) -> str:
+        rate = self.rows_out / self.seconds if self.seconds > 0 else float("nan")
+        return (f"scored rows_in={self.rows_in} rows_out={self.rows_out} "
+                f"rejected={self.rows_rejected} seconds={self.seconds:.1f} "
+                f"rows_per_s={rate:,.0f} output={self.output_path} run_id={self.run_id}"
+                + (" skipped=true" if self.skipped else ""))
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file:")
+
+
+def _local(path: str) -> str:
+    from sparkml_aiaas.models.artifact import local_path
+
+    return os.path.abspath(local_path(path))
+
+
+def load_state(output: str) -> Dict[str, Any]:
+    """The scoring state kept beside ``output`` (``{}`` if none yet)."""
+    if not _is_local(output):
+        return {}
+    path = os.path.join(_local(output), STATE_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _save_state(output: str, state: Dict[str, Any]) -> None:
+    from sparkml_aiaas.pipeline import write_json_atomically
+
+    write_json_atomically(os.path.join(_local(output), STATE_FILE), state)
+
+
+def _file_entries(spark, path) -> Dict[str, list]:
+    """``{file URI: [size, modification time ms]}`` of the data files under ``path``."""
+    from sparkml_aiaas.data.ingest_job import source_files
+
+    files = source_files(spark, path)
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    entries = {}
+    for uri in files:
+        p = jvm.org.apache.hadoop.fs.Path(uri)
+        status = p.getFileSystem(conf).getFileStatus(p)
+        entries[uri] = [int(status.getLen()), int(status.getModificationTime())]
+    return entries
+
+
+def _relative(entries: Dict[str, list]) -> list:
+    """Entries keyed by path relative to their common folder (what the run id digests)."""
+    if not entries:
+        return []
+    paths = sorted(entries)
+    common = os.path.commonpath([p.split(":", 1)[-1] for p in paths]) if len(paths) > 1 else \
+        os.path.dirname(paths[0].split(":", 1)[-1])
+    return [[p.split(":", 1)[-1][len(common):].lstrip("/"), *entries[p]] for p in paths]
+
+
+def derive_run_id(model_digest: str, snapshot: Any) -> str:
+    """sha256(model digest + input snapshot)[:16]: the same model on the same input, same run."""
+    text = model_digest + json.dumps(snapshot, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _read_input(spark, input, input_format, input_options, input_schema, incremental, state):
+    """(frame or None, snapshot, state updates, files count, delta version)."""
+    from pyspark.sql import DataFrame
+
+    if isinstance(input, DataFrame):
+        if incremental:
+            raise ConfigError("incremental scoring needs an input path, not a DataFrame")
+        try:
+            files = input.inputFiles()
+        except Exception:  # noqa: BLE001 - plans without a file scan
+            files = []
+        snapshot = None
+        if files:
+            from sparkml_aiaas.data.ingest_job import fingerprint_files
+
+            # The plan too: two filters of the same files are different inputs.
+            snapshot = {"files": fingerprint_files(spark, files), "plan": input.semanticHash()}
+        return input, snapshot, {}, len(files), None
+    if input_format == "delta":
+        from pyspark.sql import functions as F
+
+        from sparkml_aiaas.data.delta import read_table, table_version
+
+        version = table_version(spark, input)
+        frame = read_table(spark, input, format="delta", version=version)
+        files = sorted(set(frame.inputFiles()))
+        updates = {"input": input, "delta_version": version, "delta_files": files}
+        new = files
+        if incremental and state.get("input") == input and "delta_files" in state:
+            seen = set(state["delta_files"])
+            new = [f for f in files if f not in seen]
+            if not new:
+                return None, None, updates, 0, version
+            if len(new) < len(files):
+                frame = frame.where(F.input_file_name().isin(new))
+        snapshot = {"delta": os.path.basename(os.path.normpath(input)), "version": version,
+                    "files": [os.path.basename(f) for f in new]}
+        return frame, snapshot, updates, len(new), version
+    entries = _file_entries(spark, input)
+    if not entries:
+        from sparkml_aiaas.errors import InputNotFoundError
+
+        raise InputNotFoundError(f"no input files at {input!r}")
+    new = entries
+    if incremental:
+        seen = state.get("files", {}) if state.get("input") == input else {}
+        new = {p: e for p, e in entries.items() if seen.get(p) != e}
+    updates = {"input": input, "new_files": new}
+    if not new:
+        return None, None, updates, 0, None
+    reader = spark.read.format(input_format).options(**(input_options or {}))
+    if input_schema is not None:
+        from sparkml_aiaas.data.schema import parse_schema
+
+        reader = reader.schema(parse_schema(input_schema).struct)
+    if isinstance(input, str) and len(new) < len(entries):
+        reader = reader.option("basePath", input)
+    frame = reader.load(sorted(new)) if len(new) < len(entries) else reader.load(input)
+    return frame, {"files": _relative(new)}, updates, len(new), None
+
+
+def score(spark, model_ref, input, output: str, *, registry: Optional[str] = None,
+          format: str = "parquet", input_format: str = "parquet",
+          input_options: Optional[Dict[str, Any]] = None, input_schema=None,
+          partition_by: Optional[Sequence[str]] = None, run_id: Optional[str] = None,
+          incremental: bool = False, batch_size: Optional[int] = None,
+          mode: str = "overwrite", model_name: Optional[str] = None,
+          rows_rejected: int = 0, snapshot: Any = None) -> ScoreReport:
+    """Batch-score ``input`` with a model and write the result atomically, once per run.
+
+    Parameters
+    ----------
+    model_ref : str
+        A saved model directory, or with ``registry=ROOT`` a registry reference
+        (``name@alias``, ``name/3``, ``name``).
+    input : str or DataFrame
+        A path read with ``input_format`` (``parquet``, ``csv``, ``json``, ``orc``,
+        ``delta``; ``input_options`` and ``input_schema`` apply to file formats),
+        or a DataFrame (not with ``incremental``).
+    output : str
+        Parquet: a folder holding one ``run_id=<id>/`` partition per run (read it with
+        :func:`sparkml_aiaas.scoring.read_scores`).  Delta: a table, one append per run.
+    partition_by : list of str
+        Parquet only: partition each run's rows further (e.g. by a date column).
+    run_id : str
+        Defaults to sha256(model digest + input snapshot)[:16]: re-running the same
+        model on the same input is the same run and replaces (Parquet) or keeps
+        (Delta) its rows, never duplicates them.
+    incremental : bool
+        Score only the input files not scored by an earlier successful run into
+        this output (for Delta inputs: only the data files added since).
+    batch_size : int
+        Rows per Arrow batch (``spark.sql.execution.arrow.maxRecordsPerBatch``
+        for this query, restored after).
+
+    Raises
+    ------
+    DataValidationError
+        The input lacks a column the model reads, or has it with an
+        incompatible type; checked before anything is written.
+    """
+    from pyspark.sql import functions as F
+
+    from sparkml_aiaas.scoring.resolve import resolve_model
+    from sparkml_aiaas.scoring.sink import run_partition_path, write_run_partition
+    from sparkml_aiaas.scoring.udf import transform_with_model
+
+    started = time.perf_counter()
+    if format not in ("parquet", "delta"):
+        raise ConfigError(f"output format must be 'parquet' or 'delta', got {format!r}")
+    if format == "delta" and partition_by:
+        raise ConfigError("partition_by is supported for Parquet output only")
+    if not _is_local(output) and incremental:
+        raise ConfigError("incremental scoring keeps its state beside the output: "
+                          "a local (or file:) output path is needed")
+    resolved = resolve_model(model_ref, registry=registry, model_name=model_name)
+    state = load_state(output) if incremental or _is_local(output) else {}
+    frame, input_snapshot, updates, n_files, delta_version = _read_input(
+        spark, input, input_format, input_options, input_schema, incremental, state)
+
+    def report(**kw):
+        base = dict(output_path=output, run_id=run_id or "", model_name=resolved.name,
+                    model_version=resolved.version, rows_in=0, rows_out=0,
+                    rows_rejected=rows_rejected, seconds=time.perf_counter() - started,
+                    model_digest=resolved.digest, input_files=n_files,
+                    delta_version=delta_version)
+        base.update(kw)
+        return ScoreReport(**base)
+
+    if frame is None:
+        logger.info("score     no new input since the last run: nothing to do")
+        return report(skipped=True)
+
+    # Everything that can be refused is refused before any work.
+    check_signature(frame, resolved.signature)
+    clashes = [c for c in LINEAGE_COLUMNS if c in frame.columns]
+    if clashes:
+        raise DataValidationError(f"input already has lineage column(s) {clashes}")
+    if partition_by:
+        unknown = [c for c in partition_by if c not in frame.columns]
+        if unknown:
+            raise DataValidationError(f"partition_by column(s) {unknown} are not in the input")
+    snapshot = snapshot if snapshot is not None else input_snapshot
+    if run_id is None:
+        run_id = derive_run_id(resolved.digest, snapshot) if snapshot is not None \
+            else uuid.uuid4().hex[:16]
+    scored_at = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+    counter = spark.sparkContext.accumulator(0)
+    scored = transform_with_model(frame, resolved, counter).withColumns({
+        "model_name": F.lit(resolved.name),
+        "model_version": F.lit(str(resolved.version)),
+        "scored_at": F.lit(scored_at).cast("timestamp"),
+        "run_id": F.lit(run_id),
+    })
+
+    previous_batch = spark.conf.get(_BATCH_CONF, None)
+    if batch_size:
+        spark.conf.set(_BATCH_CONF, str(int(batch_size)))
+    skipped = False
+    try:
+        if format == "parquet":
+            written = write_run_partition(scored.drop("run_id"), output, run_id,
+                                          partition_by=partition_by, mode=mode)
+            rows_out = spark.read.parquet(written).count()
+            output_path = run_partition_path(output, run_id) if _is_local(output) else written
+        else:
+            from sparkml_aiaas.data.delta import _is_delta_table, read_table, write_table
+
+            existing = 0
+            if _is_local(output) and _is_delta_table(_local(output)):
+                existing = read_table(spark, output, format="delta").where(
+                    F.col("run_id") == run_id).count()
+            if existing:
+                if mode == "error":
+                    raise SparkmlAiaasError(
+                        f"run {run_id!r} is already in the Delta table {output!r} (mode 'error')")
+                logger.info("score     run %s is already committed to %s: kept as is",
+                            run_id, output)
+                rows_out, skipped = existing, True
+            else:
+                result = write_table(scored, output, format="delta", mode="append")
+                rows_out = int(result["rows"])
+                delta_version = result.get("version", delta_version)
+            output_path = output
+    finally:
+        if batch_size:
+            if previous_batch is None:
+                spark.conf.unset(_BATCH_CONF)
+            else:
+                spark.conf.set(_BATCH_CONF, previous_batch)
+    rows_in = counter.value if counter.value and not skipped else frame.count()
+
+    if _is_local(output):
+        if "input" in updates:  # a path: the file/version record is about this input
+            new_state = dict(state) if state.get("input") == updates["input"] else {}
+            new_state["input"] = updates["input"]
+        else:  # a DataFrame: only the run is recorded
+            new_state = dict(state)
+        if "new_files" in updates:
+            files = dict(new_state.get("files", {}))
+            files.update(updates["new_files"])
+            new_state["files"] = files
+        for key in ("delta_version", "delta_files"):
+            if key in updates:
+                new_state[key] = updates[key]
+        runs = dict(new_state.get("runs", {}))
+        runs[run_id] = {"model_name": resolved.name, "model_version": str(resolved.version),
+                        "model_digest": resolved.digest, "rows": rows_out,
+                        "scored_at": scored_at.isoformat()}
+        new_state["runs"] = runs
+        new_state["last_run_id"] = run_id
+        _save_state(output, new_state)
+    out = report(output_path=output_path, run_id=run_id, rows_in=rows_in, rows_out=rows_out,
+                 skipped=skipped, delta_version=delta_version)
+    logger.info("score     %s", out.summary_line())
+    return out

@@ -64,3 +64,82 @@ def write_parquet_atomically(df, path: str, mode: str = "overwrite",
             fs.delete(staging, True)
     written = target.toString()
     return written[len("file:"):] if written.startswith("file:") else written
+
+
+RUN_PARTITION = "run_id"
+
+
+def run_partition_path(output: str, run_id: str) -> str:
+    return output.rstrip("/") + f"/{RUN_PARTITION}={run_id}"
+
+
+def write_run_partition(df, output: str, run_id: str,
+                        partition_by: Optional[Sequence[str]] = None,
+                        mode: str = "overwrite") -> str:
+    """Write one run's rows as the partition ``<output>/run_id=<run_id>/``, atomically.
+
+    The rows are written (optionally partitioned further, e.g. by a date column)
+    into a hidden staging folder inside ``output`` (Spark's readers skip names
+    starting with ``.``), then renamed onto the run's partition: a previous
+    output of the same run is moved aside first and deleted after.  Readers of
+    ``output`` see each run complete or not at all, and re-running a run
+    replaces its rows instead of duplicating them.  ``df`` must not hold a
+    ``run_id`` column (the folder name carries it).
+
+    Returns the run partition's path.
+    """
+    if RUN_PARTITION in df.columns:
+        raise SparkmlAiaasError("drop the run_id column: the partition folder carries it")
+    spark = df.sparkSession
+    fs, root, jvm = _hadoop_fs(spark, output)
+    root = fs.makeQualified(root)
+    Path = jvm.org.apache.hadoop.fs.Path
+    name = f"{RUN_PARTITION}={run_id}"
+    target = Path(root, name)
+    if mode not in ("overwrite", "error"):
+        raise SparkmlAiaasError(f"output mode must be 'overwrite' or 'error', got {mode!r}")
+    if mode == "error" and fs.exists(target):
+        raise SparkmlAiaasError(f"run {run_id!r} already has output in {output!r} (mode 'error')")
+    token = uuid.uuid4().hex[:12]
+    staging = Path(root, f".staging-{name}-{token}")
+    writer = df.write.mode("overwrite")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    try:
+        writer.parquet(staging.toString())
+        fs.delete(Path(staging, "_SUCCESS"), False)
+        if fs.exists(target):
+            aside = Path(root, f".old-{name}-{token}")
+            if not fs.rename(target, aside):
+                raise SparkmlAiaasError(f"could not move run {run_id!r}'s previous output aside")
+            if not fs.rename(staging, target):
+                fs.rename(aside, target)
+                raise SparkmlAiaasError(f"could not move run {run_id!r}'s output into place")
+            fs.delete(aside, True)
+        elif not fs.rename(staging, target):
+            raise SparkmlAiaasError(f"could not move run {run_id!r}'s output into place")
+    finally:
+        if fs.exists(staging):
+            fs.delete(staging, True)
+    written = target.toString()
+    return written[len("file:"):] if written.startswith("file:") else written
+
+
+def read_scores(spark, output: str):
+    """Read a scoring output folder (all runs) with ``run_id`` as a string column.
+
+    Partition type inference is turned off for this read, so run ids such as
+    ``2026-11-22`` or ``0123`` stay strings.
+    """
+    key = "spark.sql.sources.partitionColumnTypeInference.enabled"
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, "false")
+    try:
+        frame = spark.read.parquet(output)
+        frame.schema  # resolve the schema (and partition types) while the setting holds
+        return frame
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)

@@ -75,3 +75,176 @@ def transform_with_predictor(df, predictor):
         *[named_column(c) for c in df.columns],
         *[F.col(_RESULT_COL)[name].alias(name) for name, _ in outputs],
     )
+
+
+# ----------------------------------------------------------------- Arrow path
+
+
+def _spark_type(dtype: str):
+    from pyspark.sql import types as T
+
+    if dtype == "double":
+        return T.DoubleType()
+    if dtype == "array<double>":
+        return T.ArrayType(T.DoubleType(), True)
+    return T._parse_datatype_string(dtype)
+
+
+def _is_vector(data_type) -> bool:
+    return type(data_type).__name__ == "VectorUDT"
+
+
+def _output_array(values, dtype: str):
+    import numpy as np
+    import pyarrow as pa
+
+    values = np.asarray(values)
+    if values.ndim == 2:
+        n, k = values.shape
+        offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, pa.array(values.ravel(), pa.float64()))
+    if dtype.startswith("array"):  # a column of per-row arrays from predict()
+        return pa.array([None if v is None else list(v) for v in values],
+                        pa.list_(pa.float64()))
+    return pa.array(values, pa.float64())
+
+
+def score_arrow_batch(predictor, batch, input_columns, outputs):
+    """Input batch + the predictor's output columns, as one Arrow RecordBatch.
+
+    Features come straight from their Arrow columns as one float64 matrix (nulls
+    become NaN, which give NaN outputs, as with ``predict``).
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    n = batch.num_rows
+    if hasattr(predictor, "predict_arrays"):
+        X = np.empty((n, len(input_columns)), dtype=np.float64)
+        for j, name in enumerate(input_columns):
+            column = batch.column(batch.schema.get_field_index(name))
+            X[:, j] = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        arrays = predictor.predict_arrays(X)
+        renames = getattr(predictor, "output_names", None) or {}
+        by_name = {renames.get(k, k): v for k, v in arrays.items()}
+    else:
+        frame = batch.select(list(input_columns)).to_pandas()
+        by_name = {k: v.to_numpy() for k, v in predictor.predict(frame).items()}
+    out = [_output_array(by_name[name], dtype) for name, dtype in outputs]
+    return pa.RecordBatch.from_arrays(list(batch.columns) + out,
+                                      names=list(batch.schema.names) + [n for n, _ in outputs])
+
+
+def _arrow_scorer(digest, files, input_columns, outputs, counter=None):
+    def run(batches):
+        from sparkml_aiaas.scoring.model_cache import get_predictor
+
+        predictor = get_predictor(digest, files)
+        for batch in batches:
+            if counter is not None:
+                counter.add(batch.num_rows)
+            yield score_arrow_batch(predictor, batch, input_columns, outputs)
+    return run
+
+
+def transform_with_model(df, resolved, counter=None):
+    """Append the model's output columns to ``df`` (every input column passes through).
+
+    Uses ``mapInArrow`` with the model shipped as a broadcast of its files and
+    loaded once per Python worker (:mod:`sparkml_aiaas.scoring.model_cache`).
+    Models reading a vector column, or inputs holding vector columns (Arrow has
+    no vector type), take the iterator pandas UDF path instead.
+    """
+    from pyspark.sql import types as T
+
+    from sparkml_aiaas.scoring.model_cache import broadcast_files
+
+    predictor = resolved.predictor
+    missing = [c for c in predictor.input_columns if c not in df.columns]
+    if missing:
+        raise DataValidationError(
+            f"the data is missing column(s) {missing} that the model needs "
+            f"({predictor.input_columns}); available columns: {df.columns}")
+    outputs = predictor.output_columns
+    clashes = [name for name, _ in outputs if name in df.columns]
+    if clashes:
+        raise DataValidationError(
+            f"output column(s) {clashes} already exist in the data; rename or drop them")
+    if any(_is_vector(f.dataType) for f in df.schema.fields) or \
+            any(not isinstance(df.schema[c].dataType, T.NumericType)
+                and not isinstance(df.schema[c].dataType, T.BooleanType)
+                for c in predictor.input_columns):
+        return transform_with_predictor(df, predictor)
+    schema = T.StructType(list(df.schema.fields) + [
+        T.StructField(name, _spark_type(dtype), True) for name, dtype in outputs])
+    files = broadcast_files(df.sparkSession, resolved.digest, resolved.files)
+    return df.mapInArrow(
+        _arrow_scorer(resolved.digest, files, list(predictor.input_columns), outputs, counter),
+        schema)
+
+
+class ModelUDF:
+    """A pandas UDF scoring with one model; see :func:`spark_udf`."""
+
+    def __init__(self, resolved, udf, input_columns, outputs):
+        self.resolved = resolved
+        self.udf = udf
+        self.input_columns = list(input_columns)
+        self.output_columns = list(outputs)
+
+    def __call__(self, *cols):
+        from pyspark.sql import Column
+        from pyspark.sql import functions as F
+
+        if not cols:
+            cols = tuple(self.input_columns)
+        if len(cols) == 1 and len(self.input_columns) != 1:
+            return self.udf(cols[0] if isinstance(cols[0], Column) else named_column(cols[0]))
+        if len(cols) != len(self.input_columns):
+            raise DataValidationError(
+                f"the model takes {len(self.input_columns)} columns "
+                f"({self.input_columns}), got {len(cols)}")
+        fields = [(c if isinstance(c, Column) else named_column(c)).alias(name)
+                  for c, name in zip(cols, self.input_columns)]
+        return self.udf(F.struct(*fields))
+
+
+def spark_udf(spark, model_ref, registry=None) -> ModelUDF:
+    """A pandas UDF that scores with a saved model (path) or registry reference.
+
+    Calling convention::
+
+        udf = spark_udf(spark, "/models/churn")          # or ("churn@production", registry=ROOT)
+        df.withColumn("p", udf(*udf.input_columns))     # columns, positionally, in model order
+        df.withColumn("p", udf("a", "b", "c"))          # names or Columns, same order
+        df.withColumn("p", udf(F.struct("a", "b", "c")))  # one struct: fields matched by name
+        df.withColumn("p", udf())                       # the model's own input columns
+        df.select("id", "p.prediction", "p.probability")
+
+    The result is a struct with the model's output columns (``prediction``,
+    and for classifiers ``rawPrediction`` and ``probability``).  The model's
+    files are broadcast and it is loaded once per Python worker.
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    from sparkml_aiaas.scoring.model_cache import broadcast_files, get_predictor
+    from sparkml_aiaas.scoring.resolve import resolve_model
+
+    resolved = resolve_model(model_ref, registry=registry)
+    predictor = resolved.predictor
+    outputs = predictor.output_columns
+    inputs = list(predictor.input_columns)
+    digest = resolved.digest
+    files = broadcast_files(spark, digest, resolved.files)
+    return_type = ", ".join(f"`{name}` {dtype}" for name, dtype in outputs)
+
+    @pandas_udf(return_type)
+    def score_struct(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = get_predictor(digest, files)
+        for batch in batches:
+            if list(batch.columns) != inputs and len(batch.columns) == len(inputs) and \
+                    not set(inputs) <= set(batch.columns):
+                batch = batch.set_axis(inputs, axis=1)
+            yield model.predict(batch)
+
+    return ModelUDF(resolved, score_struct, inputs, outputs)

@@ -1,0 +1,157 @@
+"""MLflow interoperability (optional extra: ``pip install 'sparkml_aiaas[mlflow]'``).
+
+* :func:`export_mlflow` writes a registered version as an MLflow **pyfunc**
+  model: the saved artifact directory is an MLflow artifact, and
+  :class:`SparkmlAiaasPyfunc` calls our Spark-free predictor, so
+  ``mlflow.pyfunc.load_model(path).predict(pdf)`` gives the same numbers as
+  :meth:`ModelRegistry.load_predictor` and ``model.transform``, and
+  ``mlflow.pyfunc.spark_udf(spark, path)`` can load it.
+* :func:`log_to_mlflow` records a version's params, metrics and identity as an
+  MLflow run on a tracking server (``sqlite:///...`` works offline).
+
+mlflow is imported lazily; without it a :class:`ConfigError` says how to install it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Dict, Optional
+
+from sparkml_aiaas import __version__
+from sparkml_aiaas.errors import ConfigError
+
+__all__ = ["SparkmlAiaasPyfunc", "export_mlflow", "log_to_mlflow"]
+
+_ARTIFACT_KEY = "sparkml_aiaas_model"
+
+
+def _mlflow():
+    try:
+        import mlflow  # noqa: F401
+        import mlflow.pyfunc  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "MLflow support needs mlflow: pip install 'sparkml_aiaas[mlflow]'"
+        ) from None
+    return mlflow
+
+
+try:  # mlflow is optional: this module imports without it, and _mlflow() explains.
+    from mlflow.pyfunc import PythonModel as _PythonModel
+except ImportError:  # pragma: no cover - exercised only without the extra
+    _PythonModel = object
+
+
+class SparkmlAiaasPyfunc(_PythonModel):
+    """``mlflow.pyfunc.PythonModel``: ``predict`` runs our Spark-free predictor on the
+    model artifact shipped inside the MLflow model (pickled by reference: loading
+    needs sparkml_aiaas installed)."""
+
+    def load_context(self, context) -> None:
+        from sparkml_aiaas.models.predictor import load_predictor
+
+        self._predictor = load_predictor(context.artifacts[_ARTIFACT_KEY])
+
+    def predict(self, context, model_input, params=None):
+        import pandas as pd
+
+        if not isinstance(model_input, pd.DataFrame):
+            model_input = pd.DataFrame(model_input)
+        return self._predictor.predict(model_input)
+
+
+def _signature(predictor) -> Any:
+    """An MLflow model signature from the predictor's input columns (None for vector inputs)."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    if not predictor.feature_cols:
+        return None
+    return ModelSignature(inputs=Schema([ColSpec("double", c) for c in predictor.feature_cols]))
+
+
+def export_mlflow(registry, ref: str, path: str) -> str:
+    """Write the verified version ``ref`` as an MLflow pyfunc model directory at ``path``.
+
+    Returns the path.  The model declares ``sparkml_aiaas=={version}`` as its
+    pip requirement (no requirement inference, which would need a network).
+    """
+    mlflow = _mlflow()
+    from sparkml_aiaas.models.predictor import load_predictor
+
+    mv = registry.resolve(ref)
+    predictor = load_predictor(mv.path)
+    target = os.fspath(path)
+    if os.path.exists(target):
+        raise ConfigError(f"MLflow export target {target!r} already exists")
+    mlflow.pyfunc.save_model(
+        target,
+        python_model=SparkmlAiaasPyfunc(),
+        artifacts={_ARTIFACT_KEY: mv.path},
+        signature=_signature(predictor),
+        pip_requirements=[f"sparkml_aiaas=={__version__}", "numpy", "pandas"],
+        metadata={"sparkml_aiaas_ref": mv.ref, "sparkml_aiaas_digest": mv.digest},
+    )
+    return target
+
+
+def _flat(prefix: str, value: Any, out: Dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        text = value if isinstance(value, str) else json.dumps(value)
+        out[prefix] = text[:6000]
+
+
+def log_to_mlflow(registry, ref: str, tracking_uri: Optional[str] = None, *,
+                  experiment_name: Optional[str] = None) -> str:
+    """Log ``ref``'s params, numeric metrics and identity tags as a finished MLflow run.
+
+    Parameters
+    ----------
+    tracking_uri : str, optional
+        Default: the ``MLFLOW_TRACKING_URI`` environment variable; one of the two
+        is required (nothing is logged to an implicit ``./mlruns``).
+    experiment_name : str, optional
+        Default: ``sparkml_aiaas/<name>``; created when missing.
+
+    Returns
+    -------
+    str
+        The MLflow run id.
+    """
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking_uri:
+        raise ConfigError("log_to_mlflow needs a tracking URI (argument or MLFLOW_TRACKING_URI)")
+    _mlflow()
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    mv = registry.resolve(ref)
+    meta = mv.metadata
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_name = experiment_name or f"sparkml_aiaas/{mv.name}"
+    experiment = client.get_experiment_by_name(experiment_name)
+    experiment_id = (experiment.experiment_id if experiment is not None
+                     else client.create_experiment(experiment_name))
+    run = client.create_run(experiment_id, run_name=mv.ref.replace("/", "-v"))
+    params: Dict[str, str] = {}
+    _flat("", meta.get("params") or {}, params)
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, 0) for k, v in (meta.get("metrics") or {}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    tags = {
+        "sparkml_aiaas.name": mv.name, "sparkml_aiaas.version": str(mv.version),
+        "sparkml_aiaas.digest": mv.digest, "sparkml_aiaas.registry": registry.root,
+        "sparkml_aiaas.package_version": str(meta.get("package_version")),
+    }
+    if meta.get("git_commit"):
+        tags["mlflow.source.git.commit"] = meta["git_commit"]
+    client.log_batch(run.info.run_id, metrics=metrics,
+                     params=[Param(k, v) for k, v in params.items()],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id

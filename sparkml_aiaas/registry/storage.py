@@ -1,0 +1,208 @@
+"""The few filesystem calls the registry makes, behind one small interface.
+
+The registry's guarantees rest on three primitives:
+
+* **exclusive create** (:meth:`Storage.create_exclusive`): exactly one caller
+  succeeds in creating a given path; used to allocate version numbers.
+* **rename of a directory onto a free name** (:meth:`Storage.rename`): the
+  version directory appears complete or not at all.
+* **atomic replace of a small file** (:meth:`Storage.write_atomic`): aliases
+  move from one version to another without a reader ever seeing a partial file.
+
+:class:`LocalStorage` implements them with POSIX calls (``os.open`` with
+``O_CREAT|O_EXCL``, ``os.rename``, ``os.replace``).  A Hadoop FS implementation
+(``FileSystem.create(path, overwrite=false)``, ``FileSystem.rename``) gives the
+same guarantees on HDFS and could be added by implementing this interface.
+Object stores (S3, GCS, ABFS without HNS) do not give atomic rename; see
+``docs/registry.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from typing import Iterator, List
+
+from sparkml_aiaas.errors import ConfigError
+from sparkml_aiaas.models.artifact import sha256_file
+
+__all__ = ["Storage", "LocalStorage", "storage_for"]
+
+
+class Storage:
+    """Minimal filesystem interface used by :class:`~sparkml_aiaas.registry.ModelRegistry`.
+
+    Paths are strings in the storage's own syntax; ``join`` builds them.
+    """
+
+    def join(self, *parts: str) -> str:
+        raise NotImplementedError
+
+    def exists(self, path: str) -> bool:
+        raise NotImplementedError
+
+    def isdir(self, path: str) -> bool:
+        raise NotImplementedError
+
+    def listdir(self, path: str) -> List[str]:
+        """Entry names of a directory; ``[]`` when it does not exist."""
+        raise NotImplementedError
+
+    def makedirs(self, path: str) -> None:
+        """Create a directory and its parents; no error when it exists."""
+        raise NotImplementedError
+
+    def create_exclusive(self, path: str) -> bool:
+        """Create an empty file; False when it already exists (exactly one caller wins)."""
+        raise NotImplementedError
+
+    def read_bytes(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write a new file (inside a staging directory: no atomicity needed)."""
+        raise NotImplementedError
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        """Replace ``path`` with ``data`` so readers see the old or the new content, never a mix."""
+        raise NotImplementedError
+
+    def rename(self, src: str, dst: str) -> None:
+        """Move ``src`` to the free name ``dst`` atomically; fails when ``dst`` exists."""
+        raise NotImplementedError
+
+    def remove(self, path: str) -> None:
+        raise NotImplementedError
+
+    def rmtree(self, path: str) -> None:
+        raise NotImplementedError
+
+    def copytree(self, src: str, dst: str) -> None:
+        """Copy a local directory ``src`` to ``dst`` (which must not exist)."""
+        raise NotImplementedError
+
+    def walk_files(self, path: str) -> Iterator[str]:
+        """Relative ``/``-separated paths of every file under ``path``, sorted."""
+        raise NotImplementedError
+
+    def sha256(self, path: str) -> str:
+        raise NotImplementedError
+
+    def local_path(self, path: str) -> str:
+        """A local path for readers that need one (numpy, the artifact reader)."""
+        raise NotImplementedError
+
+    def staging_dir(self, parent: str, prefix: str) -> str:
+        """A fresh, uniquely named directory under ``parent``."""
+        raise NotImplementedError
+
+
+class LocalStorage(Storage):
+    """:class:`Storage` over a local (or FUSE-mounted, or NFS) POSIX filesystem."""
+
+    def join(self, *parts: str) -> str:
+        return os.path.join(*parts)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def isdir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def listdir(self, path: str) -> List[str]:
+        try:
+            return sorted(os.listdir(path))
+        except FileNotFoundError:
+            return []
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def create_exclusive(self, path: str) -> bool:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        os.close(fd)
+        return True
+
+    def read_bytes(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def write_atomic(self, path: str, data: bytes) -> None:
+        directory = os.path.dirname(path) or "."
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise
+
+    def rename(self, src: str, dst: str) -> None:
+        if os.path.exists(dst):
+            raise FileExistsError(dst)
+        os.rename(src, dst)
+
+    def remove(self, path: str) -> None:
+        os.remove(path)
+
+    def rmtree(self, path: str) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    def copytree(self, src: str, dst: str) -> None:
+        shutil.copytree(src, dst)
+
+    def walk_files(self, path: str) -> Iterator[str]:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(path):
+            for filename in filenames:
+                rel = os.path.relpath(os.path.join(dirpath, filename), path)
+                found.append(rel.replace(os.sep, "/"))
+        return iter(sorted(found))
+
+    def sha256(self, path: str) -> str:
+        return sha256_file(path)
+
+    def local_path(self, path: str) -> str:
+        return path
+
+    def staging_dir(self, parent: str, prefix: str) -> str:
+        os.makedirs(parent, exist_ok=True)
+        path = os.path.join(parent, f"{prefix}{uuid.uuid4().hex}")
+        os.mkdir(path)
+        return path
+
+
+def storage_for(root: str):
+    """``(storage, root path)`` for a registry root URI: a local path or a ``file:`` URI."""
+    root = os.fspath(root)
+    if root.startswith("file://"):
+        path = root[len("file://"):]
+    elif root.startswith("file:"):
+        path = root[len("file:"):]
+    elif "://" in root or root.startswith(("hdfs:", "s3:", "s3a:", "gs:", "abfs:", "dbfs:")):
+        raise ConfigError(
+            f"registry root {root!r}: only local paths and file: URIs are implemented; "
+            "on Databricks use the /dbfs/... FUSE path (see docs/registry.md)"
+        )
+    else:
+        path = root
+    if not path:
+        raise ConfigError("the registry root is empty")
+    return LocalStorage(), os.path.abspath(path)

@@ -1,0 +1,125 @@
+"""One loaded model per Python worker, keyed by the artifact's digest.
+
+The driver reads a saved model directory into ``{relative path: bytes}``
+(:func:`artifact_files`) and broadcasts it, so executors never need to see
+the driver's disk.  On an executor, :func:`get_predictor` writes those bytes
+once into a private temporary directory, loads the Spark-free predictor and
+keeps it in a module-level dict for as long as the (reused) Python worker
+lives: every later task and Arrow batch on that worker gets the same object.
+This is the same idea as MLflow's ``spark_model_cache``.
+
+The digest is sha256 over the sorted ``(relative path, sha256 of the file)``
+of the directory, so two copies of one model share an entry and a model
+rewritten in place gets a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+from typing import Any, Dict, Mapping
+
+from sparkml_aiaas.errors import ModelFormatError
+
+_LOCK = threading.Lock()
+#: digest -> predictor, in this Python process.
+_PREDICTORS: Dict[str, Any] = {}
+#: (id of the SparkContext, digest) -> Broadcast, on the driver.
+_BROADCASTS: Dict[tuple, Any] = {}
+
+
+def _walk(root: str):
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(folder, name)
+            yield os.path.relpath(full, root).replace(os.sep, "/"), full
+
+
+def artifact_files(path: str) -> Dict[str, bytes]:
+    """Every file of a saved model directory as ``{relative path: bytes}``."""
+    from sparkml_aiaas.models.artifact import local_path
+
+    root = local_path(path)
+    if not os.path.isdir(root):
+        raise ModelFormatError(f"no model at {path!r}: the directory does not exist")
+    files = {}
+    for rel, full in _walk(root):
+        with open(full, "rb") as f:
+            files[rel] = f.read()
+    return files
+
+
+def files_digest(files: Mapping[str, bytes]) -> str:
+    """sha256 over the sorted ``(relative path, sha256)`` of a model's files."""
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        digest.update(rel.encode())
+        digest.update(b"\0")
+        digest.update(hashlib.sha256(files[rel]).hexdigest().encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def artifact_digest(path: str) -> str:
+    """The digest of the saved model directory at ``path`` (see :func:`files_digest`)."""
+    return files_digest(artifact_files(path))
+
+
+def predictor_from_files(files: Mapping[str, bytes]):
+    """Load a predictor from a model's file bytes (written to a temporary directory)."""
+    from sparkml_aiaas.models.predictor import load_predictor
+
+    tmp = tempfile.mkdtemp(prefix="sparkml_aiaas_model-")
+    try:
+        for rel, data in files.items():
+            target = os.path.join(tmp, *rel.split("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as f:
+                f.write(data)
+        return load_predictor(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def get_predictor(digest: str, files: Any):
+    """The predictor for ``digest``, loaded at most once per process.
+
+    ``files`` is the ``{path: bytes}`` mapping or a Broadcast of it; it is only
+    dereferenced on a cache miss.
+    """
+    predictor = _PREDICTORS.get(digest)
+    if predictor is not None:
+        return predictor
+    with _LOCK:
+        predictor = _PREDICTORS.get(digest)
+        if predictor is None:
+            payload = files.value if hasattr(files, "value") else files
+            predictor = predictor_from_files(payload)
+            _PREDICTORS[digest] = predictor
+        return predictor
+
+
+def cache_info() -> Dict[str, int]:
+    """Entries in this process's cache (for tests and diagnostics)."""
+    return {"predictors": len(_PREDICTORS), "broadcasts": len(_BROADCASTS)}
+
+
+def clear() -> None:
+    with _LOCK:
+        _PREDICTORS.clear()
+
+
+def broadcast_files(spark, digest: str, files: Mapping[str, bytes]):
+    """A Broadcast of the model's files, created once per SparkContext and digest."""
+    sc = spark.sparkContext
+    key = (id(sc), digest)
+    with _LOCK:
+        bc = _BROADCASTS.get(key)
+        if bc is None:
+            bc = sc.broadcast(dict(files))
+            _BROADCASTS[key] = bc
+        return bc
