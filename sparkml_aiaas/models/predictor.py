@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import pandas as pd
 
+from sparkml_aiaas.core import fdlibm
 from sparkml_aiaas.errors import DataValidationError, ModelFormatError
 from sparkml_aiaas.models.artifact import read_artifact
 
@@ -124,31 +125,46 @@ class LinearPredictor:
 
     def predict_arrays(self, X: np.ndarray) -> Dict[str, np.ndarray]:
         """Output arrays keyed by canonical output name."""
-        # einsum, not BLAS: each row's dot product is summed in one fixed order whatever
-        # the batch size or BLAS threading, so Spark batches, the driver and the REST
-        # server give bit-identical numbers for the same row.  einsum's summation order
-        # depends on the memory layout, so every caller's matrix is made row-major first.
-        X = np.ascontiguousarray(X, dtype=np.float64)
+        X = np.asarray(X, dtype=np.float64)
         if self.kind == "multinomial_logistic":
+            # einsum, not BLAS: each row's sum in one fixed order whatever the batch size or
+            # BLAS threading; row-major first, as einsum's order depends on the layout.
+            X = np.ascontiguousarray(X)
             margins = np.einsum("ij,jk->ik", X, self.coefficients) + self.intercept
             shifted = margins - margins.max(axis=1, keepdims=True)
             exp = np.exp(shifted)
             probability = exp / exp.sum(axis=1, keepdims=True)
             return {"rawPrediction": margins, "probability": probability,
                     "prediction": np.argmax(margins, axis=1).astype(np.float64)}
-        margin = np.einsum("ij,j->i", X, self.coefficients) + self.intercept
+        margin = self.margin(X)
         if self.kind == "linear_regression":
             return {"prediction": margin}
         if self.kind == "linear_svc":
             return {"rawPrediction": margin,
                     "prediction": (margin > self.threshold).astype(np.float64)}
-        e = np.exp(-np.abs(margin))
+        # fdlibm's exp (Spark SQL's) so that scoring in the JVM gives the same doubles.
+        e = fdlibm.exp(-np.abs(margin))
         p1 = np.where(margin >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
         return {
             "rawPrediction": margin,
             "probability": np.column_stack([1.0 - p1, p1]),
             "prediction": (p1 > self.threshold).astype(np.float64),
         }
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        """``intercept + x·w`` of each row, summed left to right over the features.
+
+        One fixed order, one rounding per multiply and per add: exactly what
+        the Spark SQL expression ``((b + x0*w0) + x1*w1) + ...`` computes (Java
+        fuses no multiply-adds), so batch scoring in the JVM
+        (:mod:`sparkml_aiaas.scoring.sql_linear`), pandas UDFs and the REST
+        server agree bit for bit, whatever the batch size or memory layout.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        margin = np.full(X.shape[0], self.intercept, dtype=np.float64)
+        for j, weight in enumerate(self.coefficients.tolist()):
+            margin = margin + X[:, j] * weight
+        return margin
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Predictions for every row of ``frame`` (NaN features give NaN outputs)."""

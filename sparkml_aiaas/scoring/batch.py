@@ -356,7 +356,12 @@ def score(spark, model_ref, input, output: str, *, registry: Optional[str] = Non
                 spark.conf.unset(_BATCH_CONF)
             else:
                 spark.conf.set(_BATCH_CONF, previous_batch)
-    rows_in = counter.value if counter.value and not skipped else frame.count()
+    if skipped or not counter.value:
+        # Scored in the JVM (no Python worker counted the rows): scoring maps rows one to
+        # one, so what was written is what was read; a skipped run is counted afresh.
+        rows_in = frame.count() if skipped else rows_out
+    else:
+        rows_in = counter.value
 
     if _is_local(output):
         if "input" in updates:  # a path: the file/version record is about this input

@@ -150,8 +150,10 @@ def _arrow_scorer(digest, files, input_columns, outputs, counter=None):
 def transform_with_model(df, resolved, counter=None):
     """Append the model's output columns to ``df`` (every input column passes through).
 
-    Uses ``mapInArrow`` with the model shipped as a broadcast of its files and
-    loaded once per Python worker (:mod:`sparkml_aiaas.scoring.model_cache`).
+    Linear models on numeric columns are scored in the JVM as SQL expressions
+    (:mod:`sparkml_aiaas.scoring.sql_linear`); other models use ``mapInArrow``
+    with the model shipped as a broadcast of its files and loaded once per
+    Python worker (:mod:`sparkml_aiaas.scoring.model_cache`).
     Models reading a vector column, or inputs holding vector columns (Arrow has
     no vector type), take the iterator pandas UDF path instead.
     """
@@ -170,6 +172,13 @@ def transform_with_model(df, resolved, counter=None):
     if clashes:
         raise DataValidationError(
             f"output column(s) {clashes} already exist in the data; rename or drop them")
+    from sparkml_aiaas.scoring.sql_linear import transform_sql
+
+    in_jvm = transform_sql(df, predictor)
+    if in_jvm is not None:
+        # Linear models on numeric columns: Spark SQL arithmetic, no Python worker, the
+        # same doubles as the predictor (see sql_linear).
+        return in_jvm
     if any(_is_vector(f.dataType) for f in df.schema.fields) or \
             any(not isinstance(df.schema[c].dataType, T.NumericType)
                 and not isinstance(df.schema[c].dataType, T.BooleanType)
