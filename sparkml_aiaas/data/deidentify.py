@@ -57,15 +57,7 @@ class Deidentify:
         """A function ``(raw column, file column) -> masked raw column`` for text sources."""
         key = self.key
         if spec.format == "json":
-            columns = dict(self.policy.columns)
-
-            @pandas_udf("string")
-            def mask_json_raw(raw: pd.Series, files: pd.Series) -> pd.Series:
-                return raw.map(
-                    lambda r: None if r is None else masking.mask_json_record(r, columns, key)
-                )
-
-            return mask_json_raw
+            return self.json_masker()
         positions_by_file, default = _pii_positions(self.policy.columns, layout, declared)
         csv_kwargs = spec.csv_kwargs()
 
@@ -83,7 +75,7 @@ class Deidentify:
         return mask_csv_raw
 
     def json_masker(self):
-        """The masker for Parquet sources, whose raw text is the row as JSON."""
+        """The masker for JSON lines, and for Parquet/Delta sources (raw text: the row as JSON)."""
         key, columns = self.key, dict(self.policy.columns)
 
         @pandas_udf("string")

@@ -23,6 +23,20 @@ def _hadoop_fs(spark, path: str):
     return fs, hadoop_path, jvm
 
 
+def _replace_with(fs, staging, target, aside, aside_error: str, into_error: str) -> None:
+    """Rename ``staging`` onto ``target``; an existing target is moved to ``aside`` first
+    (so each rename stays atomic) and deleted after, or put back if the swap fails."""
+    if fs.exists(target):
+        if not fs.rename(target, aside):
+            raise SparkmlAiaasError(aside_error)
+        if not fs.rename(staging, target):
+            fs.rename(aside, target)
+            raise SparkmlAiaasError(into_error)
+        fs.delete(aside, True)
+    elif not fs.rename(staging, target):
+        raise SparkmlAiaasError(into_error)
+
+
 def write_parquet_atomically(df, path: str, mode: str = "overwrite",
                              partition_by: Optional[Sequence[str]] = None) -> str:
     """Write ``df`` as Parquet at ``path`` atomically; returns the absolute path (a plain
@@ -49,16 +63,10 @@ def write_parquet_atomically(df, path: str, mode: str = "overwrite",
     try:
         writer.parquet(staging.toString())
         fs.mkdirs(parent)
-        if fs.exists(target):
-            aside = jvm.org.apache.hadoop.fs.Path(parent, f".{target.getName()}.old-{token}")
-            if not fs.rename(target, aside):
-                raise SparkmlAiaasError(f"could not move the previous output {path!r} aside")
-            if not fs.rename(staging, target):
-                fs.rename(aside, target)
-                raise SparkmlAiaasError(f"could not move the new output into {path!r}")
-            fs.delete(aside, True)
-        elif not fs.rename(staging, target):
-            raise SparkmlAiaasError(f"could not move the new output into {path!r}")
+        _replace_with(fs, staging, target,
+                      jvm.org.apache.hadoop.fs.Path(parent, f".{target.getName()}.old-{token}"),
+                      f"could not move the previous output {path!r} aside",
+                      f"could not move the new output into {path!r}")
     finally:
         if fs.exists(staging):
             fs.delete(staging, True)
@@ -108,16 +116,9 @@ def write_run_partition(df, output: str, run_id: str,
     try:
         writer.parquet(staging.toString())
         fs.delete(Path(staging, "_SUCCESS"), False)
-        if fs.exists(target):
-            aside = Path(root, f".old-{name}-{token}")
-            if not fs.rename(target, aside):
-                raise SparkmlAiaasError(f"could not move run {run_id!r}'s previous output aside")
-            if not fs.rename(staging, target):
-                fs.rename(aside, target)
-                raise SparkmlAiaasError(f"could not move run {run_id!r}'s output into place")
-            fs.delete(aside, True)
-        elif not fs.rename(staging, target):
-            raise SparkmlAiaasError(f"could not move run {run_id!r}'s output into place")
+        _replace_with(fs, staging, target, Path(root, f".old-{name}-{token}"),
+                      f"could not move run {run_id!r}'s previous output aside",
+                      f"could not move run {run_id!r}'s output into place")
     finally:
         if fs.exists(staging):
             fs.delete(staging, True)
