@@ -168,20 +168,14 @@ class TrainJobConfig(_Strict):
 
 
 class ScoreOutput(_Strict):
-    """Parquet: one atomic ``run_id=<id>/`` partition per run (``mode: overwrite`` replaces
-    a re-run's partition, ``error`` refuses it).  Delta: one append per run; a run already
-    in the table is kept, not written twice."""
+    """Parquet: one atomic ``run_id=<id>/`` partition per run.  Delta: a table partitioned
+    by ``run_id`` (then ``partition_by``), one commit per run.  Either way ``mode:
+    overwrite`` replaces a re-run's rows and ``error`` refuses a run already written."""
 
     path: str
     format: Literal["parquet", "delta"] = "parquet"
     mode: Literal["overwrite", "error"] = "overwrite"
     partition_by: List[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _partitions_for_parquet(self):
-        if self.format == "delta" and self.partition_by:
-            raise ValueError("partition_by is supported for Parquet output only")
-        return self
 
 
 class ScoreJobConfig(_Strict):

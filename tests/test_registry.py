@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -180,9 +181,13 @@ def test_load_predictor_imports_no_spark(tmp_path, model_dir):
 
 def test_metadata_records_everything(tmp_path, fitted, df, monkeypatch):
     from sparkml_aiaas import __version__
+    from sparkml_aiaas.models import LogisticRegression
     from sparkml_aiaas.preprocessing import Preprocessor
 
     pre = Preprocessor(numericCols=COLS, scaling="standard").fit(df)
+    # The model reads the preprocessor's output (a pair that does not chain is refused).
+    fitted = LogisticRegression(featuresCol="features", maxIter=10, regParam=0.01).fit(
+        pre.transform(df))
     registry = ModelRegistry(str(tmp_path / "reg"))
     monkeypatch.chdir(tmp_path)  # not a git checkout: git_commit is None, never an error
     version = registry.register(fitted, "bc", metrics={"auc": np.float64(0.9)},
@@ -549,3 +554,25 @@ def test_bad_model_arguments_leave_nothing_behind(tmp_path):
     with pytest.raises(ModelNotFoundError):
         registry.list("bc2")
     assert registry.list() == []
+
+
+def test_leftovers_of_crashed_registrations_are_swept(tmp_path, model_dir):
+    from sparkml_aiaas.registry.core import STALE_AFTER_SECONDS
+
+    registry = ModelRegistry(str(tmp_path))
+    registry.register(model_dir, "bc")
+    staging = tmp_path / "bc" / ".staging"
+    old = staging / "reg-crashed"
+    old.mkdir()
+    (old / "half-written").write_bytes(b"x")
+    young = staging / "reg-in-flight"
+    young.mkdir()
+    trash = tmp_path / "bc" / ".trash" / "3-crashed"
+    trash.mkdir(parents=True)
+    past = time.time() - STALE_AFTER_SECONDS - 60
+    for path in (old, trash):
+        os.utime(path, (past, past))
+    assert registry.register(model_dir, "bc") == 2
+    # Only what is older than the cutoff goes: a registration in flight is left alone.
+    assert not old.exists() and not trash.exists() and young.exists()
+    assert registry.versions("bc") == [1, 2]

@@ -160,7 +160,9 @@ def test_delta_sink_round_trip_and_rerun(spark, model_path, input_path, tmp_path
     assert table.count() == N and first.rows_out == N
     assert table.select("run_id").distinct().first()[0] == first.run_id
     again = score(spark, model_path, input_path, out, format="delta")
-    assert again.skipped and again.run_id == first.run_id
+    # A re-run replaces the run's rows in one new commit (see test_scoring_delta.py).
+    assert not again.skipped and again.run_id == first.run_id and again.rows_out == N
+    assert again.delta_version == first.delta_version + 1
     assert read_table(spark, out, format="delta").count() == N
 
 

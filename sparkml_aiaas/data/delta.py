@@ -1,4 +1,4 @@
-"""Delta Lake tables: read (with time travel), append, overwrite and merge.
+"""Delta Lake tables: read (with time travel), append, overwrite, merge and replace-where.
 
 Two engines, chosen per session:
 
@@ -21,7 +21,14 @@ Atomicity: the commit to the log is the single atomic step.  Files written
 before a failed commit are not part of any version (readers never see them);
 they are orphans that ``VACUUM`` removes.
 
-The fallback writes unpartitioned tables only and refuses tables whose
+:func:`replace_where` deletes the rows with ``column = value`` and writes
+new ones in one transaction (delta-spark: ``replaceWhere``; fallback: the
+table is partitioned by ``column``, so the rows to delete are exactly the
+files of one partition, whose Remove actions are committed with the new
+files' Add actions).
+
+:func:`write_table` with the fallback writes unpartitioned tables only (only
+:func:`replace_where` writes partitioned ones) and refuses tables whose
 protocol needs reader features it does not implement (deletion vectors,
 column mapping, ...) or writer features it cannot honour (constraints,
 generated/identity columns, ...): use delta-spark for those.
@@ -43,6 +50,9 @@ __all__ = [
     "delta_spark_available",
     "read_table",
     "write_table",
+    "replace_where",
+    "replace_predicate",
+    "is_delta_table",
     "table_version",
 ]
 
@@ -162,7 +172,9 @@ def _check_readable(dt, uri: str) -> None:
         )
 
 
-def _check_writable(dt, uri: str) -> None:
+def _check_writable(dt, uri: str, partition_columns: Sequence[str] = ()) -> None:
+    """Refuse what the fallback cannot write; ``partition_columns`` are the ones
+    the write expects the table to have (none for :func:`write_table`)."""
     _check_readable(dt, uri)
     proto = dt.protocol()
     unsupported = sorted(set(proto.writer_features or ()) & _UNSUPPORTED_WRITER_FEATURES)
@@ -176,10 +188,16 @@ def _check_writable(dt, uri: str) -> None:
             f"Delta table {uri!r} uses writer feature(s) {sorted(set(unsupported))} that the "
             "Spark+delta-rs fallback cannot honour; write it with delta-spark"
         )
-    if dt.metadata().partition_columns:
+    existing = list(dt.metadata().partition_columns or [])
+    if existing and not partition_columns:
         raise DataValidationError(
-            f"Delta table {uri!r} is partitioned by {dt.metadata().partition_columns}; the "
+            f"Delta table {uri!r} is partitioned by {existing}; the "
             "Spark+delta-rs fallback writes unpartitioned tables only: use delta-spark"
+        )
+    if existing != list(partition_columns):
+        raise DataValidationError(
+            f"Delta table {uri!r} is partitioned by {existing}, not by {list(partition_columns)} "
+            "as this write needs: write to a new table (or rewrite this one with delta-spark)"
         )
 
 
@@ -245,6 +263,8 @@ def _read_fallback(spark, uri: str, version: Optional[int]):
 
 def _read_partitioned(spark, dt, uri: str, schema, partition_columns: Sequence[str]):
     """Files grouped by partition values; each group gets its values as literal columns."""
+    from urllib.parse import unquote
+
     import pyarrow as pa
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
@@ -254,7 +274,9 @@ def _read_partitioned(spark, dt, uri: str, schema, partition_columns: Sequence[s
     groups: dict[tuple, list[str]] = {}
     for add in adds:
         key = tuple(add.get(f"partition.{c}") for c in partition_columns)
-        groups.setdefault(key, []).append(f"{base}/{add['path']}")
+        # Add paths are URIs relative to the root: decode them (Spark writes ':'
+        # in a partition value as '%3A' on disk, which the log holds as '%253A').
+        groups.setdefault(key, []).append(f"{base}/{unquote(add['path'])}")
     data_schema = T.StructType([f for f in schema.fields if f.name not in partition_columns])
     types = {f.name: f.dataType for f in schema.fields}
     frames = []
@@ -402,44 +424,80 @@ def _arrow_fs(path: str):
     return pafs.FileSystem.from_uri(path)
 
 
-def _stage_files(df, uri: str) -> list[dict[str, Any]]:
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def _stage_files(df, uri: str, partition_by: Optional[Sequence[str]] = None
+                 ) -> list[dict[str, Any]]:
     """Spark writes ``df`` as Parquet into a hidden staging folder in the table
-    root; the files move into the root as ``<token>-<spark name>``.  Returns one
-    dict per file: path (relative), size, modification time, rows, stats JSON."""
+    root; the files move into the root as ``<token>-<spark name>`` (with
+    ``partition_by``: into Spark's ``<col>=<value>/...`` folders under the root).
+    Returns one dict per file: path (relative to the root, not URI-encoded),
+    size, modification time, rows, stats JSON, partition values (strings, None
+    for null)."""
+    from urllib.parse import unquote
+
     spark = df.sparkSession
     token = uuid.uuid4().hex[:16]
     fs, root, jvm = _hadoop_fs(spark, _local(uri) if "://" not in uri else uri)
-    staging = jvm.org.apache.hadoop.fs.Path(root, _STAGING_PREFIX + token)
+    Path = jvm.org.apache.hadoop.fs.Path
+    staging = Path(root, _STAGING_PREFIX + token)
     moved = []
     try:
-        df.write.mode("error").parquet(staging.toString())
-        for status in fs.listStatus(staging):
-            name = status.getPath().getName()
+        writer = df.write.mode("error")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.parquet(staging.toString())
+        listing, found = fs.listFiles(staging, True), []
+        while listing.hasNext():
+            found.append(listing.next().getPath())
+        depth = fs.makeQualified(staging).depth()
+        for path in found:
+            name = path.getName()
             if not name.endswith(".parquet") or name.startswith(("_", ".")):
                 continue
-            target = jvm.org.apache.hadoop.fs.Path(root, f"{token}-{name}")
-            if not fs.rename(status.getPath(), target):
+            folders, parent = [], path.getParent()
+            while parent.depth() > depth:  # the partition folders, innermost first
+                folders.insert(0, parent.getName())
+                parent = parent.getParent()
+            target_dir = Path(root, "/".join(folders)) if folders else root
+            target = Path(target_dir, f"{token}-{name}")
+            if folders:
+                fs.mkdirs(target_dir)
+            if not fs.rename(path, target):
                 raise DataValidationError(f"could not move written file {name!r} into {uri!r}")
-            moved.append(target)
+            values = {}
+            for folder in folders:  # Spark escapes special characters as %XX
+                key, _, value = folder.partition("=")
+                values[unquote(key)] = None if value == _HIVE_NULL else unquote(value)
+            moved.append((target, "/".join(folders + [target.getName()]), values))
     except BaseException:
-        for target in moved:  # never committed: remove rather than leave orphans
+        for target, _, _ in moved:  # never committed: remove rather than leave orphans
             fs.delete(target, False)
         raise
     finally:
         if fs.exists(staging):
             fs.delete(staging, True)
     staged = []
-    for target in moved:
+    for target, relative, values in moved:
         status = fs.getFileStatus(target)
-        rows, stats = _file_stats(_child(uri, target.getName()))
+        rows, stats = _file_stats(_child(uri, relative))
         staged.append({
-            "path": target.getName(),
+            "path": relative,
             "size": int(status.getLen()),
             "modification_time": int(status.getModificationTime()),
             "rows": rows,
             "stats": stats,
+            "partition_values": values,
         })
     return staged
+
+
+def _unstage(spark, uri: str, staged: list[dict[str, Any]]) -> None:
+    """Delete staged files that will not be committed."""
+    fs, root, jvm = _hadoop_fs(spark, _local(uri) if "://" not in uri else uri)
+    for s in staged:
+        fs.delete(jvm.org.apache.hadoop.fs.Path(root, s["path"]), False)
 
 
 def _file_stats(path: str) -> tuple[int, str]:
@@ -538,6 +596,159 @@ def _write_fallback(df, uri: str, mode: str, keys: Optional[list[str]]) -> dict[
             "rows": sum(s["rows"] for s in staged), "engine": "delta-rs"}
 
 
+# ------------------------------------------------------------- replace-where
+
+
+#: Partition column types the fallback writes: their Spark folder values are
+#: the Delta partition value strings.
+_PARTITION_TYPES = ("string", "tinyint", "smallint", "int", "bigint", "date", "boolean")
+
+
+def replace_where(df, uri: str, column: str, value, partition_by: Optional[Sequence[str]] = None
+                  ) -> dict[str, Any]:
+    """Replace the rows of the Delta table at ``uri`` where ``column = value`` by
+    ``df``'s rows, in one transaction (readers see the old rows or the new ones,
+    never both, never neither); creates the table if there is none.
+
+    The table is partitioned by ``[column, *partition_by]`` (created so; an
+    existing table must be), so the rows replaced are exactly the files of one
+    ``column`` partition.  Every row of ``df`` must have ``column = value``
+    (else nothing is committed and :class:`DataValidationError` is raised),
+    and its columns must match the table's (names and types, any order).
+
+    Parameters
+    ----------
+    column : str
+        The column that identifies the rows to replace (e.g. ``run_id``).
+    value : str or int
+        Its value (a non-empty string, or an integer).
+    partition_by : sequence of str, optional
+        Further partition columns, after ``column`` (e.g. a date column).
+
+    Returns
+    -------
+    dict
+        As :func:`write_table` (``version``, ``files``, ``rows`` written,
+        ``engine``) plus ``removed_files``: how many data files the commit
+        removed (0 when ``value`` had no rows).
+
+    Engines: delta-spark writes with ``mode("overwrite")`` and the
+    ``replaceWhere`` option.  The fallback stages the Parquet files with Spark
+    (partitioned) and commits their Add actions with Remove actions for the
+    active files of partition ``column=value`` through delta-rs (an overwrite
+    with a partition filter); partition columns must then be of a type in
+    :data:`_PARTITION_TYPES`.  Nothing is collected to the driver.
+    """
+    if not isinstance(column, str) or not column:
+        raise ConfigError(f"column must be a column name, not {column!r}")
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        raise ConfigError(f"value must be a non-empty string or an integer, not {value!r}")
+    if isinstance(partition_by, str):
+        partition_by = [partition_by]
+    partition_columns = [column, *(partition_by or [])]
+    if not all(isinstance(c, str) and c for c in partition_columns) \
+            or len(set(partition_columns)) != len(partition_columns):
+        raise ConfigError(f"partition columns must be distinct column names: {partition_columns}")
+    missing = [c for c in partition_columns if c not in df.columns]
+    if missing:
+        raise DataValidationError(
+            f"partition column(s) {missing} not in the DataFrame columns {df.columns}")
+    if len(partition_columns) == len(df.columns):
+        raise DataValidationError("a Delta table needs a column that is not a partition column")
+    if delta_spark_available(df.sparkSession):
+        return _replace_delta_spark(df, uri, column, value, partition_columns)
+    return _replace_fallback(df, uri, column, value, partition_columns)
+
+
+def _sql_literal(value) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def replace_predicate(column: str, value) -> str:
+    """The Spark SQL predicate ``column = value`` (name and value quoted)."""
+    return f"`{column.replace('`', '``')}` = {_sql_literal(value)}"
+
+
+def _replace_delta_spark(df, uri: str, column: str, value,
+                         partition_columns: list[str]) -> dict[str, Any]:
+    from delta.tables import DeltaTable
+
+    spark = df.sparkSession
+    if DeltaTable.isDeltaTable(spark, uri):
+        table = DeltaTable.forPath(spark, uri)
+        _check_columns(df.schema, table.toDF().schema, uri)
+        existing = list(table.detail().first()["partitionColumns"] or [])
+        if existing != partition_columns:
+            raise DataValidationError(
+                f"Delta table {uri!r} is partitioned by {existing}, not by {partition_columns} "
+                "as this write needs: write to a new table"
+            )
+    # replaceWhere checks that every written row matches the predicate (delta-spark
+    # fails the write otherwise) and removes the matching rows in the same commit.
+    (df.write.format("delta").mode("overwrite")
+       .option("replaceWhere", replace_predicate(column, value))
+       .partitionBy(*partition_columns)
+       .save(uri))
+    return _delta_spark_result(spark, uri, "numOutputRows")
+
+
+def _replace_fallback(df, uri: str, column: str, value,
+                      partition_columns: list[str]) -> dict[str, Any]:
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    deltalake = _deltalake()
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+
+    wrong = [f"{f.name} ({f.dataType.simpleString()})" for f in df.schema.fields
+             if f.name in partition_columns and f.dataType.simpleString() not in _PARTITION_TYPES]
+    if wrong:
+        raise ConfigError(
+            f"the Spark+delta-rs fallback partitions by columns of type {list(_PARTITION_TYPES)} "
+            f"only, not {wrong}: use delta-spark, or cast the column(s)"
+        )
+    dt = _open_delta(uri) if _is_delta_table(uri) else None
+    if dt is not None:
+        _check_writable(dt, uri, partition_columns)
+        table_schema = _spark_schema(dt)
+        _check_columns(df.schema, table_schema, uri)
+        df = df.select(*table_schema.names)
+        _check_not_null(df, table_schema, uri)
+    expected = str(value)
+    staged = _stage_files(df, uri, partition_columns)
+    stray = sorted({str(s["partition_values"].get(column)) for s in staged} - {expected})
+    if stray:
+        _unstage(df.sparkSession, uri, staged)
+        raise DataValidationError(
+            f"rows written to replace {column} = {value!r} in {uri!r} have other {column} "
+            f"values: {stray[:5]}; nothing was committed"
+        )
+    adds = [AddAction(s["path"], s["size"], s["partition_values"], s["modification_time"],
+                      True, s["stats"]) for s in staged]
+    removed = 0
+    if dt is None:
+        arrow_schema = to_arrow_schema(df.schema, timezone="UTC")
+        arrow_schema = pa.schema([f.with_nullable(True) for f in arrow_schema])
+        create_table_with_add_actions(_local(uri), deltalake.Schema.from_arrow(arrow_schema),
+                                      adds, mode="error", partition_by=partition_columns)
+    else:
+        current = pa.table(dt.get_add_actions(flatten=True))
+        if current.num_rows:
+            removed = current.column(f"partition.{column}").to_pylist().count(
+                value if isinstance(value, str) else int(value))
+        # Overwrite with a partition filter: delta-rs adds Remove actions for the active
+        # files of partition column=value to this commit, beside the new files' Adds.
+        dt.create_write_transaction(adds, "overwrite", dt.schema(),
+                                    partition_by=partition_columns,
+                                    partition_filters=[(column, "=", expected)])
+    version = _open_delta(uri).version()
+    return {"version": version, "files": [s["path"] for s in staged],
+            "rows": sum(s["rows"] for s in staged), "engine": "delta-rs",
+            "removed_files": removed}
+
+
 def _check_not_null(df, table_schema, uri: str) -> None:
     """Nulls in a column the table declares NOT NULL are refused (one Spark pass,
     only for tables that have such columns)."""
@@ -629,6 +840,13 @@ def _write_delta_spark(df, uri: str, mode: str, keys: Optional[list[str]]) -> di
     else:
         df.write.format("delta").mode("overwrite" if mode == "overwrite" else "append").save(uri)
         row_metric = "numOutputRows"
+    return _delta_spark_result(spark, uri, row_metric)
+
+
+def _delta_spark_result(spark, uri: str, row_metric: str) -> dict[str, Any]:
+    """What the table's last commit did (version, added files, rows, removed files)."""
+    from delta.tables import DeltaTable
+
     last = DeltaTable.forPath(spark, uri).history(1).collect()[0]
     metrics = last["operationMetrics"] or {}
     version = int(last["version"])
@@ -636,10 +854,20 @@ def _write_delta_spark(df, uri: str, mode: str, keys: Optional[list[str]]) -> di
     files = [r["path"] for r in spark.read.json(log).where("add IS NOT NULL")
              .select("add.path").collect()] if "add" in spark.read.json(log).columns else []
     return {"version": version, "files": sorted(files), "rows": int(metrics.get(row_metric, 0)),
-            "engine": "delta-spark"}
+            "engine": "delta-spark", "removed_files": int(metrics.get("numRemovedFiles", 0))}
 
 
 # --------------------------------------------------------------------- version
+
+
+def is_delta_table(spark_or_none, uri: str) -> bool:
+    """True when there is a Delta table at ``uri`` (delta-spark when configured on
+    ``spark_or_none``, else delta-rs)."""
+    if spark_or_none is not None and delta_spark_available(spark_or_none):
+        from delta.tables import DeltaTable
+
+        return bool(DeltaTable.isDeltaTable(spark_or_none, uri))
+    return _is_delta_table(uri)
 
 
 def table_version(spark_or_none, uri: str) -> int:

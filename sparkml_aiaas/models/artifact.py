@@ -6,6 +6,8 @@ A saved model is a directory::
                          and the sha256 of every array file
     arrays.npz           learned arrays (numpy's open zip-of-.npy format, loaded
                          with allow_pickle=False: loading never runs code)
+    <name>               optional extra files in open formats (e.g. an XGBoost UBJ
+                         booster, a skops file), checksummed in metadata.json
     metadata/part-00000  the same metadata on one line, where pyspark.ml's
                          Pipeline reader looks for a stage's class name
 
@@ -70,14 +72,31 @@ def _to_json(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to model metadata")
 
 
+def _check_file_name(name: str) -> str:
+    if (not isinstance(name, str) or not name or name != os.path.basename(name)
+            or name.startswith(".") or name in (METADATA_FILE, ARRAYS_FILE, SPARK_METADATA_DIR)):
+        raise SparkmlAiaasError(
+            f"artifact file name {name!r} is not allowed: a plain file name, not starting with "
+            f"'.', other than {METADATA_FILE}, {ARRAYS_FILE} and {SPARK_METADATA_DIR}")
+    return name
+
+
 def write_artifact(path: str, metadata: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
-                   overwrite: bool = False) -> Dict[str, Any]:
+                   overwrite: bool = False, files: Mapping[str, bytes] = None,
+                   compress: bool = False) -> Dict[str, Any]:
     """Write a model directory atomically; returns the metadata as written.
 
     ``metadata`` must hold at least ``class``; this function adds
-    ``format_version``, ``sparkml_aiaas_version``, ``timestamp``, the array
-    file's sha256 and a ``model_id`` (digest of the arrays and the params).
+    ``format_version``, ``sparkml_aiaas_version``, ``timestamp``, every
+    file's sha256 and a ``model_id`` (digest of the files and the params).
+
+    ``files`` are extra named files in open formats (an XGBoost UBJ booster,
+    a skops file...), checksummed like the arrays and read back, verified,
+    with :func:`read_artifact_file`.  ``compress`` writes ``arrays.npz``
+    deflated (``np.savez_compressed``): worth it for sparse or int8 weights.
     """
+    for name in files or {}:
+        _check_file_name(name)
     target = os.path.abspath(local_path(path))
     if os.path.exists(target) and not overwrite:
         raise SparkmlAiaasError(
@@ -89,7 +108,8 @@ def write_artifact(path: str, metadata: Mapping[str, Any], arrays: Mapping[str, 
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
     try:
         buffer = io.BytesIO()
-        np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+        save = np.savez_compressed if compress else np.savez
+        save(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
         with open(os.path.join(staging, ARRAYS_FILE), "wb") as f:
             f.write(buffer.getvalue())
         arrays_sha = sha256_file(os.path.join(staging, ARRAYS_FILE))
@@ -98,9 +118,15 @@ def write_artifact(path: str, metadata: Mapping[str, Any], arrays: Mapping[str, 
         full["sparkml_aiaas_version"] = __version__
         full["timestamp"] = int(time.time() * 1000)
         full["files"] = {ARRAYS_FILE: {"sha256": arrays_sha}}
+        extra_shas = ""
+        for name in sorted(files or {}):
+            with open(os.path.join(staging, name), "wb") as f:
+                f.write(bytes(files[name]))
+            full["files"][name] = {"sha256": sha256_file(os.path.join(staging, name))}
+            extra_shas += name + full["files"][name]["sha256"]
         params_json = json.dumps(full.get("paramMap", {}), sort_keys=True, default=_to_json)
         full["model_id"] = hashlib.sha256(
-            (full["class"] + params_json + arrays_sha).encode()
+            (full["class"] + params_json + arrays_sha + extra_shas).encode()
         ).hexdigest()[:16]
         text = json.dumps(full, indent=2, sort_keys=True, default=_to_json)
         with open(os.path.join(staging, METADATA_FILE), "w") as f:
@@ -154,3 +180,28 @@ def read_artifact(path: str) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
     with np.load(arrays_path, allow_pickle=False) as data:
         arrays = {name: data[name] for name in data.files}
     return metadata, arrays
+
+
+def read_artifact_file(path: str, name: str, metadata: Mapping[str, Any] = None) -> bytes:
+    """The bytes of an extra file of a model directory, after checking its sha256.
+
+    ``metadata`` is what :func:`read_artifact` returned (read again when omitted).
+    """
+    root = local_path(path)
+    _check_file_name(name)
+    if metadata is None:
+        metadata, _ = read_artifact(path)
+    expected = metadata.get("files", {}).get(name, {}).get("sha256")
+    if expected is None:
+        raise ModelFormatError(f"model at {path!r} lists no file {name!r} in {METADATA_FILE}")
+    full = os.path.join(root, name)
+    if not os.path.isfile(full):
+        raise ModelFormatError(f"model at {path!r} is incomplete: {name} is missing")
+    with open(full, "rb") as f:
+        data = f.read()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise ModelFormatError(
+            f"model at {path!r}: checksum mismatch for {name} (expected {expected}, found "
+            f"{actual}); the file was modified or corrupted")
+    return data

@@ -24,7 +24,13 @@ from sparkml_aiaas.core.preprocessing import FittedPreprocessor
 from sparkml_aiaas.errors import ModelFormatError
 from sparkml_aiaas.models.artifact import METADATA_FILE, local_path, read_artifact
 
-__all__ = ["PipelinePredictor", "is_saved_pipeline", "load_pipeline_predictor"]
+__all__ = ["PipelinePredictor", "compose", "is_bundle", "is_saved_pipeline", "load_bundle_predictor",
+           "load_pipeline_predictor"]
+
+#: A model bundle: a directory holding ``model/`` (one of our models) and optionally
+#: ``preprocessor/`` (a saved ``PreprocessorModel``) -- the layout of a registry version.
+BUNDLE_MODEL_DIR = "model"
+BUNDLE_PREPROCESSOR_DIR = "preprocessor"
 
 _PIPELINE_CLASSES = ("pyspark.ml.pipeline.PipelineModel", "pyspark.ml.PipelineModel")
 _PREPROCESSOR_CLASS = ".PreprocessorModel"
@@ -104,6 +110,75 @@ class PipelinePredictor:
         return self.model.predict_matrix(self.features(frame), index=frame.index)
 
 
+def _raw_signature(signatures: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The columns a pipeline reads from its input: the preprocessors' inputs, in order."""
+    inputs, seen = [], set()
+    for signature in signatures:
+        for column in (signature or {}).get("inputs", []):
+            if column.get("name") not in seen:
+                seen.add(column.get("name"))
+                inputs.append(dict(column))
+    return {"inputs": inputs}
+
+
+def compose(preprocessors: List[tuple], model, where: str,
+            signatures: List[Dict[str, Any]] = (), extra: Dict[str, Any] = None) -> PipelinePredictor:
+    """Chain fitted preprocessors ``[(FittedPreprocessor, output column)]`` and a model predictor.
+
+    Refuses, naming ``where``, a model that does not read the last preprocessor's
+    output column or cannot predict from a matrix: such a pair would score garbage.
+    """
+    if preprocessors and list(model.input_columns) != [preprocessors[-1][1]]:
+        raise ModelFormatError(
+            f"the model of {where} reads {list(model.input_columns)}, not the preprocessor's "
+            f"output column {preprocessors[-1][1]!r}; fit the model on the preprocessor's "
+            "output (featuresCol = the preprocessor's outputCol)"
+        )
+    if not hasattr(model, "predict_matrix"):
+        raise ModelFormatError(f"the model of {where} cannot predict from a feature matrix")
+    metadata = dict(extra or {})
+    metadata["signature"] = _raw_signature(list(signatures))
+    metadata["model"] = getattr(model, "metadata", None) or {}
+    for key in ("model_name", "model_id"):
+        if metadata["model"].get(key) is not None:
+            metadata.setdefault(key, metadata["model"][key])
+    return PipelinePredictor(preprocessors=list(preprocessors), model=model, metadata=metadata)
+
+
+def _preprocessor_stage(stage: str, where: str) -> tuple:
+    """``(FittedPreprocessor, output column, signature)`` of a saved PreprocessorModel."""
+    metadata, _ = read_artifact(stage) if os.path.isfile(os.path.join(stage, METADATA_FILE)) else (
+        _spark_metadata(stage), None)
+    class_path = metadata.get("class", "")
+    if not class_path.endswith(_PREPROCESSOR_CLASS) or "preprocessor" not in metadata:
+        raise ModelFormatError(
+            f"{where} is a {class_path or 'unknown stage'}; only PreprocessorModel stages "
+            "followed by one of our models can be served without Spark"
+        )
+    column = metadata.get("paramMap", {}).get("outputCol") or metadata.get(
+        "defaultParamMap", {}).get("outputCol", "features")
+    return FittedPreprocessor.from_dict(metadata["preprocessor"]), column, metadata.get("signature")
+
+
+def is_bundle(path: str) -> bool:
+    """Whether ``path`` is a model bundle (``model/`` [+ ``preprocessor/``], no metadata.json)."""
+    root = local_path(path)
+    return (not os.path.isfile(os.path.join(root, METADATA_FILE))
+            and os.path.isfile(os.path.join(root, BUNDLE_MODEL_DIR, METADATA_FILE)))
+
+
+def load_bundle_predictor(path: str, load_model_predictor):
+    """The predictor of a model bundle: preprocessor (when present) then model."""
+    root = local_path(path)
+    model = load_model_predictor(os.path.join(root, BUNDLE_MODEL_DIR))
+    pre_dir = os.path.join(root, BUNDLE_PREPROCESSOR_DIR)
+    if not os.path.isdir(pre_dir):
+        return model
+    fitted, column, signature = _preprocessor_stage(pre_dir, f"{path!r}/preprocessor")
+    return compose([(fitted, column)], model, repr(path), [signature],
+                   {"class": "sparkml_aiaas.bundle"})
+
+
 def load_pipeline_predictor(path: str, load_model_predictor) -> PipelinePredictor:
     """Read a saved ``PipelineModel`` of preprocessors and one final model, without Spark.
 
@@ -118,28 +193,13 @@ def load_pipeline_predictor(path: str, load_model_predictor) -> PipelinePredicto
             f"the PipelineModel at {path!r} has {len(stages)} stage(s); a served pipeline is "
             "PreprocessorModel stage(s) followed by one of our models"
         )
-    preprocessors = []
+    preprocessors, signatures = [], []
     for stage in stages[:-1]:
-        metadata, _ = read_artifact(stage) if os.path.isfile(os.path.join(stage, METADATA_FILE)) else (
-            _spark_metadata(stage), None)
-        class_path = metadata.get("class", "")
-        if not class_path.endswith(_PREPROCESSOR_CLASS) or "preprocessor" not in metadata:
-            raise ModelFormatError(
-                f"stage {os.path.basename(stage)} of the PipelineModel at {path!r} is a "
-                f"{class_path or 'unknown stage'}; only PreprocessorModel stages followed by one "
-                "of our models can be served without Spark"
-            )
-        column = metadata.get("paramMap", {}).get("outputCol") or metadata.get(
-            "defaultParamMap", {}).get("outputCol", "features")
-        preprocessors.append((FittedPreprocessor.from_dict(metadata["preprocessor"]), column))
+        fitted, column, signature = _preprocessor_stage(
+            stage, f"stage {os.path.basename(stage)} of the PipelineModel at {path!r}")
+        preprocessors.append((fitted, column))
+        signatures.append(signature)
     model = load_model_predictor(stages[-1])
-    if preprocessors and list(model.input_columns) != [preprocessors[-1][1]]:
-        raise ModelFormatError(
-            f"the final stage of the PipelineModel at {path!r} reads {model.input_columns}, not "
-            f"the preprocessor's output column {preprocessors[-1][1]!r}"
-        )
-    if not hasattr(model, "predict_matrix"):
-        raise ModelFormatError(f"the final stage of {path!r} cannot predict from a matrix")
-    return PipelinePredictor(preprocessors=preprocessors, model=model,
-                             metadata={"class": "pyspark.ml.pipeline.PipelineModel",
-                                       "stages": [os.path.basename(s) for s in stages]})
+    return compose(preprocessors, model, f"the PipelineModel at {path!r}", signatures,
+                   {"class": "pyspark.ml.pipeline.PipelineModel",
+                    "stages": [os.path.basename(s) for s in stages]})

@@ -197,7 +197,32 @@ class LinearPredictor:
         )
 
 
-_PREDICTORS = {"linear": LinearPredictor}
+#: Predictor family (``metadata["predictor"]["family"]``) -> class, or "module:Class"
+#: imported on first use, so that loading a linear model never imports torch or xgboost.
+_PREDICTORS = {
+    "linear": LinearPredictor,
+    "torch": "sparkml_aiaas.models.torch_predictor:TorchPredictor",
+    "xgboost": "sparkml_aiaas.models.xgboost_predictor:XGBoostPredictor",
+    "sklearn": "sparkml_aiaas.models.sklearn_predictor:SklearnPredictor",
+}
+
+
+def _predictor_class(family: str, path: str):
+    try:
+        entry = _PREDICTORS[family]
+    except KeyError:
+        raise ModelFormatError(f"model at {path!r} has unknown predictor family {family!r}") from None
+    if isinstance(entry, str):
+        import importlib
+
+        module, name = entry.split(":")
+        try:
+            entry = getattr(importlib.import_module(module), name)
+        except ImportError as exc:
+            raise ModelFormatError(
+                f"model at {path!r} is a {family} model, which needs an optional dependency "
+                f"that is not installed ({exc}); pip install 'sparkml_aiaas[{family}]'") from None
+    return entry
 
 
 def load_predictor(path: str):
@@ -206,22 +231,31 @@ def load_predictor(path: str):
     Parameters
     ----------
     path : str
-        Directory written by a model's ``save``, or a saved ``PipelineModel``
-        of ``PreprocessorModel`` stages followed by one of our models.
+        Directory written by a model's ``save``, a saved ``PipelineModel``
+        of ``PreprocessorModel`` stages followed by one of our models, or a
+        model bundle (``model/`` and ``preprocessor/``, as a registry version
+        stores them).
 
     Examples
     --------
     >>> predictor = load_predictor("model_dir")          # doctest: +SKIP
     >>> predictor.predict(pandas_frame)["probability"]   # doctest: +SKIP
     """
-    from sparkml_aiaas.models.pipeline_predictor import is_saved_pipeline, load_pipeline_predictor
+    from sparkml_aiaas.models.pipeline_predictor import (
+        is_bundle,
+        is_saved_pipeline,
+        load_bundle_predictor,
+        load_pipeline_predictor,
+    )
 
     if is_saved_pipeline(path):
         return load_pipeline_predictor(path, load_predictor)
+    if is_bundle(path):
+        return load_bundle_predictor(path, load_predictor)
     metadata, arrays = read_artifact(path)
     family = metadata.get("predictor", {}).get("family")
-    try:
-        predictor_class = _PREDICTORS[family]
-    except KeyError:
-        raise ModelFormatError(f"model at {path!r} has unknown predictor family {family!r}") from None
+    predictor_class = _predictor_class(family, path)
+    if getattr(predictor_class, "reads_files", False):
+        # Families with extra files (an XGBoost booster, a skops file) read them, verified.
+        return predictor_class.from_artifact(metadata, arrays, path)
     return predictor_class.from_artifact(metadata, arrays)

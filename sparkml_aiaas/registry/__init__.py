@@ -25,6 +25,7 @@ from sparkml_aiaas.registry.storage import LocalStorage, Storage
 
 __all__ = [
     "DEFAULT_KEY_ENV",
+    "HadoopStorage",
     "LocalStorage",
     "ModelNotFoundError",
     "ModelRegistry",
@@ -36,3 +37,12 @@ __all__ = [
     "validate_alias",
     "validate_name",
 ]
+
+
+def __getattr__(name):
+    # HadoopStorage on first use: its module is light, but keep this package's import minimal.
+    if name == "HadoopStorage":
+        from sparkml_aiaas.registry.hadoop_storage import HadoopStorage
+
+        return HadoopStorage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

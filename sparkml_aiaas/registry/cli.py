@@ -58,7 +58,14 @@ def _registry(args):
 
     if not args.registry:
         raise ConfigError(f"give the registry root with --registry ROOT (or set {REGISTRY_ENV})")
-    return ModelRegistry(args.registry, key_file=args.key_file)
+    root = str(args.registry)
+    if "://" in root and not root.startswith("file:"):
+        # hdfs://, viewfs://...: the registry reaches Hadoop's FileSystem through a local
+        # Spark session's JVM (started only for such roots; local registries need no Spark).
+        from sparkml_aiaas.session import get_spark
+
+        get_spark("sparkml_aiaas-models")
+    return ModelRegistry(root, key_file=args.key_file)
 
 
 def _print_json(value: Any) -> None:

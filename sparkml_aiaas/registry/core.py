@@ -8,7 +8,8 @@ Layout under the registry root (see ``docs/registry.md``)::
     <root>/<name>/versions/<n>/model/         the saved model artifact (models/artifact.py format)
     <root>/<name>/versions/<n>/preprocessor/  the fitted PreprocessorModel, when registered with one
     <root>/<name>/aliases/<alias>             {"version": n, ...}, replaced atomically
-    <root>/<name>/.staging/, .trash/          in-flight registrations and deletions
+    <root>/<name>/.staging/, .trash/          in-flight registrations and deletions (leftovers
+                                              of crashed ones are swept after 24 h)
 
 This module imports no pyspark: :meth:`ModelRegistry.load_predictor` serves
 Spark-free processes; :meth:`ModelRegistry.load` imports the Spark reader lazily.
@@ -22,7 +23,9 @@ import hmac
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -30,7 +33,7 @@ from sparkml_aiaas import __version__
 from sparkml_aiaas.core.pii import MIN_KEY_BYTES, key_id, load_key
 from sparkml_aiaas.errors import ConfigError, ModelFormatError, SparkmlAiaasError
 from sparkml_aiaas.models.artifact import METADATA_FILE, local_path, read_artifact
-from sparkml_aiaas.registry.storage import Storage, storage_for
+from sparkml_aiaas.registry.storage import LocalStorage, Storage, storage_for
 
 __all__ = [
     "DEFAULT_KEY_ENV",
@@ -52,6 +55,9 @@ SIG_FILE = "registry.json.sig"
 MODEL_DIR = "model"
 PREPROCESSOR_DIR = "preprocessor"
 _CONTROL_FILES = (META_FILE, SIG_FILE)
+#: Entries of ``.staging/`` and ``.trash/`` older than this are leftovers of crashed
+#: processes, removed by the next registration of the same name.
+STALE_AFTER_SECONDS = 24 * 3600
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -233,11 +239,48 @@ class ModelVersion:
         return f"{self.name}/{self.version}"
 
     @property
+    def bundle_path(self) -> str:
+        """Local path of the version directory (``model/`` [+ ``preprocessor/``])."""
+        return os.path.dirname(self.path)
+
+    @property
     def preprocessor_path(self) -> Optional[str]:
         """Local path of the registered fitted preprocessor, or None."""
         if not self.metadata.get("preprocessor"):
             return None
         return os.path.join(os.path.dirname(self.path), PREPROCESSOR_DIR)
+
+
+def _split_pipeline(model: Any, preprocessor: Any) -> Tuple[Any, Any]:
+    """``(model, preprocessor)`` of a ``PipelineModel`` [PreprocessorModel, model] (object or
+    saved path); anything else is returned as given."""
+    stages = None
+    if type(model).__name__ == "PipelineModel" and hasattr(model, "stages"):
+        stages = list(model.stages)
+        names = [type(stage).__name__ for stage in stages]
+    elif isinstance(model, (str, os.PathLike)):
+        from sparkml_aiaas.models.pipeline_predictor import _stage_dirs, is_saved_pipeline
+
+        path = local_path(os.fspath(model))
+        if is_saved_pipeline(path):
+            stages = _stage_dirs(path)
+            names = []
+            for stage in stages:
+                try:
+                    names.append(read_artifact(stage)[0].get("class", "").rsplit(".", 1)[-1])
+                except ModelFormatError:
+                    names.append(os.path.basename(stage).split("_", 1)[-1])
+    if stages is None:
+        return model, preprocessor
+    if len(stages) == 1:
+        return stages[0], preprocessor
+    if len(stages) != 2 or names[0] != "PreprocessorModel" or preprocessor is not None:
+        raise ConfigError(
+            f"a PipelineModel can be registered when it is one PreprocessorModel followed by one "
+            f"of our models (got stages {names}"
+            + (", and preprocessor= too" if preprocessor is not None else "") + "); register "
+            "other pipelines' final model with preprocessor= its fitted preprocessor")
+    return stages[1], stages[0]
 
 
 # --------------------------------------------------------------------------- registry
@@ -267,8 +310,13 @@ class ModelRegistry:
 
     def __init__(self, root: str, *, key: Optional[bytes] = None, key_env: Optional[str] = None,
                  key_file: Optional[str] = None, storage: Optional[Storage] = None):
-        fs, path = storage_for(root)
-        self.storage: Storage = storage or fs
+        if storage is None:
+            storage, path = storage_for(root)
+        else:
+            # An explicit storage decides what its roots look like (HadoopStorage
+            # keeps the URI; LocalStorage strips file: and makes the path absolute).
+            path = storage.normalize_root(root)
+        self.storage: Storage = storage
         self.root = path
         self._key = _resolve_key(key, key_env, key_file)
 
@@ -299,9 +347,11 @@ class ModelRegistry:
 
         Parameters
         ----------
-        model : fitted model with ``.write()`` or str
+        model : fitted model with ``.write()``, ``PipelineModel`` or str
             One of our models (e.g. ``LogisticRegressionModel``) or the path of
-            a saved model directory (verified before it is copied).
+            a saved model directory (verified before it is copied); or a fitted
+            ``PipelineModel`` (object or saved path) of one ``PreprocessorModel``
+            followed by one of our models, stored as preprocessor + model.
         name : str
             Model name (see :func:`validate_name`).
         metrics, params : mapping, optional
@@ -312,6 +362,9 @@ class ModelRegistry:
             Where the training data came from (path, table, snapshot version...).
         preprocessor : fitted ``PreprocessorModel`` or str, optional
             Copied in beside the model (``preprocessor/``); its digest is recorded.
+            The model must read its output column.  :meth:`load` then returns
+            the two as a ``PipelineModel``, :meth:`load_predictor` and batch
+            scoring run both (raw columns in, predictions out).
         description : str, optional
 
         Returns
@@ -321,11 +374,18 @@ class ModelRegistry:
             across concurrent registering processes.
         """
         validate_name(name)
+        model, preprocessor = _split_pipeline(model, preprocessor)
         fs = self.storage
         model_dir = self._model_dir(name)
         for sub in ("allocated", "versions", "aliases", ".staging"):
             fs.makedirs(fs.join(model_dir, sub))
+        self._sweep_stale(name)
         staging = fs.staging_dir(fs.join(model_dir, ".staging"), "reg-")
+        remote, remote_staging = fs, staging
+        if not remote.is_local:
+            # Our artifact writers and readers need local paths: build the version on
+            # local disk (fs/staging below), then copy it up into remote_staging in one piece.
+            fs, staging = LocalStorage(), tempfile.mkdtemp(prefix="sparkml_aiaas_registry-")
         try:
             self._stage_artifact(model, fs.join(staging, MODEL_DIR), "model")
             try:
@@ -337,13 +397,18 @@ class ModelRegistry:
             if model_meta.get("class", "").endswith(".PreprocessorModel"):
                 raise ConfigError("register() got a PreprocessorModel as the model; pass it as "
                                   "preprocessor= beside a fitted model")
-            pre_meta = None
+            pre_meta = pre_signature = None
             if preprocessor is not None:
                 pre_dir = fs.join(staging, PREPROCESSOR_DIR)
                 self._stage_artifact(preprocessor, pre_dir, "preprocessor")
                 from sparkml_aiaas.preprocessing.loader import load_fitted
 
                 load_fitted(fs.local_path(pre_dir))  # refuses anything but a PreprocessorModel
+                # The pair must chain (the model reads the preprocessor's output column):
+                # refused now rather than when a scoring job or the server loads it.
+                from sparkml_aiaas.models.predictor import load_predictor as _load_bundle
+
+                pre_signature = _load_bundle(fs.local_path(staging)).metadata["signature"]
                 pre_files = {rel: fs.sha256(fs.join(pre_dir, rel))
                              for rel in fs.walk_files(pre_dir)}
                 with open(fs.join(fs.local_path(pre_dir), METADATA_FILE)) as f:
@@ -367,7 +432,11 @@ class ModelRegistry:
                     "model_id": model_meta.get("model_id"),
                     "source": model if isinstance(model, str) else None,
                 },
-                "input_signature": _jsonable(model_meta.get("signature"), "the input signature"),
+                # What the version reads from its input: the raw columns the preprocessor
+                # takes when there is one (batch scoring checks input against this).
+                "input_signature": _jsonable(pre_signature if pre_meta else
+                                             model_meta.get("signature"), "the input signature"),
+                "model_signature": _jsonable(model_meta.get("signature"), "the model signature"),
                 "params": _jsonable(dict(params) if params is not None
                                     else model_meta.get("paramMap", {}), "params"),
                 "metrics": _jsonable(dict(metrics or {}), "metrics"),
@@ -384,12 +453,43 @@ class ModelRegistry:
                            (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode())
             if self._key is not None:
                 fs.write_bytes(fs.join(staging, SIG_FILE), self._signature_record(metadata))
+            complete = staging
+            if fs is not remote:
+                complete = remote.join(remote_staging, "version")
+                remote.copytree(staging, complete)
             # The one visible step: the complete directory appears under versions/<n>.
-            fs.rename(staging, self._version_dir(name, version))
+            remote.rename(complete, self._version_dir(name, version))
+            if fs is not remote:
+                remote.rmtree(remote_staging)
         except BaseException:
-            fs.rmtree(staging)
+            remote.rmtree(remote_staging)
             raise
+        finally:
+            if fs is not remote:
+                shutil.rmtree(staging, ignore_errors=True)
         return version
+
+    def _sweep_stale(self, name: str) -> List[str]:
+        """Remove what crashed registrations and deletions left in ``.staging/`` and
+        ``.trash/``: entries older than :data:`STALE_AFTER_SECONDS` (a live one is younger;
+        readers never look there).  Returns the removed paths."""
+        import time
+
+        fs = self.storage
+        removed = []
+        cutoff = time.time() - STALE_AFTER_SECONDS
+        for sub in (".staging", ".trash"):
+            folder = fs.join(self._model_dir(name), sub)
+            for entry in fs.listdir(folder):
+                path = fs.join(folder, entry)
+                try:
+                    stale = fs.mtime(path) < cutoff
+                except FileNotFoundError:
+                    continue  # finished meanwhile
+                if stale:
+                    fs.rmtree(path)
+                    removed.append(path)
+        return removed
 
     def _stage_artifact(self, source: Any, target: str, what: str) -> None:
         if hasattr(source, "write") and callable(source.write):
@@ -403,7 +503,10 @@ class ModelRegistry:
                               f"{type(source).__name__}")
         src = local_path(source)
         read_artifact(src)  # verify before copying: never register a corrupt artifact
-        self.storage.copytree(src, target)
+        if self.storage.is_local:
+            self.storage.copytree(src, target)
+        else:
+            shutil.copytree(src, target)  # register() stages on local disk for such storages
 
     def _allocate(self, name: str) -> int:
         """Claim the next free version number by exclusive creation of ``allocated/<n>``."""
@@ -424,9 +527,44 @@ class ModelRegistry:
         return (json.dumps(record, sort_keys=True) + "\n").encode()
 
     # ------------------------------------------------------------------ reading
-    def _read_metadata(self, name: str, version: int) -> Dict[str, Any]:
+    def _open_version(self, name: str, version: int) -> Tuple[Storage, str]:
+        """``(storage, version dir)`` to read and verify ``name/version`` through.
+
+        For a non-local storage the version directory is copied to local disk once
+        and metadata, signature and checksums are all read from that copy, which is
+        what ``ModelVersion.path`` then points into: what is verified is what is
+        loaded (no window for a swap between the check and the load).
+        """
         fs = self.storage
         vdir = self._version_dir(name, version)
+        if fs.is_local:
+            return fs, vdir
+        if not fs.isdir(vdir):
+            raise ModelNotFoundError(f"{name}/{version} is not in the registry at {self.root}")
+        try:
+            return LocalStorage(), fs.local_path(vdir)
+        except FileNotFoundError:  # deleted between the check and the copy
+            raise ModelNotFoundError(
+                f"{name}/{version} is not in the registry at {self.root}") from None
+
+    def _release(self, mv: ModelVersion) -> None:
+        """Remove the local copy behind a loaded version (non-local storages only).
+
+        The readers hold every array in memory, so the copy is no longer needed; a
+        long-running process that reloads models would otherwise collect copies.
+        """
+        if not self.storage.is_local:
+            self.storage.release_local(os.path.dirname(mv.path))
+
+    def _close_version(self, fs: Storage, vdir: str) -> None:
+        """Remove the local copy :meth:`_open_version` made, if it made one."""
+        if fs is not self.storage:
+            self.storage.release_local(vdir)
+
+    def _read_metadata(self, name: str, version: int, fs: Optional[Storage] = None,
+                       vdir: Optional[str] = None) -> Dict[str, Any]:
+        fs = fs or self.storage
+        vdir = vdir or self._version_dir(name, version)
         if not fs.isdir(vdir):
             raise ModelNotFoundError(f"{name}/{version} is not in the registry at {self.root}")
         meta_path = fs.join(vdir, META_FILE)
@@ -447,10 +585,11 @@ class ModelRegistry:
                 f"{metadata.get('version')!r}; the version directory was moved or copied")
         return metadata
 
-    def _verify(self, name: str, version: int, metadata: Mapping[str, Any]) -> None:
+    def _verify(self, name: str, version: int, metadata: Mapping[str, Any],
+                fs: Optional[Storage] = None, vdir: Optional[str] = None) -> None:
         """Check the signature (with a key), each sha256, missing/extra files, the digest."""
-        fs = self.storage
-        vdir = self._version_dir(name, version)
+        fs = fs or self.storage
+        vdir = vdir or self._version_dir(name, version)
         where = f"{name}/{version}"
         if self._key is not None:
             sig_path = fs.join(vdir, SIG_FILE)
@@ -494,13 +633,20 @@ class ModelRegistry:
             raise ModelFormatError(f"{where}: the digest in {META_FILE} does not match its files")
 
     def _model_version(self, name: str, version: int, metadata: Dict[str, Any],
-                       aliases: Optional[Dict[str, int]] = None) -> ModelVersion:
+                       aliases: Optional[Dict[str, int]] = None,
+                       local_vdir: Optional[str] = None) -> ModelVersion:
         if aliases is None:
             aliases = self.aliases(name)
+        if local_vdir is not None:  # the verified local copy of a non-local version
+            path = os.path.join(local_vdir, MODEL_DIR)
+        else:
+            path = self.storage.join(self._version_dir(name, version), MODEL_DIR)
+            # list() reads metadata only: a non-local version is not copied, its path
+            # stays the storage's (resolve() gives the verified local copy).
+            path = self.storage.local_path(path) if self.storage.is_local else path
         return ModelVersion(
             name=name, version=version,
-            path=self.storage.local_path(self.storage.join(self._version_dir(name, version),
-                                                           MODEL_DIR)),
+            path=path,
             digest=metadata.get("digest", ""), metadata=metadata,
             aliases=sorted(a for a, v in aliases.items() if v == version))
 
@@ -563,30 +709,59 @@ class ModelRegistry:
             if not available:
                 raise ModelNotFoundError(f"no model named {name!r} in the registry at {self.root}")
             version = available[-1]
-        metadata = self._read_metadata(name, version)
-        self._verify(name, version, metadata)
-        return self._model_version(name, version, metadata, aliases)
+        fs, vdir = self._open_version(name, version)
+        try:
+            metadata = self._read_metadata(name, version, fs, vdir)
+            self._verify(name, version, metadata, fs, vdir)
+        except BaseException:
+            self._close_version(fs, vdir)
+            raise
+        return self._model_version(name, version, metadata, aliases,
+                                   None if fs is self.storage else vdir)
 
     def load(self, ref: str):
-        """The fitted pyspark.ml model of ``ref``, after verifying every checksum."""
+        """The fitted pyspark.ml model of ``ref``, after verifying every checksum.
+
+        A version registered with a preprocessor loads as a ``PipelineModel``
+        ``[PreprocessorModel, model]``, so ``transform`` takes the raw columns.
+        """
         from sparkml_aiaas.models.persistence import load_model
 
-        return load_model(self.resolve(ref).path)
+        mv = self.resolve(ref)
+        try:
+            model = load_model(mv.path)
+            if mv.preprocessor_path is None:
+                return model
+            from pyspark.ml import PipelineModel
+
+            return PipelineModel(stages=[load_model(mv.preprocessor_path), model])
+        finally:
+            self._release(mv)
 
     def load_predictor(self, ref: str):
-        """The Spark-free predictor of ``ref`` (imports no pyspark), after verification."""
+        """The Spark-free predictor of ``ref`` (imports no pyspark), after verification.
+
+        With a registered preprocessor it runs both: raw columns in, predictions out.
+        """
         from sparkml_aiaas.models.predictor import load_predictor
 
-        return load_predictor(self.resolve(ref).path)
+        mv = self.resolve(ref)
+        try:
+            return load_predictor(mv.bundle_path if mv.preprocessor_path else mv.path)
+        finally:
+            self._release(mv)
 
     def load_preprocessor(self, ref: str):
         """The Spark-free fitted preprocessor registered with ``ref``, or None."""
         mv = self.resolve(ref)
-        if mv.preprocessor_path is None:
-            return None
-        from sparkml_aiaas.preprocessing.loader import load_fitted
+        try:
+            if mv.preprocessor_path is None:
+                return None
+            from sparkml_aiaas.preprocessing.loader import load_fitted
 
-        return load_fitted(mv.preprocessor_path)
+            return load_fitted(mv.preprocessor_path)
+        finally:
+            self._release(mv)
 
     def list(self, name: Optional[str] = None) -> List[ModelVersion]:
         """Every version (of ``name``, or of all models), sorted by name then version.
@@ -629,8 +804,12 @@ class ModelRegistry:
         """
         validate_alias(alias)
         version = _validate_version(version)
-        metadata = self._read_metadata(name, version)
-        self._verify(name, version, metadata)
+        fs, vdir = self._open_version(name, version)
+        try:
+            metadata = self._read_metadata(name, version, fs, vdir)
+            self._verify(name, version, metadata, fs, vdir)
+        finally:
+            self._close_version(fs, vdir)  # only verified here, never loaded
         try:
             previous = self._read_alias(name, alias)
         except (ModelNotFoundError, ModelFormatError, ConfigError):

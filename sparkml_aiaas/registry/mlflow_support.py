@@ -67,9 +67,14 @@ def _signature(predictor) -> Any:
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
-    if not predictor.feature_cols:
+    inputs = (getattr(predictor, "metadata", None) or {}).get("signature", {}).get("inputs")
+    if not inputs:
         return None
-    return ModelSignature(inputs=Schema([ColSpec("double", c) for c in predictor.feature_cols]))
+    kinds = {"string": "string", "boolean": "boolean", "int": "integer", "bigint": "long",
+             "float": "float", "double": "double"}
+    if any(column.get("type") not in kinds for column in inputs):
+        return None  # vectors and other types MLflow's column specs cannot state
+    return ModelSignature(inputs=Schema([ColSpec(kinds[c["type"]], c["name"]) for c in inputs]))
 
 
 def export_mlflow(registry, ref: str, path: str) -> str:
@@ -82,14 +87,17 @@ def export_mlflow(registry, ref: str, path: str) -> str:
     from sparkml_aiaas.models.predictor import load_predictor
 
     mv = registry.resolve(ref)
-    predictor = load_predictor(mv.path)
+    # The whole version (preprocessor + model) when it has a preprocessor: the pyfunc
+    # then takes raw columns, as batch scoring and serving do.
+    artifact = mv.bundle_path if mv.preprocessor_path else mv.path
+    predictor = load_predictor(artifact)
     target = os.fspath(path)
     if os.path.exists(target):
         raise ConfigError(f"MLflow export target {target!r} already exists")
     mlflow.pyfunc.save_model(
         target,
         python_model=SparkmlAiaasPyfunc(),
-        artifacts={_ARTIFACT_KEY: mv.path},
+        artifacts={_ARTIFACT_KEY: artifact},
         signature=_signature(predictor),
         pip_requirements=[f"sparkml_aiaas=={__version__}", "numpy", "pandas"],
         metadata={"sparkml_aiaas_ref": mv.ref, "sparkml_aiaas_digest": mv.digest},

@@ -10,11 +10,14 @@ The registry's guarantees rest on three primitives:
   move from one version to another without a reader ever seeing a partial file.
 
 :class:`LocalStorage` implements them with POSIX calls (``os.open`` with
-``O_CREAT|O_EXCL``, ``os.rename``, ``os.replace``).  A Hadoop FS implementation
-(``FileSystem.create(path, overwrite=false)``, ``FileSystem.rename``) gives the
-same guarantees on HDFS and could be added by implementing this interface.
-Object stores (S3, GCS, ABFS without HNS) do not give atomic rename; see
-``docs/registry.md``.
+``O_CREAT|O_EXCL``, ``os.rename``, ``os.replace``).
+:class:`~sparkml_aiaas.registry.hadoop_storage.HadoopStorage` implements them
+with Hadoop's FileSystem/FileContext API through an active SparkSession
+(``create(path, overwrite=false)``, ``rename``, ``rename(..., OVERWRITE)``),
+which HDFS makes atomic; :func:`storage_for` picks it for ``hdfs://``,
+``viewfs://``, ``webhdfs://`` and other Hadoop roots.  Object stores (S3, GCS,
+ABFS, WASB) do not give atomic rename or exclusive create and are refused
+unless a storage is passed explicitly; see ``docs/registry.md``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,16 @@ class Storage:
     Paths are strings in the storage's own syntax; ``join`` builds them.
     """
 
+    #: True when paths are local paths that readers (numpy, the artifact reader) can
+    #: open directly.  When False the registry writes a new version on local disk and
+    #: copies it up with :meth:`copytree`, and reads a version through one local copy
+    #: (:meth:`local_path`) that it verifies before handing it out.
+    is_local = True
+
+    def normalize_root(self, root: str) -> str:
+        """The registry root in the form :meth:`join` expects."""
+        return os.fspath(root)
+
     def join(self, *parts: str) -> str:
         raise NotImplementedError
 
@@ -56,6 +69,10 @@ class Storage:
 
     def create_exclusive(self, path: str) -> bool:
         """Create an empty file; False when it already exists (exactly one caller wins)."""
+        raise NotImplementedError
+
+    def mtime(self, path: str) -> float:
+        """Last modification time (seconds since the epoch); FileNotFoundError if missing."""
         raise NotImplementedError
 
     def read_bytes(self, path: str) -> bytes:
@@ -91,8 +108,15 @@ class Storage:
         raise NotImplementedError
 
     def local_path(self, path: str) -> str:
-        """A local path for readers that need one (numpy, the artifact reader)."""
+        """A local path for readers that need one (numpy, the artifact reader).
+
+        For a non-local storage this is a fresh local copy of ``path``, owned by
+        the caller until :meth:`release_local`.
+        """
         raise NotImplementedError
+
+    def release_local(self, path: str) -> None:
+        """Forget a path returned by :meth:`local_path` (removes it when it is a copy)."""
 
     def staging_dir(self, parent: str, prefix: str) -> str:
         """A fresh, uniquely named directory under ``parent``."""
@@ -101,6 +125,17 @@ class Storage:
 
 class LocalStorage(Storage):
     """:class:`Storage` over a local (or FUSE-mounted, or NFS) POSIX filesystem."""
+
+    def normalize_root(self, root: str) -> str:
+        """An absolute local path, from a plain path or a ``file:`` URI."""
+        path = os.fspath(root)
+        if path.startswith("file://"):
+            path = path[len("file://"):]
+        elif path.startswith("file:"):
+            path = path[len("file:"):]
+        if not path:
+            raise ConfigError("the registry root is empty")
+        return os.path.abspath(path)
 
     def join(self, *parts: str) -> str:
         return os.path.join(*parts)
@@ -127,6 +162,9 @@ class LocalStorage(Storage):
             return False
         os.close(fd)
         return True
+
+    def mtime(self, path: str) -> float:
+        return os.stat(path).st_mtime
 
     def read_bytes(self, path: str) -> bytes:
         with open(path, "rb") as f:
@@ -189,20 +227,57 @@ class LocalStorage(Storage):
         return path
 
 
+#: Object stores: "rename" is copy-then-delete and there is no exclusive create, so
+#: concurrent writers could share a version number and readers see half-copied versions.
+OBJECT_STORE_SCHEMES = frozenset({"s3", "s3a", "s3n", "gs", "abfs", "abfss", "wasb", "wasbs",
+                                  "oss"})
+#: Hadoop filesystems recognised even without ``//`` after the scheme.
+HADOOP_SCHEMES = frozenset({"hdfs", "viewfs", "webhdfs", "swebhdfs", "har", "ofs", "o3fs"})
+
+
+def _scheme(root: str) -> str:
+    """The URI scheme of ``root`` (lower case), or "" for a local path.
+
+    A name counts as a scheme when ``://`` follows it or when it is a scheme the
+    registry knows, so a relative local folder like ``models:v1`` stays local.
+    """
+    head, sep, rest = root.partition(":")
+    if not sep or len(head) < 2 or not (head[0].isalpha() and
+                                        all(c.isalnum() or c in "+.-" for c in head)):
+        return ""
+    scheme = head.lower()
+    known = OBJECT_STORE_SCHEMES | HADOOP_SCHEMES | {"file", "dbfs"}
+    return scheme if rest.startswith("//") or scheme in known else ""
+
+
 def storage_for(root: str):
-    """``(storage, root path)`` for a registry root URI: a local path or a ``file:`` URI."""
+    """``(storage, root path)`` for a registry root URI.
+
+    Local paths and ``file:`` URIs get :class:`LocalStorage`; ``hdfs://``,
+    ``viewfs://``, ``webhdfs://`` and other Hadoop filesystems get
+    :class:`~sparkml_aiaas.registry.hadoop_storage.HadoopStorage` (which needs an
+    active SparkSession).  Object stores and ``dbfs:`` are refused with a
+    :class:`ConfigError` saying what to use instead.
+    """
     root = os.fspath(root)
-    if root.startswith("file://"):
-        path = root[len("file://"):]
-    elif root.startswith("file:"):
-        path = root[len("file:"):]
-    elif "://" in root or root.startswith(("hdfs:", "s3:", "s3a:", "gs:", "abfs:", "dbfs:")):
+    scheme = _scheme(root)
+    if scheme in ("", "file"):
+        storage = LocalStorage()
+        return storage, storage.normalize_root(root)
+    if scheme == "dbfs":
         raise ConfigError(
-            f"registry root {root!r}: only local paths and file: URIs are implemented; "
-            "on Databricks use the /dbfs/... FUSE path (see docs/registry.md)"
-        )
-    else:
-        path = root
-    if not path:
-        raise ConfigError("the registry root is empty")
-    return LocalStorage(), os.path.abspath(path)
+            f"registry root {root!r}: dbfs: URIs are not supported; on Databricks use the "
+            "/dbfs/... FUSE path (see docs/registry.md)")
+    if scheme in OBJECT_STORE_SCHEMES:
+        raise ConfigError(
+            f"registry root {root!r}: only local paths, file: URIs and Hadoop filesystems "
+            f"with atomic rename (hdfs://, viewfs://, ...) are registry roots; {scheme}: is an "
+            "object store without exclusive create or atomic rename, so concurrent "
+            "registrations could collide (see docs/registry.md). Use a local, NFS, HDFS or "
+            "FUSE-mounted folder (on Databricks /dbfs/...), or, with a single writer, opt in "
+            "with ModelRegistry(root, storage=HadoopStorage(spark))")
+    # Any other scheme is handed to Hadoop, which knows the filesystems configured.
+    from sparkml_aiaas.registry.hadoop_storage import HadoopStorage
+
+    storage = HadoopStorage()
+    return storage, storage.normalize_root(root)

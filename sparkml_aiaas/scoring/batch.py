@@ -74,7 +74,7 @@ import os  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
-from sparkml_aiaas.errors import ConfigError, SparkmlAiaasError  # noqa: E402
+from sparkml_aiaas.errors import ConfigError  # noqa: E402
 
 logger = logging.getLogger("sparkml_aiaas.scoring")
 
@@ -93,8 +93,7 @@ class ScoreReport:
     rows_rejected: int
     seconds: float
     model_digest: Optional[str] = None
-    #: True when nothing was written: no new input (incremental) or the run was already
-    #: committed to a Delta sink.
+    #: True when nothing was written: no new input (incremental).
     skipped: bool = False
     input_files: int = 0
     delta_version: Optional[int] = None
@@ -247,13 +246,15 @@ def score(spark, model_ref, input, output: str, *, registry: Optional[str] = Non
         or a DataFrame (not with ``incremental``).
     output : str
         Parquet: a folder holding one ``run_id=<id>/`` partition per run (read it with
-        :func:`sparkml_aiaas.scoring.read_scores`).  Delta: a table, one append per run.
+        :func:`sparkml_aiaas.scoring.read_scores`).  Delta: a table partitioned by
+        ``run_id``; each run replaces its own rows in one transaction.
     partition_by : list of str
-        Parquet only: partition each run's rows further (e.g. by a date column).
+        Partition each run's rows further (e.g. by a date column); for Delta, the
+        table's partition columns are ``["run_id", *partition_by]``.
     run_id : str
         Defaults to sha256(model digest + input snapshot)[:16]: re-running the same
-        model on the same input is the same run and replaces (Parquet) or keeps
-        (Delta) its rows, never duplicates them.
+        model on the same input is the same run and replaces its rows, never
+        duplicates them.
     incremental : bool
         Score only the input files not scored by an earlier successful run into
         this output (for Delta inputs: only the data files added since).
@@ -276,8 +277,6 @@ def score(spark, model_ref, input, output: str, *, registry: Optional[str] = Non
     started = time.perf_counter()
     if format not in ("parquet", "delta"):
         raise ConfigError(f"output format must be 'parquet' or 'delta', got {format!r}")
-    if format == "delta" and partition_by:
-        raise ConfigError("partition_by is supported for Parquet output only")
     if not _is_local(output) and incremental:
         raise ConfigError("incremental scoring keeps its state beside the output: "
                           "a local (or file:) output path is needed")
@@ -332,23 +331,13 @@ def score(spark, model_ref, input, output: str, *, registry: Optional[str] = Non
             rows_out = spark.read.parquet(written).count()
             output_path = run_partition_path(output, run_id) if _is_local(output) else written
         else:
-            from sparkml_aiaas.data.delta import _is_delta_table, read_table, write_table
+            from sparkml_aiaas.scoring.sink import write_run_delta
 
-            existing = 0
-            if _is_local(output) and _is_delta_table(_local(output)):
-                existing = read_table(spark, output, format="delta").where(
-                    F.col("run_id") == run_id).count()
-            if existing:
-                if mode == "error":
-                    raise SparkmlAiaasError(
-                        f"run {run_id!r} is already in the Delta table {output!r} (mode 'error')")
-                logger.info("score     run %s is already committed to %s: kept as is",
-                            run_id, output)
-                rows_out, skipped = existing, True
-            else:
-                result = write_table(scored, output, format="delta", mode="append")
-                rows_out = int(result["rows"])
-                delta_version = result.get("version", delta_version)
+            # One transaction: the run's previous rows (if any) out, its new rows in.
+            result = write_run_delta(scored, output, run_id, partition_by=partition_by,
+                                     mode=mode)
+            rows_out = int(result["rows"])
+            delta_version = result.get("version", delta_version)
             output_path = output
     finally:
         if batch_size:

@@ -48,11 +48,16 @@ def resolve_model(model_ref, registry: Optional[str] = None,
                 f"a registry root was given ({registry!r}) but sparkml_aiaas.registry is not "
                 f"available: {exc}") from None
         mv = ModelRegistry(registry).resolve(model_ref)
-        path, name, version = mv.path, mv.name, str(mv.version)
+        # A version with a preprocessor is scored as a bundle: raw columns in.
+        path = mv.bundle_path if mv.preprocessor_path else mv.path
+        name, version = mv.name, str(mv.version)
     else:
         path = str(model_ref)
         name = version = None
     files = artifact_files(path)
+    # The registry's own metadata and signature are not part of what is shipped and loaded.
+    files = {rel: data for rel, data in files.items()
+             if rel not in ("registry.json", "registry.json.sig")}
     digest = files_digest(files)
     predictor = predictor_from_files(files)  # verifies checksums and the format version
     metadata = getattr(predictor, "metadata", None) or {}

@@ -126,6 +126,46 @@ def write_run_partition(df, output: str, run_id: str,
     return written[len("file:"):] if written.startswith("file:") else written
 
 
+def write_run_delta(df, output: str, run_id: str,
+                    partition_by: Optional[Sequence[str]] = None,
+                    mode: str = "overwrite") -> dict:
+    """Replace run ``run_id``'s rows of the Delta table ``output`` by ``df``'s rows,
+    in one Delta transaction (:func:`sparkml_aiaas.data.delta.replace_where`).
+
+    The table is partitioned by ``run_id`` and then by ``partition_by``: it is
+    created so by the first run, and an existing table must be partitioned the
+    same way.  ``df`` holds the ``run_id`` column, with ``run_id`` on every row.
+    A first run adds its rows; a re-run removes the run's previous files and
+    adds the new ones in the same commit, so readers see the old output or the
+    new one, never both or neither, and the previous output stays readable by
+    time travel (``read_table(..., version=report.delta_version - 1)``).
+    ``mode="error"`` refuses a run that already has rows in the table.
+
+    Returns what :func:`~sparkml_aiaas.data.delta.replace_where` returns.
+    """
+    from sparkml_aiaas.data.delta import replace_where
+
+    if mode not in ("overwrite", "error"):
+        raise SparkmlAiaasError(f"output mode must be 'overwrite' or 'error', got {mode!r}")
+    if RUN_PARTITION not in df.columns:
+        raise SparkmlAiaasError("the rows to write need the run_id column")
+    if mode == "error" and _delta_run_exists(df.sparkSession, output, run_id):
+        raise SparkmlAiaasError(
+            f"run {run_id!r} is already in the Delta table {output!r} (mode 'error')")
+    return replace_where(df, output, RUN_PARTITION, run_id, partition_by=partition_by)
+
+
+def _delta_run_exists(spark, output: str, run_id: str) -> bool:
+    from pyspark.sql import functions as F
+
+    from sparkml_aiaas.data.delta import is_delta_table, read_table
+
+    if not is_delta_table(spark, output):
+        return False
+    table = read_table(spark, output, format="delta")
+    return bool(table.where(F.col(RUN_PARTITION) == run_id).limit(1).count())
+
+
 def read_scores(spark, output: str):
     """Read a scoring output folder (all runs) with ``run_id`` as a string column.
 

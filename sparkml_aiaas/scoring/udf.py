@@ -17,15 +17,19 @@ from sparkml_aiaas.errors import DataValidationError
 _RESULT_COL = "__sparkml_aiaas_result"
 
 
-def _input_struct(df, predictor):
-    from pyspark.sql import functions as F
-
+def _check_inputs(df, predictor) -> None:
     missing = [c for c in predictor.input_columns if c not in df.columns]
     if missing:
         raise DataValidationError(
             f"the data is missing column(s) {missing} that the model needs "
             f"({predictor.input_columns}); available columns: {df.columns}"
         )
+
+
+def _input_struct(df, predictor):
+    from pyspark.sql import functions as F
+
+    _check_inputs(df, predictor)
     fields = []
     for name in predictor.input_columns:
         data_type = df.schema[name].dataType
@@ -38,7 +42,7 @@ def _input_struct(df, predictor):
     return F.struct(*fields)
 
 
-def transform_with_predictor(df, predictor):
+def transform_with_predictor(df, predictor, load=None):
     """Append the predictor's output columns to ``df``.
 
     Parameters
@@ -47,6 +51,9 @@ def transform_with_predictor(df, predictor):
     predictor : object
         Has ``input_columns``, ``output_columns`` (``[(name, sql_type)]``) and
         ``predict(pandas.DataFrame) -> pandas.DataFrame``.
+    load : callable, optional
+        Returns the predictor on the worker (e.g. from the per-worker model
+        cache); by default ``predictor`` itself is pickled into the UDF.
 
     Returns
     -------
@@ -65,10 +72,15 @@ def transform_with_predictor(df, predictor):
         )
     return_type = ", ".join(f"`{name}` {dtype}" for name, dtype in outputs)
 
+    if load is None:
+        def load():
+            return predictor
+
     @pandas_udf(return_type)
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = load()
         for batch in batches:
-            yield predictor.predict(batch)
+            yield model.predict(batch)
 
     scored = df.withColumn(_RESULT_COL, score(_input_struct(df, predictor)))
     return scored.select(
@@ -119,7 +131,7 @@ def score_arrow_batch(predictor, batch, input_columns, outputs):
     import pyarrow as pa
 
     n = batch.num_rows
-    if hasattr(predictor, "predict_arrays"):
+    if hasattr(predictor, "predict_arrays") and getattr(predictor, "feature_cols", None):
         X = np.empty((n, len(input_columns)), dtype=np.float64)
         for j, name in enumerate(input_columns):
             column = batch.column(batch.schema.get_field_index(name))
@@ -151,22 +163,19 @@ def transform_with_model(df, resolved, counter=None):
     """Append the model's output columns to ``df`` (every input column passes through).
 
     Linear models on numeric columns are scored in the JVM as SQL expressions
-    (:mod:`sparkml_aiaas.scoring.sql_linear`); other models use ``mapInArrow``
-    with the model shipped as a broadcast of its files and loaded once per
-    Python worker (:mod:`sparkml_aiaas.scoring.model_cache`).
-    Models reading a vector column, or inputs holding vector columns (Arrow has
-    no vector type), take the iterator pandas UDF path instead.
+    (:mod:`sparkml_aiaas.scoring.sql_linear`); other models (and bundles of a
+    preprocessor and a model, which take raw columns of any type) use
+    ``mapInArrow`` with the model shipped as a broadcast of its files and
+    loaded once per Python worker (:mod:`sparkml_aiaas.scoring.model_cache`).
+    Inputs holding vector columns (Arrow has no vector type) take the iterator
+    pandas UDF path instead, with the same per-worker model cache.
     """
     from pyspark.sql import types as T
 
     from sparkml_aiaas.scoring.model_cache import broadcast_files
 
     predictor = resolved.predictor
-    missing = [c for c in predictor.input_columns if c not in df.columns]
-    if missing:
-        raise DataValidationError(
-            f"the data is missing column(s) {missing} that the model needs "
-            f"({predictor.input_columns}); available columns: {df.columns}")
+    _check_inputs(df, predictor)
     outputs = predictor.output_columns
     clashes = [name for name, _ in outputs if name in df.columns]
     if clashes:
@@ -179,14 +188,17 @@ def transform_with_model(df, resolved, counter=None):
         # Linear models on numeric columns: Spark SQL arithmetic, no Python worker, the
         # same doubles as the predictor (see sql_linear).
         return in_jvm
-    if any(_is_vector(f.dataType) for f in df.schema.fields) or \
-            any(not isinstance(df.schema[c].dataType, T.NumericType)
-                and not isinstance(df.schema[c].dataType, T.BooleanType)
-                for c in predictor.input_columns):
-        return transform_with_predictor(df, predictor)
+    files = broadcast_files(df.sparkSession, resolved.digest, resolved.files)
+    if any(_is_vector(f.dataType) for f in df.schema.fields):
+        digest = resolved.digest
+
+        def load():
+            from sparkml_aiaas.scoring.model_cache import get_predictor
+
+            return get_predictor(digest, files)
+        return transform_with_predictor(df, predictor, load)
     schema = T.StructType(list(df.schema.fields) + [
         T.StructField(name, _spark_type(dtype), True) for name, dtype in outputs])
-    files = broadcast_files(df.sparkSession, resolved.digest, resolved.files)
     return df.mapInArrow(
         _arrow_scorer(resolved.digest, files, list(predictor.input_columns), outputs, counter),
         schema)
