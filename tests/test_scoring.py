@@ -257,3 +257,54 @@ def test_incremental_delta_input_scores_only_added_files(spark, model_path, pdf,
     assert second.rows_out == 60 and second.delta_version == 1
     assert score(spark, model_path, table, out, input_format="delta", incremental=True).skipped
     assert read_scores(spark, out).select("id").distinct().count() == 160
+
+
+_KILLED_RUN = r"""
+import os, sys, time
+from sparkml_aiaas.session import get_spark
+from sparkml_aiaas.scoring import score
+
+model_path, input_path, out, marker = sys.argv[1:5]
+spark = get_spark("killed-score", master="local[1]", conf={"spark.ui.enabled": "false"})
+frame = spark.read.parquet(input_path)
+
+def slow(batches):  # stands for a long scoring job: the process is killed while tasks run
+    for batch in batches:
+        open(marker, "w").close()
+        time.sleep(60)
+        yield batch
+
+score(spark, model_path, frame.mapInArrow(slow, frame.schema), out, run_id="r1")
+"""
+
+
+def test_killed_scoring_process_leaves_nothing_visible_and_rerun_scores_once(
+        spark, model_path, input_path, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "killed_run.py"
+    script.write_text(_KILLED_RUN)
+    out, marker = tmp_path / "scored", tmp_path / "writing"
+    proc = subprocess.Popen([sys.executable, str(script), model_path, input_path, str(out),
+                             str(marker)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not marker.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), "the scoring process never started writing"
+    finally:
+        # SIGKILL the driver, its JVM and Python workers: no cleanup code runs.
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    visible = [p for p in os.listdir(out) if not p.startswith((".", "_"))] if out.exists() else []
+    assert visible == [] and not (out / STATE_FILE).exists()
+    report = score(spark, model_path, input_path, str(out), run_id="r1")
+    assert report.rows_out == N
+    ids = read_scores(spark, str(out)).groupBy("id").count()
+    assert ids.count() == N and ids.where("count != 1").count() == 0
+    # The killed attempt's hidden staging folder is swept by the run that committed.
+    assert not [p for p in os.listdir(out) if p.startswith(".staging")]

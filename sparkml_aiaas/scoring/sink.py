@@ -122,6 +122,7 @@ def write_run_partition(df, output: str, run_id: str,
     finally:
         if fs.exists(staging):
             fs.delete(staging, True)
+    _sweep_leftovers(fs, root, name)
     written = target.toString()
     return written[len("file:"):] if written.startswith("file:") else written
 
@@ -164,6 +165,15 @@ def _delta_run_exists(spark, output: str, run_id: str) -> bool:
         return False
     table = read_table(spark, output, format="delta")
     return bool(table.where(F.col(RUN_PARTITION) == run_id).limit(1).count())
+
+
+def _sweep_leftovers(fs, root, name: str) -> None:
+    """Remove what killed attempts of this same run left (hidden ``.staging-<run>-*`` and
+    ``.old-<run>-*`` folders): this attempt committed, so they can only be dead weight."""
+    for status in fs.listStatus(root):
+        entry = status.getPath().getName()
+        if entry.startswith((f".staging-{name}-", f".old-{name}-")):
+            fs.delete(status.getPath(), True)
 
 
 def read_scores(spark, output: str):
