@@ -52,7 +52,12 @@ class ArtifactWriter(MLWriter):
         self.saveImpl(path)
 
     def saveImpl(self, path: str) -> None:
-        metadata, arrays = self.instance._artifact()
+        # (metadata, arrays) or (metadata, arrays, files): extra files in open formats
+        # (an XGBoost UBJ booster, a skops file), checksummed beside arrays.npz.
+        parts = self.instance._artifact()
+        metadata, arrays = parts[0], parts[1]
+        files = parts[2] if len(parts) > 2 else None
+        compress = bool(getattr(self.instance, "_compress_arrays", False))
         metadata = dict(metadata)
         metadata.update({
             "class": _class_path(type(self.instance)),
@@ -60,7 +65,8 @@ class ArtifactWriter(MLWriter):
             "paramMap": _param_values(self.instance, self.instance._paramMap),
             "defaultParamMap": _param_values(self.instance, self.instance._defaultParamMap),
         })
-        write_artifact(path, metadata, arrays, overwrite=self.shouldOverwrite)
+        write_artifact(path, metadata, arrays, overwrite=self.shouldOverwrite, files=files,
+                       compress=compress)
 
 
 class ArtifactReader(MLReader):
@@ -88,6 +94,9 @@ class ArtifactReader(MLReader):
             else:
                 logger.warning("ignoring unknown param %r in model at %s", name, path)
         instance._restore(metadata, arrays)
+        if hasattr(instance, "_restore_files"):
+            # Models with extra files read them verified (read_artifact_file checks sha256).
+            instance._restore_files(path, metadata)
         instance.artifact_metadata = metadata
         return instance
 
