@@ -72,6 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     from sparkml_aiaas.registry.cli import add_models_parser
 
     add_models_parser(commands)
+
+    compress = commands.add_parser(
+        "compress", help="int8-quantize and/or prune a saved torch model into a smaller artifact")
+    compress.add_argument("--model", required=True, metavar="PATH",
+                          help="saved (dense) torch model directory")
+    compress.add_argument("--out", required=True, metavar="PATH",
+                          help="where the compressed model is written")
+    compress.add_argument("--method", default="int8",
+                          help="int8 (default), prune or prune+int8")
+    compress.add_argument("--sparsity", type=float, default=0.5,
+                          help="fraction of each Conv/Linear weight pruned, in [0, 1)")
+    compress.add_argument("--structured", action="store_true",
+                          help="prune whole output channels instead of single weights")
+    compress.add_argument("--eval-data", metavar="PATH",
+                          help="labelled data (Parquet, CSV) for accuracy/AUC and throughput")
+    compress.add_argument("--label-col", default="label", help="label column (default label)")
+    compress.add_argument("--fine-tune-data", metavar="PATH",
+                          help="labelled data for a few epochs of fine-tuning after pruning")
+    compress.add_argument("--fine-tune-epochs", type=int, default=2)
+    compress.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    compress.add_argument("--quiet", action="store_true", help="print only the summary")
     return parser
 
 
@@ -182,8 +203,24 @@ def _models(args) -> int:
     return run_models(args)
 
 
+def _compress(args) -> int:
+    from sparkml_aiaas.compress.api import compress_model
+
+    fine_tune = None
+    if args.fine_tune_data is not None:
+        fine_tune = {"data": args.fine_tune_data, "epochs": args.fine_tune_epochs}
+    report = compress_model(args.model, args.out, method=args.method, sparsity=args.sparsity,
+                            structured=args.structured, fine_tune=fine_tune,
+                            eval_data=args.eval_data, label_col=args.label_col,
+                            overwrite=args.overwrite)
+    if not args.quiet:
+        print("\n".join(report.lines()))
+    print(report.summary_line())
+    return 0
+
+
 _COMMANDS = {"quickstart": _quickstart, "ingest": _ingest, "train": _train, "score": _score,
-             "models": _models}
+             "models": _models, "compress": _compress}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -119,14 +119,42 @@ class SplitSettings(_Strict):
     seed: int = 0
 
 
+#: Trained by xgboost.spark (sparkml_aiaas.models.xgboost); params are checked against
+#: the estimator's Params, named in snake_case (max_depth → maxDepth).
+TREE_MODEL_TYPES = ("xgboost_classifier", "xgboost_regressor", "random_forest_classifier",
+                    "random_forest_regressor")
+
+
+def tree_param_aliases(model_type: str, params: Dict[str, Any]) -> Dict[str, str]:
+    """``{snake_case: camelCase}`` for an XGBoost model type; ValueError names unknown params."""
+    from sparkml_aiaas.models.xgboost import ESTIMATORS, config_param_names
+
+    aliases = config_param_names(ESTIMATORS[model_type])
+    unknown = sorted(set(params) - set(aliases))
+    if unknown:
+        raise ValueError(f"unknown model param(s) {unknown} for type {model_type!r}; known: "
+                         f"{sorted(aliases)}")
+    return aliases
+
+
 class ModelSettings(_Strict):
-    type: Literal["logistic_regression", "linear_regression", "linear_svc"] = "logistic_regression"
+    type: Literal["logistic_regression", "linear_regression", "linear_svc",
+                  "xgboost_classifier", "xgboost_regressor", "random_forest_classifier",
+                  "random_forest_regressor"] = "logistic_regression"
     label_col: str = "label"
     features: Optional[List[str]] = None
     features_col: Optional[str] = None
     params: Dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("params")
+    @classmethod
+    def _params_for_type(cls, value: Dict[str, Any], info):
+        # XGBoost / random forest types: the estimator's own Params decide (snake_case).
+        if info.data.get("type") in TREE_MODEL_TYPES:
+            tree_param_aliases(info.data["type"], value)
+            return value
+        return cls._known_params(value)
+
     @classmethod
     def _known_params(cls, value: Dict[str, Any]):
         unknown = sorted(set(value) - set(PARAM_ALIASES))
@@ -144,7 +172,9 @@ class ModelSettings(_Strict):
 
     def spark_params(self) -> Dict[str, Any]:
         """Constructor keywords of the estimator (camelCase)."""
-        params = {PARAM_ALIASES[k]: v for k, v in self.params.items()}
+        aliases = tree_param_aliases(self.type, self.params) if self.type in TREE_MODEL_TYPES \
+            else PARAM_ALIASES
+        params = {aliases[k]: v for k, v in self.params.items()}
         params["labelCol"] = self.label_col
         if self.features:
             params["featuresCols"] = list(self.features)

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
-from sparkml_aiaas.config import (InputSettings, ModelSettings, QuickstartConfig, ScoreJobConfig,
-                                  TrainJobConfig, TrainOutput)
+from sparkml_aiaas.config import (TREE_MODEL_TYPES, InputSettings, ModelSettings,
+                                  QuickstartConfig, ScoreJobConfig, TrainJobConfig, TrainOutput)
 from sparkml_aiaas.errors import ConfigError, SparkmlAiaasError
 
 logger = logging.getLogger("sparkml_aiaas.pipeline")
@@ -51,6 +51,10 @@ def build_estimator(settings: ModelSettings):
 
     classes = {"logistic_regression": LogisticRegression, "linear_regression": LinearRegression,
                "linear_svc": LinearSVC}
+    if settings.type in TREE_MODEL_TYPES:
+        from sparkml_aiaas.models.xgboost import ESTIMATORS as XGBOOST_ESTIMATORS
+
+        classes.update(XGBOOST_ESTIMATORS)
     try:
         return classes[settings.type](**settings.spark_params())
     except (TypeError, ValueError) as exc:  # pyspark's param type converters
@@ -168,8 +172,9 @@ def _save_model(model, path: str, overwrite: bool, data_source: Dict[str, Any]) 
     artifact = getattr(model, "_artifact", None)  # what ArtifactWriter saves
     if artifact is not None:
         def with_source():
-            metadata, arrays = artifact()
-            return {**metadata, "data_source": data_source}, arrays
+            # (metadata, arrays) or (metadata, arrays, files): extra files pass through.
+            parts = artifact()
+            return ({**parts[0], "data_source": data_source}, *parts[1:])
 
         # For this save only: the instance attribute shadows the method until deleted.
         model._artifact = with_source
@@ -218,6 +223,20 @@ def run_training(spark, config: TrainJobConfig) -> TrainReport:
     if config.model.type == "logistic_regression" and model.numClasses > 2:
         metrics = evaluate_multiclass(scored, label_col=config.model.label_col,
                                       prediction_col=model.getPredictionCol())
+    elif config.model.type in ("xgboost_classifier", "random_forest_classifier"):
+        if model.numClasses > 2:
+            metrics = evaluate_multiclass(scored, label_col=config.model.label_col,
+                                          prediction_col=model.getPredictionCol())
+        else:
+            # rawPrediction is [-m, m] (array<double>, which BinaryClassificationEvaluator
+            # does not read): its margin m ranks the rows as the probability does.
+            from pyspark.sql import functions as F
+
+            margin = "__sparkml_margin"
+            metrics = evaluate_binary(
+                scored.withColumn(margin, F.col(model.getRawPredictionCol())[1]),
+                label_col=config.model.label_col, raw_prediction_col=margin,
+                prediction_col=model.getPredictionCol())
     elif config.model.type in ("logistic_regression", "linear_svc"):
         metrics = evaluate_binary(scored, label_col=config.model.label_col,
                                   raw_prediction_col=model.getRawPredictionCol(),

@@ -8,7 +8,7 @@ A saved model is a directory::
                          with allow_pickle=False: loading never runs code)
     <name>               optional extra files in open formats (e.g. an XGBoost UBJ
                          booster, a skops file), checksummed in metadata.json
-    metadata/part-00000  the same metadata on one line, where pyspark.ml's
+    metadata/part-00000  class, uid and params on one line, where pyspark.ml's
                          Pipeline reader looks for a stage's class name
 
 Writes are atomic on a local filesystem: the directory is assembled under a
@@ -132,8 +132,14 @@ def write_artifact(path: str, metadata: Mapping[str, Any], arrays: Mapping[str, 
         with open(os.path.join(staging, METADATA_FILE), "w") as f:
             f.write(text + "\n")
         os.makedirs(os.path.join(staging, SPARK_METADATA_DIR))
+        # pyspark.ml's Pipeline reader only needs the class, uid and params from here (it
+        # then calls our class's load, which reads metadata.json): the rest would only
+        # double the metadata's bytes, which matters for compressed models of a few kB.
+        spark_keys = ("class", "uid", "paramMap", "defaultParamMap", "timestamp",
+                      "format_version", "model_id", "sparkml_aiaas_version")
         with open(os.path.join(staging, SPARK_METADATA_DIR, "part-00000"), "w") as f:
-            f.write(json.dumps(full, sort_keys=True, default=_to_json) + "\n")
+            f.write(json.dumps({k: full[k] for k in spark_keys if k in full}, sort_keys=True,
+                               default=_to_json) + "\n")
         if os.path.exists(target):
             # Move the old one aside first so the rename below stays atomic.
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=parent)

@@ -1,0 +1,228 @@
+"""Spark-free predictor of an XGBoost booster (family ``"xgboost"``).
+
+The booster is stored beside ``metadata.json`` as ``model.ubj``: XGBoost's own
+Universal Binary JSON model format (``booster.save_raw("ubj")``), a data-only
+format (trees, thresholds, leaf values, the objective) read back with
+``Booster.load_model(bytearray)``.  Nothing is unpickled, so loading never runs
+code; the file's sha256 in ``metadata.json`` is checked before XGBoost parses it.
+
+Outputs follow pyspark's ``SparkXGBClassifier`` (and MLlib's conventions):
+
+* binary classifier: ``rawPrediction = [-m, m]`` where ``m`` is the booster's
+  margin (log-odds), ``probability = [1 - p, p]`` with ``p = sigmoid(m)``,
+  ``prediction = argmax(probability)`` (1.0 when ``p > 0.5``);
+* multiclass (``multi:softprob``): ``rawPrediction`` = the ``k`` margins,
+  ``probability`` = their softmax, ``prediction`` = the most probable class;
+* regressor: ``prediction`` = the booster's prediction (``predict_type="value"``).
+
+Features are a float matrix in which NaN means *missing*, as XGBoost treats it
+(missing values follow each split's learned default direction); a null numeric
+cell becomes NaN.  This module imports no pyspark.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from sparkml_aiaas.errors import DataValidationError, ModelFormatError
+
+#: Name of the booster file inside a saved model directory.
+BOOSTER_FILE = "model.ubj"
+
+KINDS = ("binary", "multiclass", "regression")
+
+_CLASSIFIER_OUTPUTS = [("rawPrediction", "array<double>"), ("probability", "array<double>"),
+                       ("prediction", "double")]
+_REGRESSOR_OUTPUTS = [("prediction", "double")]
+
+
+def booster_from_bytes(data: bytes, where: str = "booster"):
+    """An ``xgboost.Booster`` parsed from UBJ (or JSON) bytes; never unpickles."""
+    import xgboost
+
+    booster = xgboost.Booster()
+    try:
+        booster.load_model(bytearray(data))
+    except xgboost.core.XGBoostError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        raise ModelFormatError(f"{where} is not a valid XGBoost UBJ/JSON model: {first}") from None
+    return booster
+
+
+def booster_kind(booster, num_classes: Optional[int] = None) -> str:
+    """``"binary"``, ``"multiclass"`` or ``"regression"`` from the booster's objective."""
+    import json
+
+    config = json.loads(booster.save_config())
+    objective = config["learner"]["learner_train_param"]["objective"]
+    if objective.startswith("binary:"):
+        if objective != "binary:logistic":
+            # binary:logitraw / binary:hinge have no probability output to report.
+            raise ModelFormatError(
+                f"objective {objective!r} is not supported for classification; use "
+                "'binary:logistic' (probabilities) or a regressor")
+        return "binary"
+    if objective.startswith("multi:"):
+        if objective != "multi:softprob":
+            raise ModelFormatError(
+                f"objective {objective!r} is not supported; use 'multi:softprob' (per-class "
+                "probabilities; 'multi:softmax' keeps only the class)")
+        return "multiclass"
+    if num_classes:
+        raise ModelFormatError(
+            f"the booster's objective {objective!r} is not a classification objective, but "
+            f"numClasses={num_classes} was given")
+    return "regression"
+
+
+def _sigmoid(m: np.ndarray) -> np.ndarray:
+    # Numerically stable on both tails (no overflow in exp).
+    e = np.exp(-np.abs(m))
+    return np.where(m >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+class XGBoostPredictor:
+    """Predictions of an XGBoost booster from columns of a pandas DataFrame.
+
+    Parameters
+    ----------
+    booster : xgboost.Booster
+    kind : {"binary", "multiclass", "regression"}
+    feature_cols : list of str, optional
+        Numeric input columns, in the booster's feature order.
+    vector_col : str, optional
+        Alternatively one column of length-``n_features`` arrays.
+    num_classes : int
+        Classes of a classifier (0 for a regressor).
+    output_names : dict, optional
+        Renames of the output columns (e.g. ``{"prediction": "pred"}``).
+    """
+
+    reads_files = True
+    family = "xgboost"
+
+    def __init__(self, booster, kind: str, feature_cols: Optional[List[str]] = None,
+                 vector_col: Optional[str] = None, num_classes: int = 0,
+                 output_names: Optional[Dict[str, str]] = None,
+                 metadata: Optional[Dict[str, Any]] = None):
+        if kind not in KINDS:
+            raise ModelFormatError(f"unknown xgboost predictor kind {kind!r}; expected {KINDS}")
+        if not feature_cols and not vector_col:
+            raise ModelFormatError("an xgboost predictor needs feature_cols or vector_col")
+        self.booster = booster
+        self.kind = kind
+        self.feature_cols = list(feature_cols) if feature_cols else None
+        self.vector_col = None if feature_cols else vector_col
+        self.num_classes = int(num_classes) if kind != "regression" else 0
+        self.output_names = dict(output_names or {})
+        self.metadata = metadata
+        self.n_features = int(booster.num_features())
+        if self.feature_cols and len(self.feature_cols) != self.n_features:
+            raise ModelFormatError(
+                f"the booster has {self.n_features} features but {len(self.feature_cols)} "
+                f"feature columns were given ({self.feature_cols})")
+
+    # -- the predictor contract ----------------------------------------------
+    @property
+    def input_columns(self) -> List[str]:
+        return list(self.feature_cols) if self.feature_cols else [self.vector_col]
+
+    @property
+    def output_columns(self) -> List[tuple]:
+        outputs = _REGRESSOR_OUTPUTS if self.kind == "regression" else _CLASSIFIER_OUTPUTS
+        return [(self.output_names.get(name, name), dtype) for name, dtype in outputs]
+
+    def features(self, frame: pd.DataFrame) -> np.ndarray:
+        """The ``(n, d)`` float64 matrix of ``frame`` (null / NaN = missing)."""
+        missing = [c for c in self.input_columns if c not in frame.columns]
+        if missing:
+            raise DataValidationError(
+                f"input is missing column(s) {missing}; the model needs {self.input_columns}")
+        if self.feature_cols:
+            try:
+                return frame[self.feature_cols].to_numpy(dtype=np.float64, na_value=np.nan)
+            except (TypeError, ValueError) as exc:
+                raise DataValidationError(f"feature columns must be numeric: {exc}") from None
+        cells = frame[self.vector_col].to_numpy()
+        if len(cells) == 0:
+            return np.empty((0, self.n_features))
+        sizes = {len(c) if c is not None else -1 for c in cells}
+        if sizes != {self.n_features}:
+            raise DataValidationError(
+                f"column {self.vector_col!r} must hold vectors of size {self.n_features} "
+                f"(null vectors are not allowed: use NaN entries for missing values); found "
+                f"sizes {sorted(sizes)} (-1 = null)")
+        return np.stack([np.asarray(c, dtype=np.float64) for c in cells])
+
+    def predict_arrays(self, X: np.ndarray) -> Dict[str, np.ndarray]:
+        """Output arrays keyed by canonical output name."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise DataValidationError(
+                f"expected {self.n_features} features, got shape {X.shape}")
+        n = X.shape[0]
+        if self.kind == "regression":
+            if n == 0:
+                return {"prediction": np.empty(0)}
+            value = self.booster.inplace_predict(X, predict_type="value", missing=np.nan)
+            return {"prediction": np.asarray(value, dtype=np.float64).reshape(n)}
+        if n == 0:
+            k = 2 if self.kind == "binary" else self.num_classes
+            return {"rawPrediction": np.empty((0, k)), "probability": np.empty((0, k)),
+                    "prediction": np.empty(0)}
+        margin = np.asarray(self.booster.inplace_predict(X, predict_type="margin",
+                                                         missing=np.nan), dtype=np.float64)
+        if self.kind == "binary":
+            m = margin.reshape(n)
+            p = _sigmoid(m)
+            raw = np.column_stack([-m, m])
+            probability = np.column_stack([1.0 - p, p])
+        else:
+            raw = margin.reshape(n, -1)
+            shifted = raw - raw.max(axis=1, keepdims=True)
+            exp = np.exp(shifted)
+            probability = exp / exp.sum(axis=1, keepdims=True)
+        # argmax of the probabilities, as SparkXGBClassifier (ties go to the lower class).
+        return {"rawPrediction": raw, "probability": probability,
+                "prediction": np.argmax(probability, axis=1).astype(np.float64)}
+
+    def predict_matrix(self, X: np.ndarray, index=None) -> pd.DataFrame:
+        """Predictions for the rows of a feature matrix, as the output columns."""
+        out = self.predict_arrays(X)
+        outputs = _REGRESSOR_OUTPUTS if self.kind == "regression" else _CLASSIFIER_OUTPUTS
+        columns = {}
+        for name, _ in outputs:
+            values = out[name]
+            columns[self.output_names.get(name, name)] = \
+                list(values) if values.ndim == 2 else values
+        return pd.DataFrame(columns, index=index)
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Predictions for every row of ``frame`` (same index)."""
+        return self.predict_matrix(self.features(frame), index=frame.index)
+
+    # -- persistence ---------------------------------------------------------
+    def spec(self) -> Dict[str, Any]:
+        """The ``metadata["predictor"]`` section that :meth:`from_artifact` reads."""
+        return {"family": self.family, "kind": self.kind, "feature_cols": self.feature_cols,
+                "vector_col": self.vector_col, "num_classes": self.num_classes,
+                "output_names": self.output_names, "booster_file": BOOSTER_FILE,
+                "booster_format": "ubj"}
+
+    @classmethod
+    def from_artifact(cls, metadata: Dict[str, Any], arrays: Dict[str, np.ndarray], path: str):
+        from sparkml_aiaas.models.artifact import read_artifact_file
+
+        spec = metadata.get("predictor")
+        if not spec:
+            raise ModelFormatError("model metadata has no 'predictor' section")
+        name = spec.get("booster_file", BOOSTER_FILE)
+        # read_artifact_file checks the sha256 recorded in metadata.json first.
+        booster = booster_from_bytes(read_artifact_file(path, name, metadata),
+                                     where=f"{name} of the model at {path!r}")
+        return cls(booster, kind=spec["kind"], feature_cols=spec.get("feature_cols"),
+                   vector_col=spec.get("vector_col"), num_classes=spec.get("num_classes", 0),
+                   output_names=spec.get("output_names"), metadata=metadata)
