@@ -195,7 +195,7 @@ def main(argv=None):
                         help="epochs ours and TorchDistributor may take to reach it")
     parser.add_argument("--slack", type=float, default=0.005,
                         help="target = single-process accuracy − slack")
-    parser.add_argument("--jobs-per-epoch", type=int, default=3)
+    parser.add_argument("--jobs-per-epoch", type=int, default=1)
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--lr-ours", type=float, default=None,
                         help="ours' Adam step (default: 1e-3 × partitions, the linear scaling "
