@@ -26,6 +26,11 @@ def test_shipped_configs_parse():
     assert score.output.mode == "overwrite"
     quick = load_config(QuickstartConfig, conf("quickstart.yaml"))
     assert quick == QuickstartConfig(spark={"app_name": "sparkml_aiaas-quickstart"})
+    xgb = load_config(TrainJobConfig, conf("xgboost.yaml"))
+    assert xgb.model.type == "xgboost_classifier"
+    assert xgb.model.params["objective"] == "binary:logistic"
+    assert (xgb.model.params["max_depth"], xgb.model.params["eta"],
+            xgb.model.params["num_round"]) == (3, 0.3, 10)
 
 
 def test_overrides_win_over_file_and_parse_yaml_scalars():
