@@ -92,7 +92,37 @@ def build_parser() -> argparse.ArgumentParser:
                           help="labelled data for a few epochs of fine-tuning after pruning")
     compress.add_argument("--fine-tune-epochs", type=int, default=2)
     compress.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    compress.add_argument("--report-dir", metavar="DIR",
+                          help="also write compression.png (size/accuracy) and report.html here")
     compress.add_argument("--quiet", action="store_true", help="print only the summary")
+
+    serve = commands.add_parser(
+        "serve", help="serve registered models over an authenticated REST API (uvicorn)")
+    serve.add_argument("--registry", required=True, metavar="ROOT", help="model registry root")
+    serve.add_argument("--model", dest="models", action="append", required=True,
+                       metavar="REF", help="NAME@ALIAS, NAME/VERSION or NAME; repeatable")
+    serve.add_argument("--tokens-file", required=True, metavar="FILE",
+                       help="bearer tokens (sparkml-aiaas tokens create)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    serve.add_argument("--max-records", type=int, default=10_000)
+    serve.add_argument("--alias-check-seconds", type=float, default=2.0,
+                       help="how often a moved alias is looked for (default 2)")
+    serve.add_argument("--quiet", action="store_true", help="log warnings only")
+
+    tokens = commands.add_parser("tokens", help="create or revoke serving API tokens")
+    tokens_commands = tokens.add_subparsers(dest="tokens_command", required=True,
+                                            metavar="ACTION")
+    create = tokens_commands.add_parser("create", help="add a token; prints it once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", dest="scopes", action="append", required=True,
+                        choices=["predict", "admin"], help="repeatable")
+    create.add_argument("--tokens-file", required=True, metavar="FILE")
+    revoke = tokens_commands.add_parser("revoke", help="remove a token")
+    revoke.add_argument("--name", required=True)
+    revoke.add_argument("--tokens-file", required=True, metavar="FILE")
+    tokens.set_defaults(quiet=False)
     return parser
 
 
@@ -146,6 +176,8 @@ def _quickstart(args) -> int:
     print(f"  model       {train.model_path} (model_id {train.model_id}); reloaded: "
           f"{'identical predictions' if report.reloaded_identical else 'PREDICTIONS DIFFER'}")
     print(f"  metrics     {train.metrics_path}")
+    if train.report_path:
+        print(f"  report      {train.report_path}")
     print(f"  scored      {score.rows_out} rows → {score.output_path}")
     print("              columns: id, label, features..., rawPrediction, probability, "
           "prediction, model_name, model_version, scored_at, run_id")
@@ -163,6 +195,8 @@ def _train(args) -> int:
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in report.metrics.items() if k != "rows")
     print(f"trained model_path={report.model_path} model_id={report.model_id} "
           f"iterations={report.iterations} {metrics} (on {report.evaluated_on})")
+    if report.report_path:
+        print(f"report {report.report_path}")
     return 0
 
 
@@ -216,11 +250,45 @@ def _compress(args) -> int:
     if not args.quiet:
         print("\n".join(report.lines()))
     print(report.summary_line())
+    if args.report_dir:
+        from sparkml_aiaas.reports.compression import write_compression_report
+
+        options = {k: v for k, v in vars(args).items() if k not in ("command", "quiet")}
+        print(f"report {write_compression_report(report, args.report_dir, options)}")
+    return 0
+
+
+def _serve(args) -> int:
+    try:
+        import uvicorn
+
+        from sparkml_aiaas.serving.app import create_app
+    except ImportError as exc:
+        raise SparkmlAiaasError(f"serving needs FastAPI and uvicorn ({exc}); "
+                                "pip install 'sparkml_aiaas[serve]'") from None
+    app = create_app(args.registry, args.models, args.tokens_file,
+                     max_body_bytes=args.max_body_bytes, max_records=args.max_records,
+                     alias_check_seconds=args.alias_check_seconds)
+    uvicorn.run(app, host=args.host, port=args.port,
+                log_level="warning" if args.quiet else "info")
+    return 0
+
+
+def _tokens(args) -> int:
+    from sparkml_aiaas.serving.tokens import create_token, revoke_token
+
+    if args.tokens_command == "create":
+        token = create_token(args.tokens_file, args.name, args.scopes)
+        print(f"created token {args.name!r} with scope(s) {','.join(sorted(set(args.scopes)))} "
+              f"in {args.tokens_file}; it is shown only once: {token}")
+    else:
+        revoke_token(args.tokens_file, args.name)
+        print(f"revoked token {args.name!r} in {args.tokens_file}")
     return 0
 
 
 _COMMANDS = {"quickstart": _quickstart, "ingest": _ingest, "train": _train, "score": _score,
-             "models": _models, "compress": _compress}
+             "models": _models, "compress": _compress, "serve": _serve, "tokens": _tokens}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

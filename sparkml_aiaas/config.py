@@ -187,6 +187,19 @@ class TrainOutput(_Strict):
     model_path: str
     metrics_path: Optional[str] = None
     overwrite: bool = True
+    #: Run report (plots + report.html); see docs/reports.md.
+    report: bool = True
+    #: Default: ``report/`` beside ``metrics_path``, else ``<model_path>_report``.
+    report_dir: Optional[str] = None
+
+    def resolved_report_dir(self) -> Optional[str]:
+        if not self.report:
+            return None
+        if self.report_dir:
+            return os.path.abspath(self.report_dir)
+        if self.metrics_path:
+            return os.path.join(os.path.dirname(os.path.abspath(self.metrics_path)), "report")
+        return os.path.abspath(self.model_path.rstrip("/\\") + "_report")
 
 
 class TrainJobConfig(_Strict):

@@ -40,6 +40,8 @@ class TrainReport:
     #: What was read: path, format, delta_version, fingerprint (also in the metrics JSON
     #: and the model's metadata.json).
     data_source: Optional[Dict[str, Any]] = None
+    #: The run report (report.html: metrics, plots, config), or None when disabled.
+    report_path: Optional[str] = None
 
 
 # ScoreReport lives with the scoring code; importable from here as before.
@@ -192,6 +194,9 @@ def run_training(spark, config: TrainJobConfig) -> TrainReport:
     from sparkml_aiaas.evaluation import (evaluate_binary, evaluate_multiclass,
                                           evaluate_regression)
 
+    import datetime
+
+    started_at = datetime.datetime.now(datetime.timezone.utc)
     # Params are checked before any data is read: a bad config fails in a second.
     estimator = build_estimator(config.model)
     estimator.validate_params()
@@ -220,14 +225,18 @@ def run_training(spark, config: TrainJobConfig) -> TrainReport:
 
     evaluated_on = "test" if test is not None and test_rows > 0 else "train"
     scored = model.transform(test if evaluated_on == "test" else train)
+    report_kind, score_col = "regression", None  # what the run report plots
     if config.model.type == "logistic_regression" and model.numClasses > 2:
+        report_kind = "multiclass"
         metrics = evaluate_multiclass(scored, label_col=config.model.label_col,
                                       prediction_col=model.getPredictionCol())
     elif config.model.type in ("xgboost_classifier", "random_forest_classifier"):
         if model.numClasses > 2:
+            report_kind = "multiclass"
             metrics = evaluate_multiclass(scored, label_col=config.model.label_col,
                                           prediction_col=model.getPredictionCol())
         else:
+            report_kind, score_col = "binary", model.getProbabilityCol()
             # rawPrediction is [-m, m] (array<double>, which BinaryClassificationEvaluator
             # does not read): its margin m ranks the rows as the probability does.
             from pyspark.sql import functions as F
@@ -238,6 +247,9 @@ def run_training(spark, config: TrainJobConfig) -> TrainReport:
                 label_col=config.model.label_col, raw_prediction_col=margin,
                 prediction_col=model.getPredictionCol())
     elif config.model.type in ("logistic_regression", "linear_svc"):
+        report_kind = "binary"
+        score_col = (model.getProbabilityCol() if config.model.type == "logistic_regression"
+                     else model.getRawPredictionCol())
         metrics = evaluate_binary(scored, label_col=config.model.label_col,
                                   raw_prediction_col=model.getRawPredictionCol(),
                                   prediction_col=model.getPredictionCol())
@@ -260,14 +272,64 @@ def run_training(spark, config: TrainJobConfig) -> TrainReport:
         final_objective=summary.objectiveHistory[-1], metrics_path=config.output.metrics_path,
         test_frame=test, model=model, data_source=data_source,
     )
+    report_dir = config.output.resolved_report_dir()
+    if report_dir:
+        report.report_path = _write_run_report(
+            report_dir, config, report, scored, report_kind, score_col,
+            rows=test_rows if evaluated_on == "test" else train_rows, started_at=started_at)
+        logger.info("report    %s", report.report_path)
     if config.output.metrics_path:
         write_json_atomically(config.output.metrics_path, {
             "model_path": report.model_path, "model_id": model_id, "metrics": metrics,
             "evaluated_on": evaluated_on, "ingest": counts, "train_rows": train_rows,
             "test_rows": test_rows, "iterations": report.iterations, "passes": report.passes,
             "objective_history": summary.objectiveHistory, "data_source": data_source,
+            "report_path": report.report_path,
         })
     return report
+
+
+_SECRET_WORDS = ("secret", "password", "token", "credential", "access.key", "accesskey")
+
+
+def _redacted(config: TrainJobConfig) -> Dict[str, Any]:
+    """The config as JSON-able dict, Spark conf values that look like secrets hidden."""
+    data = config.model_dump(mode="json", by_alias=True)
+    conf = data.get("spark", {}).get("conf") or {}
+    for key in conf:
+        if any(word in key.lower() for word in _SECRET_WORDS):
+            conf[key] = "***"
+    return data
+
+
+def _write_run_report(directory: str, config: TrainJobConfig, report: TrainReport, scored,
+                      kind: str, score_col: Optional[str], rows: int, started_at) -> str:
+    """Plots + report.html for a training run (at most MAX_REPORT_ROWS rows collected)."""
+    from sparkml_aiaas.reports.training import (collect_scored_sample, loss_history,
+                                                write_training_report)
+
+    model = report.model
+    if score_col is not None and score_col not in scored.columns:
+        raw = getattr(model, "getRawPredictionCol", lambda: None)()
+        score_col = raw if raw in scored.columns else None  # [-m, m]: element 1 ranks rows
+    sample = collect_scored_sample(scored, config.model.label_col, model.getPredictionCol(),
+                                   score_col=score_col, rows=rows)
+    labels = None
+    if kind in ("binary", "multiclass"):
+        labels = [float(c) for c in range(int(getattr(model, "numClasses", 2) or 2))]
+    history, history_label = loss_history(model.summary)
+    run = {"model type": config.model.type, "model_id": report.model_id,
+           "evaluated on": report.evaluated_on, "train rows": report.train_rows,
+           "test rows": report.test_rows, "iterations": report.iterations,
+           "passes": report.passes, "final objective": report.final_objective}
+    run.update({f"ingest {k}": v for k, v in report.ingest_counts.items()})
+    path, _ = write_training_report(
+        directory, kind=kind, title=f"Training report: {config.model.type}",
+        metrics=report.metrics, history=history, history_label=history_label or "objective",
+        sample=sample, labels=labels, config=_redacted(config), model_path=report.model_path,
+        sections=[("Training", run), ("Data source", report.data_source or {})],
+        started_at=started_at)
+    return path
 
 
 def score_with_model(spark, model_path: str, frame, output_path: str, model_name: Optional[str],

@@ -1,0 +1,12 @@
+"""Run reports: metrics JSON beside PNG plots and one self-contained HTML file.
+
+* :mod:`.plots` — matplotlib (Agg backend) plots from numpy arrays, no pyspark.
+* :mod:`.html` — :func:`write_report`, one HTML file with the PNGs embedded.
+* :mod:`.training` — the training job's report (bounded sample of scored rows).
+
+See ``docs/reports.md``.
+"""
+
+from sparkml_aiaas.reports.html import write_report
+
+__all__ = ["write_report"]

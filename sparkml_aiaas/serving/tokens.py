@@ -1,0 +1,220 @@
+"""Bearer tokens for the serving API: a JSON file of salted scrypt hashes, never plaintext.
+
+The tokens file is a JSON list of records::
+
+    [{"name": "ci", "salt": "<hex>", "hash": "<hex>", "scopes": ["predict"],
+      "created": "2026-01-01T00:00:00.000Z"}, ...]
+
+A token is ``secrets.token_urlsafe(32)`` (256 random bits), shown once by
+:func:`create_token`.  Only ``scrypt(token, salt, n=2**14, r=8, p=1)`` is kept:
+with 256-bit random tokens brute force is hopeless anyway, so the KDF is
+defence in depth and its cost is kept modest (~15-30 ms, 16 MiB) so that
+verification stays cheap.  Successful verifications are cached in memory
+(keyed by the token's sha256) until the file changes, so a busy client pays
+the KDF once.  The file is written atomically (temp file + ``os.replace``,
+mode 0600) and re-read whenever its mtime/size changes, so a revocation takes
+effect without restarting the server.  This module imports no FastAPI.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from sparkml_aiaas.errors import ConfigError
+
+__all__ = ["SCOPES", "TokenRecord", "TokenStore", "create_token", "revoke_token", "verify",
+           "load_tokens"]
+
+#: The scopes a token can carry.
+SCOPES = frozenset({"predict", "admin"})
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
+_SCRYPT_MAXMEM = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    name: str
+    salt: str
+    hash: str
+    scopes: Tuple[str, ...]
+    created: str = ""
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "salt": self.salt, "hash": self.hash,
+                "scopes": list(self.scopes), "created": self.created}
+
+
+def _hash(token: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(token.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
+                          maxmem=_SCRYPT_MAXMEM, dklen=32)
+
+
+def _validate_scopes(scopes: Sequence[str]) -> Tuple[str, ...]:
+    if isinstance(scopes, str):
+        scopes = [scopes]
+    scopes = tuple(sorted(set(scopes or ())))
+    if not scopes:
+        raise ConfigError("a token needs at least one scope (predict, admin)")
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown:
+        raise ConfigError(f"unknown token scope(s) {unknown}; valid: {sorted(SCOPES)}")
+    return scopes
+
+
+def _parse(raw: Any, path: str) -> List[TokenRecord]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"tokens file {path} must hold a JSON list")
+    records = []
+    for item in raw:
+        try:
+            records.append(TokenRecord(name=str(item["name"]), salt=str(item["salt"]),
+                                       hash=str(item["hash"]),
+                                       scopes=_validate_scopes(item["scopes"]),
+                                       created=str(item.get("created", ""))))
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"tokens file {path}: malformed record ({exc})") from None
+    return records
+
+
+def load_tokens(path: str) -> List[TokenRecord]:
+    """The records of ``path`` ([] when the file does not exist)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = json.loads(fh.read() or b"[]")
+    except FileNotFoundError:
+        return []
+    except ValueError as exc:
+        raise ConfigError(f"tokens file {path} is not valid JSON: {exc}") from None
+    return _parse(raw, path)
+
+
+def _write(path: str, records: List[TokenRecord]) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tokens-", dir=directory)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump([r.to_dict() for r in records], fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def create_token(path: str, name: str, scopes: Sequence[str]) -> str:
+    """Add a token named ``name`` with ``scopes`` to ``path``; returns the plaintext token.
+
+    The token is shown only here: the file stores its salt and scrypt hash.
+    Raises :class:`ConfigError` on a duplicate name or an unknown scope.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError("a token needs a non-empty name")
+    scopes = _validate_scopes(scopes)
+    records = load_tokens(path)
+    if any(r.name == name for r in records):
+        raise ConfigError(f"a token named {name!r} already exists in {path}; revoke it first")
+    token = secrets.token_urlsafe(32)
+    salt = secrets.token_bytes(16)
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+    records.append(TokenRecord(name=name, salt=salt.hex(), hash=_hash(token, salt).hex(),
+                               scopes=scopes, created=created))
+    _write(path, records)
+    return token
+
+
+def revoke_token(path: str, name: str) -> None:
+    """Remove the token named ``name`` from ``path`` (ConfigError when there is none)."""
+    records = load_tokens(path)
+    kept = [r for r in records if r.name != name]
+    if len(kept) == len(records):
+        raise ConfigError(f"no token named {name!r} in {path}")
+    _write(path, kept)
+
+
+def _match(records: Sequence[TokenRecord], token: str) -> Optional[TokenRecord]:
+    found = None
+    for record in records:  # every record is checked: no early exit on a match
+        try:
+            expected = bytes.fromhex(record.hash)
+            actual = _hash(token, bytes.fromhex(record.salt))
+        except ValueError:
+            continue
+        if hmac.compare_digest(expected, actual) and found is None:
+            found = record
+    return found
+
+
+class TokenStore:
+    """The records of a tokens file, re-read when its mtime or size changes (thread-safe)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp: Any = object()
+        self._records: List[TokenRecord] = []
+        self._cache: Dict[bytes, TokenRecord] = {}
+        self.records()  # fail early on a malformed file
+
+    def _current_stamp(self):
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def records(self) -> List[TokenRecord]:
+        stamp = self._current_stamp()
+        with self._lock:
+            if stamp != self._stamp:
+                self._records = load_tokens(self.path)
+                self._cache = {}
+                self._stamp = stamp
+            return list(self._records)
+
+    def verify(self, token: str) -> Optional[TokenRecord]:
+        if not isinstance(token, str) or not token:
+            return None
+        records = self.records()
+        key = hashlib.sha256(token.encode("utf-8")).digest()
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        found = _match(records, token)
+        if found is not None:
+            with self._lock:
+                if self._records is not None and found in self._records:
+                    self._cache[key] = found
+        return found
+
+
+def verify(path_or_loaded: Union[str, os.PathLike, TokenStore, Sequence[TokenRecord]],
+           token: str) -> Optional[TokenRecord]:
+    """The record of ``token`` or None.  ``path_or_loaded``: a tokens file path, a
+    :class:`TokenStore` (cached, reloads on change) or a list of records."""
+    if isinstance(path_or_loaded, TokenStore):
+        return path_or_loaded.verify(token)
+    if not isinstance(token, str) or not token:
+        return None
+    if isinstance(path_or_loaded, (str, os.PathLike)):
+        records = load_tokens(os.fspath(path_or_loaded))
+    else:
+        records = list(path_or_loaded)
+    return _match(records, token)

@@ -1,0 +1,354 @@
+"""Online serving: tokens, auth and scopes, predictions equal batch scoring, limits, reload."""
+
+import contextlib
+import io
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("prometheus_client")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from sparkml_aiaas.errors import ConfigError  # noqa: E402
+from sparkml_aiaas.registry import DEFAULT_KEY_ENV, ModelRegistry  # noqa: E402
+from sparkml_aiaas.serving import create_app  # noqa: E402
+from sparkml_aiaas.serving.tokens import (  # noqa: E402
+    TokenStore,
+    create_token,
+    load_tokens,
+    revoke_token,
+    verify,
+)
+
+COLS = ["x0", "x1", "x2"]
+OUTPUTS = ["rawPrediction", "probability", "prediction"]
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_key(monkeypatch):
+    monkeypatch.delenv(DEFAULT_KEY_ENV, raising=False)
+
+
+@pytest.fixture(scope="module")
+def pdf():
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(120, 3))
+    frame = pd.DataFrame(X, columns=COLS)
+    frame["color"] = np.where(X[:, 0] > 0, "red", "blue")
+    frame["label"] = (X @ [1.0, -2.0, 0.5] + rng.normal(size=120) > 0).astype(float)
+    frame["id"] = np.arange(120)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def registry_root(df, tmp_path_factory):
+    """bc/1 and bc/2 (two fits), bc@production -> 1; pre/1 registered with a preprocessor."""
+    from sparkml_aiaas.models import LogisticRegression
+    from sparkml_aiaas.preprocessing import Preprocessor
+
+    root = str(tmp_path_factory.mktemp("serving") / "registry")
+    registry = ModelRegistry(root)
+    registry.register(LogisticRegression(featuresCols=COLS, maxIter=10, regParam=0.01).fit(df),
+                      "bc")
+    registry.register(LogisticRegression(featuresCols=COLS, maxIter=3, regParam=1.0).fit(df),
+                      "bc")
+    registry.set_alias("bc", "production", 1)
+    pre = Preprocessor(numericCols=COLS, categoricalCols=["color"]).fit(df)
+    fitted = LogisticRegression(featuresCol="features", maxIter=10, regParam=0.01).fit(
+        pre.transform(df))
+    registry.register(fitted, "pre", preprocessor=pre)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tokens_file(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("tokens") / "tokens.json")
+    tokens = {"predict": create_token(path, "client", ["predict"]),
+              "admin": create_token(path, "ops", ["predict", "admin"])}
+    return path, tokens
+
+
+@pytest.fixture(scope="module")
+def app_client(registry_root, tokens_file):
+    path, tokens = tokens_file
+    app = create_app(registry_root, ["bc@production", "pre/1"], path, max_body_bytes=20_000,
+                     max_records=50, alias_check_seconds=0.0)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, tokens
+
+
+def _auth(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _records(frame, cols=COLS):
+    return [{c: (row[c].item() if hasattr(row[c], "item") else row[c]) for c in cols}
+            for _, row in frame.iterrows()]
+
+
+def _assert_rows_equal(rows, frame):
+    assert len(rows) == len(frame)
+    for i, row in enumerate(rows):
+        for name in OUTPUTS:
+            expected = frame[name].iloc[i]
+            expected = [float(v) for v in expected] if np.ndim(expected) else float(expected)
+            assert row[name] == expected, (i, name)  # bit for bit: JSON floats round-trip
+
+
+# --------------------------------------------------------------------------- tokens
+def test_tokens_file_stores_no_plaintext(tmp_path):
+    path = str(tmp_path / "t.json")
+    token = create_token(path, "a", ["predict"])
+    raw = open(path).read()
+    assert token not in raw and token[:16] not in raw
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    (record,) = json.loads(raw)
+    assert set(record) == {"name", "salt", "hash", "scopes", "created"}
+    assert verify(path, token).name == "a"
+    assert verify(path, token + "x") is None and verify(path, "") is None
+    with pytest.raises(ConfigError, match="already exists"):
+        create_token(path, "a", ["predict"])
+    with pytest.raises(ConfigError, match="unknown token scope"):
+        create_token(path, "b", ["root"])
+    store = TokenStore(path)
+    assert store.verify(token).scopes == ("predict",)
+    revoke_token(path, "a")
+    assert store.verify(token) is None  # re-read on change: cached success is dropped
+    assert load_tokens(path) == []
+    with pytest.raises(ConfigError, match="no token named"):
+        revoke_token(path, "a")
+
+
+def test_cli_tokens_create_prints_token_last(tmp_path):
+    from sparkml_aiaas.cli import main
+
+    path = str(tmp_path / "t.json")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["tokens", "create", "--name", "ci", "--scope", "predict", "--scope",
+                     "admin", "--tokens-file", path]) == 0
+    token = out.getvalue().split()[-1]
+    assert verify(path, token).scopes == ("admin", "predict")
+    assert token not in open(path).read()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["tokens", "revoke", "--name", "ci", "--tokens-file", path]) == 0
+    assert verify(path, token) is None
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert main(["tokens", "revoke", "--name", "ci", "--tokens-file", path]) == 2
+
+
+# --------------------------------------------------------------------------- auth
+def test_health_needs_no_auth_and_401_403(app_client):
+    client, tokens = app_client
+    assert client.get("/health").json() == {"status": "ok"}
+    for headers in ({}, _auth("not-a-token"), {"Authorization": f"Basic {tokens['predict']}"}):
+        response = client.get("/v1/models/bc", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert "request_id" in response.json()
+    assert client.get("/ready", headers=_auth(tokens["predict"])).status_code == 200
+    assert client.get("/metrics", headers=_auth(tokens["predict"])).status_code == 403
+    assert client.post("/v1/admin/reload", headers=_auth(tokens["predict"])).status_code == 403
+    response = client.post("/v1/admin/reload", headers=_auth(tokens["admin"]))
+    assert response.status_code == 200
+    assert response.json()["models"] == {"bc": 1, "pre": 1}
+
+
+def test_model_info_and_openapi(app_client):
+    client, tokens = app_client
+    info = client.get("/v1/models/bc", headers=_auth(tokens["predict"])).json()
+    assert info["name"] == "bc" and info["version"] == 1 and info["ref"] == "bc@production"
+    assert [c["name"] for c in info["signature"]] == COLS
+    assert [c["name"] for c in info["outputs"]] == OUTPUTS
+    assert info["aliases"] == ["production"] and len(info["digest"]) == 64
+    assert client.get("/v1/models/nope", headers=_auth(tokens["predict"])).status_code == 404
+    response = client.post("/v1/models/nope/predict", headers=_auth(tokens["predict"]),
+                           json={"records": []})
+    assert response.status_code == 404
+    spec = client.get("/openapi.json").json()
+    predict = spec["paths"]["/v1/models/{name}/predict"]["post"]
+    assert "records" in json.dumps(predict["requestBody"])
+    assert "PredictResponse" in json.dumps(predict["responses"]["200"])
+
+
+# --------------------------------------------------------------------------- predictions
+def test_predict_equals_predictor_and_batch_scoring(app_client, registry_root, pdf, spark,
+                                                    tmp_path):
+    from sparkml_aiaas.scoring import read_scores, score
+
+    client, tokens = app_client
+    rows = pdf.head(20)
+    response = client.post("/v1/models/bc/predict", headers=_auth(tokens["predict"]),
+                           json={"records": _records(rows)})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "bc" and body["version"] == 1
+    expected = ModelRegistry(registry_root).load_predictor("bc/1").predict(rows[COLS])
+    _assert_rows_equal(body["predictions"], expected)
+
+    # The batch scoring job writes the same numbers for the same rows.
+    out = str(tmp_path / "scores")
+    score(spark, "bc@production", spark.createDataFrame(rows[COLS + ["id"]]), out,
+          registry=registry_root)
+    scored = read_scores(spark, out).orderBy("id").toPandas()
+    _assert_rows_equal(body["predictions"], scored)
+
+
+def test_predict_with_preprocessor_takes_raw_columns(app_client, registry_root, pdf):
+    client, tokens = app_client
+    rows = pdf.head(10)
+    info = client.get("/v1/models/pre", headers=_auth(tokens["predict"])).json()
+    assert {"name": "color", "type": "string"} in info["signature"]
+    response = client.post("/v1/models/pre/predict", headers=_auth(tokens["predict"]),
+                           json={"records": _records(rows, COLS + ["color"])})
+    assert response.status_code == 200, response.text
+    expected = ModelRegistry(registry_root).load_predictor("pre/1").predict(
+        rows[COLS + ["color"]])
+    _assert_rows_equal(response.json()["predictions"], expected)
+    bad = _records(rows.head(1), COLS + ["color"])
+    bad[0]["color"] = 3
+    response = client.post("/v1/models/pre/predict", headers=_auth(tokens["predict"]),
+                           json={"records": bad})
+    assert response.status_code == 422 and "'color'" in response.json()["error"]
+
+
+def test_validation_and_limits(app_client):
+    client, tokens = app_client
+    headers = _auth(tokens["predict"])
+    url = "/v1/models/bc/predict"
+    response = client.post(url, headers=headers, json={"records": [{"x0": 1.0, "x1": 2.0}]})
+    assert response.status_code == 422
+    assert "missing field 'x2'" in response.json()["error"]
+    response = client.post(url, headers=headers,
+                           json={"records": [{"x0": 1.0, "x1": "two", "x2": 3}]})
+    assert response.status_code == 422 and "'x1' must be double" in response.json()["error"]
+    response = client.post(url, headers=headers, json={"rows": []})
+    assert response.status_code == 422 and "records" in response.json()["error"]
+    response = client.post(url, headers=headers, content=b"{not json")
+    assert response.status_code == 422
+    # Too many records (limit 50) and too large a body (limit 20 000 bytes).
+    many = [{"x0": 0.0, "x1": 0.0, "x2": 0.0}] * 51
+    response = client.post(url, headers=headers, json={"records": many})
+    assert response.status_code == 413 and "limit is 50" in response.json()["error"]
+    big = json.dumps({"records": [{"x0": 0.0, "x1": 0.0, "x2": 0.0, "pad": "p" * 30_000}]})
+    response = client.post(url, headers=headers, content=big)
+    assert response.status_code == 413
+
+    def chunks():  # no Content-Length: the body itself is counted
+        for _ in range(30):
+            yield b" " * 1000
+
+    response = client.post(url, headers=headers, content=chunks())
+    assert response.status_code == 413
+
+
+def test_alias_move_is_served_without_restart(registry_root, tokens_file, pdf):
+    path, tokens = tokens_file
+    registry = ModelRegistry(registry_root)
+    app = create_app(registry_root, ["bc@production"], path,
+                     alias_check_seconds=0.0)
+    rows = pdf.head(5)
+    with TestClient(app) as client:
+        try:
+            registry.set_alias("bc", "production", 2)
+            response = client.post("/v1/models/bc/predict", headers=_auth(tokens["predict"]),
+                                   json={"records": _records(rows)})
+            assert response.json()["version"] == 2
+            expected = registry.load_predictor("bc/2").predict(rows[COLS])
+            _assert_rows_equal(response.json()["predictions"], expected)
+        finally:
+            registry.set_alias("bc", "production", 1)
+        info = client.get("/v1/models/bc", headers=_auth(tokens["predict"])).json()
+        assert info["version"] == 1
+
+
+def test_revoked_token_is_refused_without_restart(registry_root, tmp_path):
+    path = str(tmp_path / "tokens.json")
+    token = create_token(path, "temp", ["predict"])
+    app = create_app(registry_root, ["bc/1"], path)
+    with TestClient(app) as client:
+        assert client.get("/v1/models/bc", headers=_auth(token)).status_code == 200
+        revoke_token(path, "temp")
+        assert client.get("/v1/models/bc", headers=_auth(token)).status_code == 401
+
+
+def test_internal_error_is_500_without_traceback(registry_root, tokens_file, caplog):
+    path, tokens = tokens_file
+    app = create_app(registry_root, ["bc/1"], path)
+
+    class Boom:
+        input_columns = COLS
+        output_columns = [("prediction", "double")]
+
+        def predict(self, frame):
+            raise RuntimeError("secret internals /etc/passwd")
+
+    app.state.manager.models["bc"].predictor = Boom()
+    app.state.manager.check_seconds = 3600.0
+    app.state.manager.models["bc"].checked_at = float("inf")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post("/v1/models/bc/predict", headers=_auth(tokens["predict"]),
+                               json={"records": [{"x0": 1.0, "x1": 2.0, "x2": 3.0}]})
+        assert response.status_code == 500
+        body = response.json()
+        assert body["error"] == "internal error" and body["request_id"]
+        assert "Traceback" not in response.text and "secret" not in response.text
+        assert "RuntimeError" in caplog.text  # the traceback is logged, server side
+        metrics = client.get("/metrics", headers=_auth(tokens["admin"])).text
+        assert 'sparkml_serving_errors_total{endpoint="/v1/models/{name}/predict"} 1.0' in metrics
+
+
+def test_metrics_count_requests(app_client):
+    client, tokens = app_client
+    client.get("/health")
+    text = client.get("/metrics", headers=_auth(tokens["admin"])).text
+    assert 'sparkml_serving_requests_total{endpoint="/health",method="GET",status="200"}' in text
+    assert 'status="401"' in text
+    assert "sparkml_serving_request_seconds_bucket" in text
+
+
+def test_ready_is_503_when_a_model_is_missing(registry_root, tokens_file):
+    path, tokens = tokens_file
+    app = create_app(registry_root, ["bc/1", "ghost@production"], path)
+    with TestClient(app) as client:
+        response = client.get("/ready", headers=_auth(tokens["predict"]))
+        assert response.status_code == 503
+        assert response.json()["models"] == {"bc": 1, "ghost": None}
+        assert client.get("/v1/models/ghost", headers=_auth(tokens["predict"])).status_code == 503
+
+
+def test_package_and_cli_import_without_fastapi():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "for m in ('fastapi', 'uvicorn', 'starlette', 'prometheus_client'):\n"
+            "    sys.modules[m] = None\n"
+            "import sparkml_aiaas.cli, sparkml_aiaas.serving\n"
+            "from sparkml_aiaas.serving.tokens import create_token\n"
+            "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_cli_serve_runs_uvicorn_with_the_app(registry_root, tokens_file, monkeypatch):
+    import uvicorn
+
+    from sparkml_aiaas.cli import main
+
+    path, tokens = tokens_file
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    assert main(["serve", "--registry", registry_root, "--model", "bc@production",
+                 "--model", "pre/1", "--tokens-file", path, "--port", "9099", "--quiet"]) == 0
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 9099
+    with TestClient(seen["app"]) as client:
+        response = client.get("/ready", headers=_auth(tokens["predict"]))
+        assert response.json() == {"status": "ready", "models": {"bc": 1, "pre": 1}}
