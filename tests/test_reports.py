@@ -4,7 +4,6 @@ import base64
 import json
 import os
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -235,7 +234,7 @@ def test_compression_report_from_a_report_object(tmp_path):
 
 
 def test_cli_compress_report_dir(tmp_path, capsys):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from sparkml_aiaas.cli import main
     from sparkml_aiaas.core.torch_nets import build_network
     from sparkml_aiaas.models.torch import TorchClassificationModel

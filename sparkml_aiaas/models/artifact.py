@@ -112,7 +112,7 @@ def write_artifact(path: str, metadata: Mapping[str, Any], arrays: Mapping[str, 
         save(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
         with open(os.path.join(staging, ARRAYS_FILE), "wb") as f:
             f.write(buffer.getvalue())
-        arrays_sha = sha256_file(os.path.join(staging, ARRAYS_FILE))
+        arrays_sha = hashlib.sha256(buffer.getvalue()).hexdigest()
         full = dict(metadata)
         full["format_version"] = FORMAT_VERSION
         full["sparkml_aiaas_version"] = __version__
@@ -120,9 +120,10 @@ def write_artifact(path: str, metadata: Mapping[str, Any], arrays: Mapping[str, 
         full["files"] = {ARRAYS_FILE: {"sha256": arrays_sha}}
         extra_shas = ""
         for name in sorted(files or {}):
+            data = bytes(files[name])
             with open(os.path.join(staging, name), "wb") as f:
-                f.write(bytes(files[name]))
-            full["files"][name] = {"sha256": sha256_file(os.path.join(staging, name))}
+                f.write(data)
+            full["files"][name] = {"sha256": hashlib.sha256(data).hexdigest()}
             extra_shas += name + full["files"][name]["sha256"]
         params_json = json.dumps(full.get("paramMap", {}), sort_keys=True, default=_to_json)
         full["model_id"] = hashlib.sha256(
@@ -173,19 +174,27 @@ def read_artifact(path: str) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
             f"model at {path!r} has format_version {version!r}; this sparkml_aiaas "
             f"({__version__}) reads {list(SUPPORTED_FORMAT_VERSIONS)}: upgrade the package"
         )
-    arrays_path = os.path.join(root, ARRAYS_FILE)
-    if not os.path.isfile(arrays_path):
-        raise ModelFormatError(f"model at {path!r} is incomplete: {ARRAYS_FILE} is missing")
     expected = metadata.get("files", {}).get(ARRAYS_FILE, {}).get("sha256")
-    actual = sha256_file(arrays_path)
-    if expected != actual:
-        raise ModelFormatError(
-            f"model at {path!r}: checksum mismatch for {ARRAYS_FILE} (expected {expected}, "
-            f"found {actual}); the file was modified or corrupted"
-        )
-    with np.load(arrays_path, allow_pickle=False) as data:
+    # Read once: the bytes that were checked are the bytes that are parsed.
+    raw = _verified_bytes(path, root, ARRAYS_FILE, expected)
+    with np.load(io.BytesIO(raw), allow_pickle=False) as data:
         arrays = {name: data[name] for name in data.files}
     return metadata, arrays
+
+
+def _verified_bytes(path: str, root: str, name: str, expected: Any) -> bytes:
+    """The bytes of ``root/name`` if their sha256 is ``expected``; else an error naming it."""
+    full = os.path.join(root, name)
+    if not os.path.isfile(full):
+        raise ModelFormatError(f"model at {path!r} is incomplete: {name} is missing")
+    with open(full, "rb") as f:
+        data = f.read()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise ModelFormatError(
+            f"model at {path!r}: checksum mismatch for {name} (expected {expected}, found "
+            f"{actual}); the file was modified or corrupted")
+    return data
 
 
 def read_artifact_file(path: str, name: str, metadata: Mapping[str, Any] = None) -> bytes:
@@ -200,14 +209,4 @@ def read_artifact_file(path: str, name: str, metadata: Mapping[str, Any] = None)
     expected = metadata.get("files", {}).get(name, {}).get("sha256")
     if expected is None:
         raise ModelFormatError(f"model at {path!r} lists no file {name!r} in {METADATA_FILE}")
-    full = os.path.join(root, name)
-    if not os.path.isfile(full):
-        raise ModelFormatError(f"model at {path!r} is incomplete: {name} is missing")
-    with open(full, "rb") as f:
-        data = f.read()
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
-        raise ModelFormatError(
-            f"model at {path!r}: checksum mismatch for {name} (expected {expected}, found "
-            f"{actual}); the file was modified or corrupted")
-    return data
+    return _verified_bytes(path, root, name, expected)

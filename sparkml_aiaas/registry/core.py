@@ -54,7 +54,8 @@ META_FILE = "registry.json"
 SIG_FILE = "registry.json.sig"
 MODEL_DIR = "model"
 PREPROCESSOR_DIR = "preprocessor"
-_CONTROL_FILES = (META_FILE, SIG_FILE)
+#: The registry's own files in a version directory (not part of the model it stores).
+CONTROL_FILES = (META_FILE, SIG_FILE)
 #: Entries of ``.staging/`` and ``.trash/`` older than this are leftovers of crashed
 #: processes, removed by the next registration of the same name.
 STALE_AFTER_SECONDS = 24 * 3600
@@ -249,6 +250,12 @@ class ModelVersion:
         if not self.metadata.get("preprocessor"):
             return None
         return os.path.join(os.path.dirname(self.path), PREPROCESSOR_DIR)
+
+    @property
+    def predictor_path(self) -> str:
+        """What a predictor loads: the bundle when a preprocessor was registered (raw columns
+        in), else the model directory."""
+        return self.bundle_path if self.preprocessor_path else self.path
 
 
 def _split_pipeline(model: Any, preprocessor: Any) -> Tuple[Any, Any]:
@@ -614,7 +621,7 @@ class ModelRegistry:
         files = metadata.get("files")
         if not isinstance(files, dict) or not files:
             raise ModelFormatError(f"{where}: {META_FILE} lists no files")
-        present = {rel for rel in fs.walk_files(vdir) if rel not in _CONTROL_FILES}
+        present = {rel for rel in fs.walk_files(vdir) if rel not in CONTROL_FILES}
         missing = sorted(set(files) - present)
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -747,7 +754,7 @@ class ModelRegistry:
 
         mv = self.resolve(ref)
         try:
-            return load_predictor(mv.bundle_path if mv.preprocessor_path else mv.path)
+            return load_predictor(mv.predictor_path)
         finally:
             self._release(mv)
 

@@ -89,7 +89,7 @@ def export_mlflow(registry, ref: str, path: str) -> str:
     mv = registry.resolve(ref)
     # The whole version (preprocessor + model) when it has a preprocessor: the pyfunc
     # then takes raw columns, as batch scoring and serving do.
-    artifact = mv.bundle_path if mv.preprocessor_path else mv.path
+    artifact = mv.predictor_path
     predictor = load_predictor(artifact)
     target = os.fspath(path)
     if os.path.exists(target):

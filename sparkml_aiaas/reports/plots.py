@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Iterable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import matplotlib
 

@@ -3,7 +3,8 @@
 ``model_ref`` is a plain path (``/models/churn``) unless ``registry=ROOT`` is
 given, in which case it is a registry reference (``churn@production``,
 ``churn/3``, ``churn``) resolved by :class:`sparkml_aiaas.registry.ModelRegistry`
-(imported only then).
+(only then is a registry opened; its file names are always skipped when reading
+a model directory).
 """
 
 from __future__ import annotations
@@ -48,16 +49,15 @@ def resolve_model(model_ref, registry: Optional[str] = None,
                 f"a registry root was given ({registry!r}) but sparkml_aiaas.registry is not "
                 f"available: {exc}") from None
         mv = ModelRegistry(registry).resolve(model_ref)
-        # A version with a preprocessor is scored as a bundle: raw columns in.
-        path = mv.bundle_path if mv.preprocessor_path else mv.path
+        path = mv.predictor_path  # with a preprocessor: the bundle, raw columns in
         name, version = mv.name, str(mv.version)
     else:
         path = str(model_ref)
         name = version = None
-    files = artifact_files(path)
+    from sparkml_aiaas.registry.core import CONTROL_FILES
+
     # The registry's own metadata and signature are not part of what is shipped and loaded.
-    files = {rel: data for rel, data in files.items()
-             if rel not in ("registry.json", "registry.json.sig")}
+    files = {rel: data for rel, data in artifact_files(path).items() if rel not in CONTROL_FILES}
     digest = files_digest(files)
     predictor = predictor_from_files(files)  # verifies checksums and the format version
     metadata = getattr(predictor, "metadata", None) or {}
