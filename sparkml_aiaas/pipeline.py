@@ -227,12 +227,12 @@ def run_training(spark, config: TrainJobConfig) -> TrainReport:
     scored = model.transform(test if evaluated_on == "test" else train)
     report_kind, score_col = "regression", None  # what the run report plots
     if config.model.type == "logistic_regression" and model.numClasses > 2:
-        report_kind = "multiclass"
+        report_kind, score_col = "multiclass", model.getProbabilityCol()
         metrics = evaluate_multiclass(scored, label_col=config.model.label_col,
                                       prediction_col=model.getPredictionCol())
     elif config.model.type in ("xgboost_classifier", "random_forest_classifier"):
         if model.numClasses > 2:
-            report_kind = "multiclass"
+            report_kind, score_col = "multiclass", model.getProbabilityCol()
             metrics = evaluate_multiclass(scored, label_col=config.model.label_col,
                                           prediction_col=model.getPredictionCol())
         else:
@@ -313,7 +313,8 @@ def _write_run_report(directory: str, config: TrainJobConfig, report: TrainRepor
         raw = getattr(model, "getRawPredictionCol", lambda: None)()
         score_col = raw if raw in scored.columns else None  # [-m, m]: element 1 ranks rows
     sample = collect_scored_sample(scored, config.model.label_col, model.getPredictionCol(),
-                                   score_col=score_col, rows=rows)
+                                   score_col=score_col, rows=rows,
+                                   score_vector=kind == "multiclass")
     labels = None
     if kind in ("binary", "multiclass"):
         labels = [float(c) for c in range(int(getattr(model, "numClasses", 2) or 2))]

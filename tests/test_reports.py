@@ -57,6 +57,37 @@ def test_plot_functions_write_pngs(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
 
 
+def test_one_vs_rest_roc_matches_scikit_learn_and_plots(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 600).astype(float)
+    logits = rng.normal(size=(600, 4)) + 1.5 * np.eye(4)[y.astype(int)]
+    scores = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    curves, skipped, rows = plots.one_vs_rest_roc(y, scores, [0.0, 1.0, 2.0, 3.0])
+    assert skipped == [] and rows == 600
+    per_class = [auc for *_, auc in curves]
+    for k, auc in enumerate(per_class):
+        assert auc == pytest.approx(roc_auc_score(y == k, scores[:, k]))
+    assert np.mean(per_class) == pytest.approx(
+        roc_auc_score(y, scores, multi_class="ovr", average="macro"))
+    assert_png(plots.roc_one_vs_rest_plot(y, scores, None, str(tmp_path / "ovr.png")))
+    # A class never seen in y is skipped, not a crash; many classes draw the macro curve.
+    curves, skipped, _ = plots.one_vs_rest_roc(np.where(y == 3, 0, y), scores)
+    assert skipped == [3] and len(curves) == 3
+    assert_png(plots.roc_one_vs_rest_plot(np.where(y == 3, 0, y), scores, None,
+                                          str(tmp_path / "ovr3.png")))
+    many = rng.integers(0, 15, 600).astype(float)
+    assert_png(plots.roc_one_vs_rest_plot(many, rng.random((600, 15)), None,
+                                          str(tmp_path / "ovr15.png")))
+    assert_png(plots.roc_one_vs_rest_plot(np.zeros(5), rng.random((5, 2)), None,
+                                          str(tmp_path / "none.png")))
+    with pytest.raises(ValueError, match="rows × classes with 600 rows"):
+        plots.one_vs_rest_roc(y, scores[:10])
+    with pytest.raises(ValueError, match="3 labels for 4 score columns"):
+        plots.one_vs_rest_roc(y, scores, [0, 1, 2])
+
+
 def test_compression_plot_from_a_compression_report(tmp_path):
     from sparkml_aiaas.compress.api import CompressionReport
 
@@ -171,7 +202,9 @@ def test_multiclass_training_report_has_a_confusion_matrix(spark, tmp_path):
     report = run_training(spark, config)
     assert report.report_path == str(tmp_path / "rep" / "report.html")
     assert sorted(os.listdir(tmp_path / "rep")) == ["confusion_matrix.png", "loss_curve.png",
-                                                    "report.html"]
+                                                    "report.html", "roc_one_vs_rest.png"]
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "ROC curves, each class against the rest" in html
 
 
 def test_training_report_path_on_train_report_and_regression_residuals(spark, tmp_path):

@@ -20,7 +20,8 @@ matplotlib.use("Agg")  # before pyplot: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["loss_curve", "roc_curve_plot", "pr_curve_plot", "confusion_matrix_plot",
+__all__ = ["loss_curve", "roc_curve_plot", "roc_one_vs_rest_plot", "pr_curve_plot",
+           "confusion_matrix_plot",
            "residuals_plot", "compression_plot"]
 
 _FIGSIZE = (6.0, 4.5)
@@ -113,6 +114,85 @@ def roc_curve_plot(y, score, path: str, title: str = "ROC curve") -> str:
         ax.set_ylim(0, 1.01)
         ax.legend(loc="lower right")
         ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+#: Most classes drawn as separate curves; past this, the legend would be unreadable and
+#: only the macro-average is drawn (each class's AUC is still computed for it).
+MAX_ROC_CURVES = 12
+
+
+def one_vs_rest_roc(y, scores, labels: Optional[Sequence] = None):
+    """Per-class ROC of ``scores[:, k]`` against ``y == labels[k]``.
+
+    Returns ``(curves, skipped, rows)``: ``curves`` is a list of
+    ``(label, fpr, tpr, auc)`` for the classes with both positive and negative rows,
+    ``skipped`` the labels without, ``rows`` the rows used (non-finite rows dropped).
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    y = _as_1d(y)
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim != 2 or scores.shape[0] != y.size:
+        raise ValueError(f"scores must be rows × classes with {y.size} rows, "
+                         f"got shape {scores.shape}")
+    labels = list(labels) if labels is not None and len(labels) else list(range(scores.shape[1]))
+    if len(labels) != scores.shape[1]:
+        raise ValueError(f"{len(labels)} labels for {scores.shape[1]} score columns")
+    keep = np.isfinite(y) & np.isfinite(scores).all(axis=1)
+    y, scores = y[keep], scores[keep]
+    curves, skipped = [], []
+    for k, label in enumerate(labels):
+        positive = (y == float(label)).astype(float)
+        if positive.size == 0 or positive.min() == positive.max():
+            skipped.append(label)
+            continue
+        fpr, tpr, _ = roc_curve(positive, scores[:, k])
+        curves.append((label, fpr, tpr, float(roc_auc_score(positive, scores[:, k]))))
+    return curves, skipped, int(y.size)
+
+
+def roc_one_vs_rest_plot(y, scores, labels: Optional[Sequence] = None, path: str = "",
+                         title: str = "ROC, one class against the rest") -> str:
+    """One ROC curve per class (its score column against "label == class"), with AUCs.
+
+    ``scores`` is rows × classes (column ``k`` scores ``labels[k]``; by default the
+    labels are 0..classes-1).  A class absent from ``y`` (or present in every row)
+    has no ROC and is listed as skipped.  The title carries the macro-average AUC over
+    the classes that have one; with more than :data:`MAX_ROC_CURVES` classes only the
+    macro-average curve (mean TPR over a common FPR grid) is drawn.
+    """
+    if not path:
+        raise ValueError("path is required")
+    curves, skipped, rows = one_vs_rest_roc(y, scores, labels)
+    fig, ax = plt.subplots(figsize=_FIGSIZE)
+    if not curves:
+        ax.set_title(title)
+        _note(ax, f"curves skipped: no class has both positive and negative rows "
+                  f"({rows} rows)")
+        return _save(fig, path)
+    macro = float(np.mean([auc for *_, auc in curves]))
+    ax.set_title(f"{title}\nmacro-average AUC {macro:.4f}")
+    if len(curves) <= MAX_ROC_CURVES:
+        colors = plt.get_cmap("tab20" if len(curves) > 10 else "tab10")
+        for i, (label, fpr, tpr, auc) in enumerate(curves):
+            ax.plot(fpr, tpr, color=colors(i), linewidth=1.2,
+                    label=f"{_label_text(label)}: AUC {auc:.4f}")
+    else:
+        grid = np.linspace(0.0, 1.0, 201)
+        mean_tpr = np.mean([np.interp(grid, fpr, tpr) for _, fpr, tpr, _ in curves], axis=0)
+        ax.plot(grid, mean_tpr, label=f"macro-average of {len(curves)} classes")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+    if skipped:
+        names = [_label_text(v) for v in skipped]
+        ax.plot([], [], " ", label=f"skipped (one-sided): {', '.join(names[:8])}"
+                                   + (" ..." if len(names) > 8 else ""))
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(True, alpha=0.3)
     return _save(fig, path)
 
 

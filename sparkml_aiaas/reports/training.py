@@ -29,6 +29,22 @@ _LABEL = "__sparkml_report_label"
 _PRED = "__sparkml_report_pred"
 
 
+def _score_vector_column(frame, column: str):
+    """``column`` (a vector or array column) as ``array<double>``."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    dtype = frame.schema[column].dataType
+    if isinstance(dtype, VectorUDT):
+        return vector_to_array(F.col(column))
+    if isinstance(dtype, T.ArrayType):
+        return F.col(column).cast("array<double>")
+    raise ValueError(f"score column {column!r} is {dtype.simpleString()}, "
+                     "not a vector or array of per-class scores")
+
+
 def _score_column(frame, column: str, index: Optional[int]):
     """``column`` as a double: element ``index`` of a vector/array column, or the value."""
     from pyspark.ml.functions import vector_to_array
@@ -48,19 +64,24 @@ def _score_column(frame, column: str, index: Optional[int]):
 def collect_scored_sample(scored, label_col: str, prediction_col: str,
                           score_col: Optional[str] = None, score_index: Optional[int] = 1,
                           rows: Optional[int] = None, max_rows: int = MAX_REPORT_ROWS,
-                          seed: int = REPORT_SEED) -> Dict[str, np.ndarray]:
+                          seed: int = REPORT_SEED,
+                          score_vector: bool = False) -> Dict[str, np.ndarray]:
     """Labels, predictions (and a score column's element ``score_index``) as numpy arrays.
 
     At most ``max_rows`` rows: with more (``rows``, counted if not given), a seeded
     Bernoulli sample of about ``max_rows`` rows is drawn, then cut at ``max_rows``.
-    Returns ``{"y", "pred", "score" (or absent), "rows_total", "rows_sampled"}``.
+    Returns ``{"y", "pred", "score" (or absent), "rows_total", "rows_sampled"}``; with
+    ``score_vector=True`` the whole score vector of each row is kept instead, as
+    ``"scores"`` (rows × classes; per-class probabilities for one-vs-rest curves).
     """
     from pyspark.sql import functions as F
 
     columns = [F.col(label_col).cast("double").alias(_LABEL),
                F.col(prediction_col).cast("double").alias(_PRED)]
     if score_col is not None:
-        columns.append(_score_column(scored, score_col, score_index).alias(_SCORE))
+        column = (_score_vector_column(scored, score_col) if score_vector
+                  else _score_column(scored, score_col, score_index))
+        columns.append(column.alias(_SCORE))
     frame = scored.select(*columns)
     total = rows if rows is not None else frame.count()
     if total > max_rows:
@@ -72,7 +93,14 @@ def collect_scored_sample(scored, label_col: str, prediction_col: str,
         "pred": np.array([r[1] for r in collected], dtype=float),
         "rows_total": int(total), "rows_sampled": len(collected),
     }
-    if score_col is not None:
+    if score_col is not None and score_vector:
+        width = max((len(r[2]) for r in collected if r[2] is not None), default=0)
+        scores = np.full((len(collected), width), np.nan)
+        for i, r in enumerate(collected):
+            if r[2] is not None:
+                scores[i, :len(r[2])] = r[2]
+        out["scores"] = scores
+    elif score_col is not None:
         out["score"] = np.array([np.nan if r[2] is None else r[2] for r in collected],
                                 dtype=float)
     return out
@@ -114,6 +142,10 @@ def write_training_report(directory: str, *, kind: str, title: str, metrics: Dic
                                                               png("roc_curve.png"))))
             figures.append(("Precision-recall curve",
                             plots.pr_curve_plot(y, sample["score"], png("pr_curve.png"))))
+        if kind == "multiclass" and "scores" in sample:
+            figures.append(("ROC curves, each class against the rest",
+                            plots.roc_one_vs_rest_plot(y, sample["scores"], labels,
+                                                       png("roc_one_vs_rest.png"))))
         if kind in ("binary", "multiclass"):
             figures.append(("Confusion matrix (rows: true, columns: predicted)",
                             plots.confusion_matrix_plot(y, pred, labels,
