@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-records", type=int, default=10_000)
     serve.add_argument("--alias-check-seconds", type=float, default=2.0,
                        help="how often a moved alias is looked for (default 2)")
+    serve.add_argument("--rate-limit", type=float, metavar="N",
+                       help="requests per second allowed per token (bursts of N); more get "
+                            "429 with Retry-After (default: no limit)")
     serve.add_argument("--quiet", action="store_true", help="log warnings only")
 
     tokens = commands.add_parser("tokens", help="create or revoke serving API tokens")
@@ -119,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--scope", dest="scopes", action="append", required=True,
                         choices=["predict", "admin"], help="repeatable")
     create.add_argument("--tokens-file", required=True, metavar="FILE")
+    create.add_argument("--expires-in-days", type=float, metavar="N",
+                        help="the token stops working N days from now (default: never)")
     revoke = tokens_commands.add_parser("revoke", help="remove a token")
     revoke.add_argument("--name", required=True)
     revoke.add_argument("--tokens-file", required=True, metavar="FILE")
@@ -268,19 +273,24 @@ def _serve(args) -> int:
                                 "pip install 'sparkml_aiaas[serve]'") from None
     app = create_app(args.registry, args.models, args.tokens_file,
                      max_body_bytes=args.max_body_bytes, max_records=args.max_records,
-                     alias_check_seconds=args.alias_check_seconds)
+                     alias_check_seconds=args.alias_check_seconds, rate_limit=args.rate_limit)
     uvicorn.run(app, host=args.host, port=args.port,
                 log_level="warning" if args.quiet else "info")
     return 0
 
 
 def _tokens(args) -> int:
-    from sparkml_aiaas.serving.tokens import create_token, revoke_token
+    from sparkml_aiaas.serving.tokens import create_token, load_tokens, revoke_token
 
     if args.tokens_command == "create":
-        token = create_token(args.tokens_file, args.name, args.scopes)
+        token = create_token(args.tokens_file, args.name, args.scopes,
+                             expires_in_days=args.expires_in_days)
+        expiry = ""
+        if args.expires_in_days is not None:
+            (record,) = [r for r in load_tokens(args.tokens_file) if r.name == args.name]
+            expiry = f", expires {record.expires}"
         print(f"created token {args.name!r} with scope(s) {','.join(sorted(set(args.scopes)))} "
-              f"in {args.tokens_file}; it is shown only once: {token}")
+              f"in {args.tokens_file}{expiry}; it is shown only once: {token}")
     else:
         revoke_token(args.tokens_file, args.name)
         print(f"revoked token {args.name!r} in {args.tokens_file}")

@@ -187,3 +187,238 @@ def test_fit_survives_a_killed_executor_bit_identically_and_cleans_up(tmp_path):
     print(f"first fit {result['first_seconds']:.1f} s, second {result['second_seconds']:.1f} s, "
           f"{result['second_passes']} passes, killed executor {kill['executor_id']} at "
           f"iteration {kill['at_iteration']}, rebuilt partitions {result['rebuilt']}")
+
+
+# ----------------------------------------------------------- the driver killed mid-fit
+
+RESUMABLE_FIT = r'''
+import json, os, sys
+from pyspark.sql import functions as F
+from sparkml_aiaas.session import get_spark
+from sparkml_aiaas.models.linear import LogisticRegression
+
+local_dir, checkpoint_dir, mode = sys.argv[1:4]
+spark = get_spark("sparkml_aiaas-driver-kill-test", master="local-cluster[2,1,1024]",
+                  conf={"spark.local.dir": local_dir, "spark.default.parallelism": "2",
+                        "spark.ui.enabled": "false",
+                        "spark.scheduler.minRegisteredResourcesRatio": "1.0"})
+n, d = 2000, 8
+df = spark.range(0, n, 1, 2).select(
+    *[F.sin(F.col("id") * (j + 1) * 0.37).alias(f"x{j}") for j in range(d)],
+    (F.sin(F.col("id") * 1.3) > 0).cast("double").alias("label"))
+params = dict(featuresCols=[f"x{j}" for j in range(d)], optimizer="gd", maxIter=30, tol=0.0,
+              regParam=0.01, numPartitions=2)
+
+
+def record(model):
+    return {"coefficients": [float(v) for v in model.coefficients],
+            "intercept": float(model.intercept),
+            "history": [float(v) for v in model.summary.objectiveHistory],
+            "passes": model.summary.numPasses, "iterations": model.summary.totalIterations}
+
+
+print("STARTED", flush=True)
+checkpointed = LogisticRegression(checkpointDir=checkpoint_dir, checkpointInterval=2,
+                                  **params).fit(df)
+result = {"checkpointed": record(checkpointed),
+          "left_in_checkpoint_dir": sorted(os.listdir(checkpoint_dir))}
+if mode == "with-reference":
+    result["reference"] = record(LogisticRegression(**params).fit(df))
+print("RESULT " + json.dumps(result), flush=True)
+spark.stop()
+'''
+
+
+def _process_table():
+    """{pid: (pgid, cmdline)} of every live process."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = [c.decode(errors="replace") for c in f.read().split(b"\0")]
+        except (OSError, IndexError):
+            continue
+        if fields[0] not in ("Z", "X"):
+            table[int(entry)] = (int(fields[2]), cmd)
+    return table
+
+
+def _group(pgid):
+    return {pid: cmd for pid, (group, cmd) in _process_table().items() if group == pgid}
+
+
+def _kill_group_when(proc, ready, what, timeout=300):
+    """Poll ``ready()`` until it is true, then SIGKILL ``proc``'s whole process group (the
+    Python driver, its JVM, the executors and their Python workers: nothing can clean up).
+    Returns the group's {pid: cmdline} at the kill; the group is gone when this returns."""
+    import signal
+    import time
+
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None, f"the process ended before {what}: {proc.returncode}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.05)
+        members = _group(proc.pid)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while _group(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return members
+
+
+def _run_to_result(command, env, cwd):
+    run = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+                         start_new_session=True)
+    output = run.stdout + "\n--- stderr ---\n" + run.stderr[-8000:]
+    assert run.returncode == 0, output
+    line = next((l for l in run.stdout.splitlines() if l.startswith("RESULT ")), None)
+    assert line is not None, output
+    return json.loads(line[len("RESULT "):]), output
+
+
+def _spark_env():
+    return dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
+                SPARKML_AIAAS_PROGRESS="0")
+
+
+@pytest.mark.cluster
+def test_killed_driver_resumes_from_its_checkpoint_and_ends_identical(tmp_path):
+    script = tmp_path / "resumable_fit.py"
+    script.write_text(RESUMABLE_FIT)
+    checkpoint_dir = tmp_path / "checkpoints"
+    checkpoint_dir.mkdir()
+    for name in ("local-killed", "local-resumed"):
+        (tmp_path / name).mkdir()
+
+    def checkpoint_written():
+        return any(f.endswith(".npz") and not f.startswith(".")
+                   for f in os.listdir(checkpoint_dir))
+
+    killed = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "local-killed"), str(checkpoint_dir),
+         "killed"], cwd=tmp_path, env=_spark_env(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    members = _kill_group_when(killed, checkpoint_written, "the first checkpoint")
+    # The group held the driver, its JVM and both executors; none of them survived.
+    executors = [pid for pid, cmd in members.items()
+                 if "org.apache.spark.executor.CoarseGrainedExecutorBackend" in cmd]
+    assert killed.pid in members and len(executors) == 2, members
+    assert _group(killed.pid) == {}, _group(killed.pid)
+    # It died mid-fit: the checkpoint is there, and no fit completed (a completed fit
+    # removes its checkpoint).
+    saved = [f for f in os.listdir(checkpoint_dir) if not f.startswith(".")]
+    assert len(saved) == 1, saved
+
+    result, output = _run_to_result(
+        [sys.executable, str(script), str(tmp_path / "local-resumed"), str(checkpoint_dir),
+         "with-reference"], _spark_env(), tmp_path)
+    resumed, reference = result["checkpointed"], result["reference"]
+    message = json.dumps(result, indent=1) + "\n" + output
+    assert resumed["passes"] < reference["passes"], message  # it really resumed
+    assert resumed["iterations"] == reference["iterations"] == 30, message
+    assert np.array_equal(resumed["coefficients"], reference["coefficients"]), message
+    assert resumed["intercept"] == reference["intercept"], message
+    assert resumed["history"] == reference["history"], message
+    assert result["left_in_checkpoint_dir"] == [], message  # removed once the fit completed
+
+
+# ----------------------------------------------------------- a scoring run killed mid-write
+
+KILLABLE_SCORING = r'''
+import json, os, sys, time
+from sparkml_aiaas.session import get_spark
+from sparkml_aiaas.models.linear import LogisticRegression
+from sparkml_aiaas.scoring import score
+
+model_path, input_path, out, local_dir, mode = sys.argv[1:6]
+spark = get_spark("sparkml_aiaas-scoring-kill-test", master="local-cluster[2,1,1024]",
+                  conf={"spark.local.dir": local_dir, "spark.default.parallelism": "2",
+                        "spark.ui.enabled": "false",
+                        "spark.scheduler.minRegisteredResourcesRatio": "1.0"})
+frame = spark.read.parquet(input_path)
+if mode == "killed":
+    LogisticRegression(featuresCols=["x0", "x1", "x2"], regParam=0.01,
+                       numPartitions=2).fit(frame).write().save(model_path)
+
+    def slow(batches):  # a long scoring job: the first rows go out, then the task stalls
+        for batch in batches:
+            yield batch
+            time.sleep(600)
+
+    score(spark, model_path, frame.mapInArrow(slow, frame.schema), out, run_id="r1",
+          batch_size=100)
+else:
+    report = score(spark, model_path, input_path, out, run_id="r1")
+    print("RESULT " + json.dumps({"rows_in": report.rows_in, "rows_out": report.rows_out}),
+          flush=True)
+spark.stop()
+'''
+
+
+@pytest.mark.cluster
+def test_scoring_killed_mid_write_leaves_nothing_visible_and_rerun_scores_once(tmp_path):
+    import pandas as pd
+
+    from sparkml_aiaas.models import load_predictor
+    from sparkml_aiaas.scoring import STATE_FILE
+
+    n = 3000
+    rng = np.random.default_rng(3)
+    pdf = pd.DataFrame(rng.normal(size=(n, 3)), columns=["x0", "x1", "x2"])
+    pdf["label"] = (pdf.x0 - pdf.x1 + 0.5 * rng.normal(size=n) > 0).astype(float)
+    pdf["id"] = np.arange(n)
+    input_path = tmp_path / "input"
+    input_path.mkdir()
+    pdf.iloc[: n // 2].to_parquet(input_path / "part-0.parquet", index=False)
+    pdf.iloc[n // 2:].to_parquet(input_path / "part-1.parquet", index=False)
+    script = tmp_path / "killable_scoring.py"
+    script.write_text(KILLABLE_SCORING)
+    model_path, out = tmp_path / "model", tmp_path / "scored"
+    for name in ("local-killed", "local-rerun"):
+        (tmp_path / name).mkdir()
+
+    def partial_output():
+        """Part files already open in the run's hidden staging folder."""
+        if not out.exists():
+            return []
+        return [os.path.join(root, f) for root, _, files in os.walk(out)
+                for f in files if f.startswith("part-")
+                and os.path.relpath(root, out).startswith(".staging-run_id=r1-")]
+
+    killed = subprocess.Popen(
+        [sys.executable, str(script), str(model_path), str(input_path), str(out),
+         str(tmp_path / "local-killed"), "killed"], cwd=tmp_path, env=_spark_env(),
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    members = _kill_group_when(killed, lambda: bool(partial_output()), "the scoring write")
+    assert len([pid for pid, cmd in members.items()
+                if "org.apache.spark.executor.CoarseGrainedExecutorBackend" in cmd]) == 2
+    assert _group(killed.pid) == {}
+    # Partial files are left, but only in the hidden staging folder: readers see nothing.
+    assert partial_output()
+    visible = [p for p in os.listdir(out) if not p.startswith((".", "_"))]
+    assert visible == [] and not (out / STATE_FILE).exists(), os.listdir(out)
+
+    result, output = _run_to_result(
+        [sys.executable, str(script), str(model_path), str(input_path), str(out),
+         str(tmp_path / "local-rerun"), "rerun"], _spark_env(), tmp_path)
+    assert result == {"rows_in": n, "rows_out": n}, output
+    # The killed attempt's staging folder is swept by the run that committed.
+    assert sorted(os.listdir(out)) == sorted(["run_id=r1", STATE_FILE]), os.listdir(out)
+    scored = pd.read_parquet(out).sort_values("id").reset_index(drop=True)
+    assert scored["id"].tolist() == list(range(n))  # each row exactly once
+    direct = load_predictor(str(model_path)).predict(pdf)
+    np.testing.assert_array_equal(np.stack(scored["probability"].to_numpy()),
+                                  np.stack(direct["probability"].to_numpy()))
+    np.testing.assert_array_equal(scored["prediction"].to_numpy(),
+                                  direct["prediction"].to_numpy())

@@ -24,13 +24,24 @@ def assert_png(path, min_bytes=2000):
     return data
 
 
-def test_plots_module_uses_agg_and_no_pyspark():
-    import matplotlib
+def test_plots_module_needs_no_display_and_leaves_the_backend_alone(tmp_path):
+    """No pyplot and no matplotlib.use: a notebook importing it keeps its inline backend."""
+    import subprocess
+    import sys
 
-    assert matplotlib.get_backend().lower() == "agg"
     source = open(plots.__file__).read()
     assert not re.search(r"^\s*(import|from) pyspark", source, re.M)
-    assert source.index('matplotlib.use("Agg")') < source.index("import matplotlib.pyplot")
+    assert not re.search(r"^\s*(import|from) matplotlib.pyplot|import pyplot", source, re.M)
+    assert "matplotlib.use(" not in source
+    code = ("import matplotlib; matplotlib.use('svg'); "
+            "from sparkml_aiaas.reports import plots, training; "
+            f"plots.loss_curve([2.0, 1.0], {str(tmp_path / 'l.png')!r}); "
+            "print(matplotlib.get_backend())")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MPLBACKEND")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "svg"
+    assert_png(str(tmp_path / "l.png"))
 
 
 def test_plot_functions_write_pngs(tmp_path):

@@ -352,3 +352,152 @@ def test_cli_serve_runs_uvicorn_with_the_app(registry_root, tokens_file, monkeyp
     with TestClient(seen["app"]) as client:
         response = client.get("/ready", headers=_auth(tokens["predict"]))
         assert response.json() == {"status": "ready", "models": {"bc": 1, "pre": 1}}
+
+
+# --------------------------------------------------------------------------- token expiry
+def test_token_expiry_is_recorded_and_enforced(tmp_path):
+    import datetime as dt
+
+    path = str(tmp_path / "t.json")
+    past = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    old = create_token(path, "old", ["predict"], expires_in_days=1, now=past)
+    fresh = create_token(path, "fresh", ["predict"], expires_in_days=30)
+    forever = create_token(path, "forever", ["predict"])
+    raw = {r["name"]: r for r in json.load(open(path))}
+    assert raw["old"]["expires"] == "2020-01-02T00:00:00.000Z"
+    assert raw["old"]["created"] == "2020-01-01T00:00:00.000Z"
+    assert "expires" not in raw["forever"]  # files without the field keep their meaning
+    expires = dt.datetime.fromisoformat(raw["fresh"]["expires"].replace("Z", "+00:00"))
+    now = dt.datetime.now(dt.timezone.utc)
+    assert dt.timedelta(days=29) < expires - now <= dt.timedelta(days=30)
+
+    assert verify(path, old) is None  # expired: no longer verifies
+    assert verify(path, fresh).name == "fresh" and verify(path, forever).name == "forever"
+    store = TokenStore(path)
+    assert store.verify(old) is None
+    record = store.lookup(old)  # still found, so the server can say why it is refused
+    assert record.name == "old" and record.is_expired()
+    assert not record.is_expired(now=past)
+    assert not store.lookup(forever).is_expired()
+    for bad in (0, -1, float("nan"), True):
+        with pytest.raises(ConfigError, match="expires_in_days"):
+            create_token(path, f"bad{bad}", ["predict"], expires_in_days=bad)
+
+    raw["forever"]["expires"] = "next tuesday"
+    with open(path, "w") as fh:
+        json.dump(list(raw.values()), fh)
+    with pytest.raises(ConfigError, match="'forever' has an invalid expires timestamp"):
+        load_tokens(path)
+
+
+def test_expired_token_is_401_token_expired(registry_root, tmp_path):
+    import datetime as dt
+
+    path = str(tmp_path / "tokens.json")
+    expired = create_token(path, "old", ["predict"], expires_in_days=1,
+                           now=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
+    valid = create_token(path, "new", ["predict"], expires_in_days=1)
+    app = create_app(registry_root, ["bc/1"], path)
+    with TestClient(app) as client:
+        response = client.get("/v1/models/bc", headers=_auth(expired))
+        assert response.status_code == 401
+        assert response.json()["error"] == "token expired at 2020-01-02T00:00:00.000Z"
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert client.get("/v1/models/bc", headers=_auth(valid)).status_code == 200
+
+
+def test_cli_tokens_create_expires_in_days(tmp_path):
+    import datetime as dt
+
+    from sparkml_aiaas.cli import main
+
+    path = str(tmp_path / "t.json")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["tokens", "create", "--name", "ci", "--scope", "predict",
+                     "--expires-in-days", "7", "--tokens-file", path]) == 0
+    (record,) = load_tokens(path)
+    assert f", expires {record.expires};" in out.getvalue()
+    left = record.expires_at - dt.datetime.now(dt.timezone.utc)
+    assert dt.timedelta(days=6) < left <= dt.timedelta(days=7)
+    assert verify(path, out.getvalue().split()[-1]).name == "ci"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["tokens", "create", "--name", "x", "--scope", "predict",
+                     "--expires-in-days", "0", "--tokens-file", path]) == 2
+    assert "expires_in_days must be a number of days in (0, 36500], got 0.0" in err.getvalue()
+
+
+# --------------------------------------------------------------------------- rate limiting
+def test_rate_limiter_token_bucket():
+    from sparkml_aiaas.serving.app import RateLimiter
+
+    now = [100.0]
+    limiter = RateLimiter(2, clock=lambda: now[0])
+    assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 0.5]  # burst 2, then wait
+    assert limiter.acquire("b") == 0.0  # one bucket per key
+    now[0] += 0.25  # half a token back: still 0.25 s to wait
+    assert limiter.acquire("a") == 0.25
+    now[0] += 0.25
+    assert limiter.acquire("a") == 0.0 and limiter.acquire("a") == 0.5
+    now[0] += 3600  # refills up to the burst, not beyond
+    assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 0.5]
+    slow = RateLimiter(0.5, clock=lambda: now[0])  # below 1/s: bursts of one
+    assert slow.acquire("a") == 0.0 and slow.acquire("a") == 2.0
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="rate limit must be a positive number"):
+            RateLimiter(bad)
+
+
+def test_rate_limit_gives_429_with_retry_after_and_metrics(registry_root, tokens_file):
+    path, tokens = tokens_file
+    now = [0.0]
+    app = create_app(registry_root, ["bc/1"], path, rate_limit=2, clock=lambda: now[0])
+    with TestClient(app) as client:
+        statuses = [client.get("/v1/models/bc", headers=_auth(tokens["predict"])).status_code
+                    for _ in range(2)]
+        assert statuses == [200, 200]
+        response = client.post("/v1/models/bc/predict", headers=_auth(tokens["predict"]),
+                               json={"records": [{"x0": 1.0, "x1": 2.0, "x2": 3.0}]})
+        assert response.status_code == 429
+        assert response.headers["retry-after"] == "1"
+        body = response.json()
+        assert body["error"] == ("rate limit of 2 requests/s exceeded for token 'client'; "
+                                 "retry after 1 s")
+        assert body["request_id"] == response.headers["x-request-id"]
+        # Another token has its own bucket; unauthenticated requests are 401, not counted.
+        assert client.get("/v1/models/bc", headers=_auth(tokens["admin"])).status_code == 200
+        assert client.get("/v1/models/bc").status_code == 401
+        now[0] += 0.5  # one request's worth of refill
+        assert client.get("/v1/models/bc", headers=_auth(tokens["predict"])).status_code == 200
+        assert client.get("/v1/models/bc", headers=_auth(tokens["predict"])).status_code == 429
+        now[0] += 10
+        metrics = client.get("/metrics", headers=_auth(tokens["admin"])).text
+    assert 'sparkml_serving_rate_limited_total{token="client"} 2.0' in metrics
+    assert ('sparkml_serving_requests_total{endpoint="/v1/models/{name}/predict",'
+            'method="POST",status="429"} 1.0') in metrics
+    assert ('sparkml_serving_requests_total{endpoint="/v1/models/{name}",method="GET",'
+            'status="429"} 1.0') in metrics
+
+
+def test_cli_serve_rate_limit(registry_root, tokens_file, monkeypatch):
+    import uvicorn
+
+    from sparkml_aiaas.cli import main
+
+    path, tokens = tokens_file
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    # 0.001 requests/s: a burst of one, then ~1000 s until the next request is allowed.
+    assert main(["serve", "--registry", registry_root, "--model", "bc/1", "--tokens-file", path,
+                 "--rate-limit", "0.001", "--quiet"]) == 0
+    with TestClient(seen["app"]) as client:
+        assert client.get("/ready", headers=_auth(tokens["predict"])).status_code == 200
+        response = client.get("/ready", headers=_auth(tokens["predict"]))
+        assert response.status_code == 429
+        assert int(response.headers["retry-after"]) >= 1
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["serve", "--registry", registry_root, "--model", "bc/1",
+                     "--tokens-file", path, "--rate-limit", "0", "--quiet"]) == 2
+    assert "rate limit must be a positive number" in err.getvalue()

@@ -1,7 +1,9 @@
 """PNG plots for run reports: numpy + matplotlib only (no pyspark).
 
-The Agg (non-interactive) backend is selected before pyplot is imported, so
-plots render on headless drivers and cluster nodes.  Every function writes one
+Figures are built with matplotlib's object API (``matplotlib.figure.Figure``, rendered by
+the Agg canvas on ``savefig``), never through pyplot: nothing needs a display, so plots
+render on headless drivers and cluster nodes, and importing this module leaves the
+process's backend alone (a notebook that trains a model keeps its inline plots).  Every function writes one
 PNG atomically and returns its path; a plot that cannot be drawn meaningfully
 (one class only, empty history) is still written, with a note in place of the
 curve, so a report never fails on an edge case.
@@ -14,11 +16,8 @@ import tempfile
 from typing import List, Optional, Sequence
 
 import matplotlib
-
-matplotlib.use("Agg")  # before pyplot: no display needed
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 __all__ = ["loss_curve", "roc_curve_plot", "roc_one_vs_rest_plot", "pr_curve_plot",
            "confusion_matrix_plot",
@@ -26,6 +25,12 @@ __all__ = ["loss_curve", "roc_curve_plot", "roc_one_vs_rest_plot", "pr_curve_plo
 
 _FIGSIZE = (6.0, 4.5)
 _DPI = 100
+
+
+def _subplots(nrows: int = 1, ncols: int = 1, figsize=_FIGSIZE):
+    """A pyplot-free figure and its axes (no global figure registry, nothing to close)."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols)
 
 
 def _save(fig, path: str) -> str:
@@ -43,8 +48,6 @@ def _save(fig, path: str) -> str:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    finally:
-        plt.close(fig)
     return path
 
 
@@ -62,7 +65,7 @@ def loss_curve(history: Optional[Sequence[float]], path: str, title: str = "Trai
                ylabel: str = "objective") -> str:
     """Objective (or loss/metric) per iteration; an empty history writes a note."""
     values = _as_1d(history if history is not None else [])
-    fig, ax = plt.subplots(figsize=_FIGSIZE)
+    fig, ax = _subplots(figsize=_FIGSIZE)
     ax.set_title(title)
     finite = values[np.isfinite(values)] if values.size else values
     if finite.size == 0:
@@ -100,7 +103,7 @@ def roc_curve_plot(y, score, path: str, title: str = "ROC curve") -> str:
     from sklearn.metrics import roc_auc_score, roc_curve
 
     y, score, problem = _binary_inputs(y, score)
-    fig, ax = plt.subplots(figsize=_FIGSIZE)
+    fig, ax = _subplots(figsize=_FIGSIZE)
     ax.set_title(title)
     if problem:
         _note(ax, problem)
@@ -165,7 +168,7 @@ def roc_one_vs_rest_plot(y, scores, labels: Optional[Sequence] = None, path: str
     if not path:
         raise ValueError("path is required")
     curves, skipped, rows = one_vs_rest_roc(y, scores, labels)
-    fig, ax = plt.subplots(figsize=_FIGSIZE)
+    fig, ax = _subplots(figsize=_FIGSIZE)
     if not curves:
         ax.set_title(title)
         _note(ax, f"curves skipped: no class has both positive and negative rows "
@@ -174,7 +177,7 @@ def roc_one_vs_rest_plot(y, scores, labels: Optional[Sequence] = None, path: str
     macro = float(np.mean([auc for *_, auc in curves]))
     ax.set_title(f"{title}\nmacro-average AUC {macro:.4f}")
     if len(curves) <= MAX_ROC_CURVES:
-        colors = plt.get_cmap("tab20" if len(curves) > 10 else "tab10")
+        colors = matplotlib.colormaps["tab20" if len(curves) > 10 else "tab10"]
         for i, (label, fpr, tpr, auc) in enumerate(curves):
             ax.plot(fpr, tpr, color=colors(i), linewidth=1.2,
                     label=f"{_label_text(label)}: AUC {auc:.4f}")
@@ -201,7 +204,7 @@ def pr_curve_plot(y, score, path: str, title: str = "Precision-recall curve") ->
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
     y, score, problem = _binary_inputs(y, score)
-    fig, ax = plt.subplots(figsize=_FIGSIZE)
+    fig, ax = _subplots(figsize=_FIGSIZE)
     ax.set_title(title)
     if problem:
         _note(ax, problem)
@@ -232,7 +235,7 @@ def confusion_matrix_plot(y, pred, labels: Optional[Sequence] = None, path: str 
     if labels is None or len(labels) == 0:
         labels = np.unique(np.concatenate([y, pred])) if y.size or pred.size else np.array([])
     labels = list(labels)
-    fig, ax = plt.subplots(figsize=_FIGSIZE)
+    fig, ax = _subplots(figsize=_FIGSIZE)
     ax.set_title(title)
     if not labels or y.size == 0:
         _note(ax, "no rows to tabulate")
@@ -268,7 +271,7 @@ def residuals_plot(y, pred, path: str, title: str = "Residuals") -> str:
         raise ValueError(f"y has {y.size} values but pred has {pred.size}")
     keep = np.isfinite(y) & np.isfinite(pred)
     y, pred = y[keep], pred[keep]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.5))
+    fig, (left, right) = _subplots(1, 2, figsize=(10.0, 4.5))
     fig.suptitle(title)
     if y.size == 0:
         _note(left, "no rows")
@@ -298,7 +301,7 @@ def compression_plot(reports, path: str, title: str = "Compression: size and acc
     def get(item, name, default=None):
         return item.get(name, default) if isinstance(item, dict) else getattr(item, name, default)
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.5))
+    fig, (left, right) = _subplots(1, 2, figsize=(10.0, 4.5))
     fig.suptitle(title)
     if not items:
         _note(left, "no compression reports")

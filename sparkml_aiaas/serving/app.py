@@ -9,20 +9,23 @@ numbers.  See ``docs/serving.md`` for endpoints, scopes, limits and metrics.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
+import re
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -39,7 +42,12 @@ _NUMERIC = {"tinyint", "smallint", "int", "bigint", "float", "double"}
 
 # --------------------------------------------------------------------------- API models
 class PredictRequest(BaseModel):
-    """Rows to score: one object per row, keyed by input column."""
+    """Rows to score: one object per row, keyed by input column.
+
+    The OpenAPI document refines ``records`` per served model (its columns and
+    their JSON types); validation against the signature happens in
+    :func:`validate_records`, which names the record and field at fault.
+    """
 
     records: List[Dict[str, Any]] = Field(
         ..., description="rows to score; each maps the model's input columns to values",
@@ -82,7 +90,7 @@ class ErrorBody(BaseModel):
     request_id: str
 
 
-_ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 413, 422, 500, 503)}
+_ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 413, 422, 429, 500, 503)}
 
 
 # --------------------------------------------------------------------------- served models
@@ -183,19 +191,60 @@ class ModelManager:
 
 
 # --------------------------------------------------------------------------- validation
-def _check_value(value: Any, expected: str) -> bool:
+def _describe(value: Any) -> str:
+    """A short, safe description of a JSON value for an error message."""
     if value is None:
-        return True  # a null feature gives NaN outputs, as in batch scoring
-    if expected in _NUMERIC or expected.startswith("decimal"):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if expected == "boolean":
-        return isinstance(value, (bool, int, float))
+        return "null"
+    if isinstance(value, bool):
+        return f"bool {str(value).lower()}"
+    if isinstance(value, list):
+        return f"list of {len(value)} item(s)"
+    if isinstance(value, dict):
+        return f"object with {len(value)} key(s)"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number_problem(value: Any) -> Optional[str]:
+    """Why the JSON number ``value`` cannot be a finite double (None when it can)."""
+    try:
+        as_float = float(value)
+    except OverflowError:
+        return "out of the range of a double"
+    if not math.isfinite(as_float):
+        return "not a finite number"
+    return None
+
+
+def _value_problem(value: Any, expected: str) -> Optional[str]:
+    """Why ``value`` does not fit the Spark SQL type ``expected`` (None when it does)."""
+    if value is None:
+        return None  # a null feature gives NaN outputs, as in batch scoring
+    numeric = expected in _NUMERIC or expected.startswith("decimal")
+    if numeric or expected == "boolean":
+        if isinstance(value, bool) and expected == "boolean":
+            return None
+        if not _is_number(value):
+            return f"must be {expected}, got {_describe(value)}"
+        problem = _number_problem(value)
+        return f"must be {expected}, got {_describe(value)}: {problem}" if problem else None
     if expected == "string":
-        return isinstance(value, str)
+        return None if isinstance(value, str) else f"must be string, got {_describe(value)}"
     if expected.startswith("array") or expected == "vector":
-        return isinstance(value, list) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    return True
+        if not isinstance(value, list):
+            return f"must be {expected} (a list of numbers), got {_describe(value)}"
+        for j, item in enumerate(value):
+            problem = "" if _is_number(item) else "not a number"
+            problem = problem or _number_problem(item)
+            if problem:
+                return (f"must be {expected} (a list of numbers), but item [{j}] is "
+                        f"{_describe(item)}: {problem}")
+        return None
+    return None
 
 
 def validate_records(records: List[Dict[str, Any]], signature: List[Dict[str, str]]) -> None:
@@ -205,10 +254,33 @@ def validate_records(records: List[Dict[str, Any]], signature: List[Dict[str, st
             name, expected = column["name"], column["type"]
             if name not in record:
                 raise HTTPException(422, f"records[{i}]: missing field {name!r} ({expected})")
-            if not _check_value(record[name], expected):
-                raise HTTPException(
-                    422, f"records[{i}]: field {name!r} must be {expected}, got "
-                         f"{type(record[name]).__name__} {str(record[name])[:40]!r}")
+            problem = _value_problem(record[name], expected)
+            if problem:
+                raise HTTPException(422, f"records[{i}]: field {name!r} {problem}")
+
+
+def _where(loc: Sequence[Any]) -> str:
+    """A pydantic error location as a path: ``("records", 0, "x")`` -> ``records[0].x``."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _parse_body(raw: bytes) -> Any:
+    """The JSON document ``raw``; HTTPException 422 saying what is wrong with it."""
+    if not raw.strip():
+        raise HTTPException(422, 'body is empty; send a JSON object {"records": [...]}')
+
+    def constant(name: str):
+        raise ValueError(f"{name} is not valid JSON (send null for a missing value)")
+
+    try:
+        return json.loads(raw, parse_constant=constant)
+    except RecursionError:
+        raise HTTPException(422, "body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
+        raise HTTPException(422, f"body is not valid JSON: {exc}") from None
 
 
 def _jsonable(value: Any) -> Any:
@@ -226,6 +298,116 @@ def _rows(frame: pd.DataFrame, columns: List[str]) -> List[Dict[str, Any]]:
     return [{c: _jsonable(data[c][i]) for c in columns} for i in range(len(frame))]
 
 
+# --------------------------------------------------------------------------- OpenAPI
+def _value_schema(expected: str) -> Dict[str, Any]:
+    """The JSON Schema of the values :func:`_check_value` accepts for a Spark SQL type."""
+    if expected in _NUMERIC or expected.startswith("decimal"):
+        accepted: Dict[str, Any] = {"type": "number"}
+    elif expected == "boolean":
+        accepted = {"anyOf": [{"type": "boolean"}, {"type": "number"}]}
+    elif expected == "string":
+        accepted = {"type": "string"}
+    elif expected.startswith("array") or expected == "vector":
+        accepted = {"type": "array", "items": {"type": "number"}}
+    else:
+        return {"description": f"{expected} (not checked)"}
+    return {"anyOf": [accepted, {"type": "null"}],
+            "description": f"{expected}; null gives NaN outputs"}
+
+
+def _example_value(expected: str) -> Any:
+    if expected == "string":
+        return "a"
+    if expected == "boolean":
+        return True
+    if expected.startswith("array") or expected == "vector":
+        return [0.0]
+    return 0.0
+
+
+def _describe_models(base: Dict[str, Any], manager: "ModelManager",
+                     max_records: int) -> Dict[str, Any]:
+    """``base`` (FastAPI's OpenAPI document) with the served models filled in.
+
+    The ``name`` path parameter lists the served names, and the predict body's
+    (``PredictRequest``) records are the loaded models' signatures (columns, JSON
+    types, required; ``Record_<name>`` components), at most ``max_records``,
+    so a client, a generated SDK or a fuzzer knows what a valid request is.
+    Rebuilt on every call: an alias moved to a version with other columns shows.
+    """
+    schema = copy.deepcopy(base)
+    names = sorted(manager.models)
+    for path in ("/v1/models/{name}", "/v1/models/{name}/predict"):
+        for operation in schema.get("paths", {}).get(path, {}).values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path" and parameter.get("name") == "name":
+                    parameter["schema"] = {"type": "string", "enum": names, "title": "Name"}
+                    parameter["description"] = "a model served here"
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    records, examples = [], []
+    for name in names:
+        served = manager.models[name]
+        if not served.signature:
+            continue  # not loaded: its columns are unknown
+        key = "Record_" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        components[key] = {
+            "type": "object", "title": f"{name} record",
+            "description": f"one row for {name} (version {served.version}); other fields "
+                           "are ignored",
+            "properties": {c["name"]: _value_schema(c["type"]) for c in served.signature},
+            "required": [c["name"] for c in served.signature],
+            "additionalProperties": True}
+        records.append({"$ref": f"#/components/schemas/{key}"})
+        examples.append([{c["name"]: _example_value(c["type"]) for c in served.signature}])
+    request = PredictRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    items: Dict[str, Any] = {"type": "object", "additionalProperties": True}
+    if records:
+        items = records[0] if len(records) == 1 else {"anyOf": records}
+    request["properties"]["records"].update(items=items, maxItems=max_records)
+    if examples:  # a valid body for each loaded model (vectors' lengths are not declared)
+        request["properties"]["records"]["examples"] = examples
+    predict = schema.get("paths", {}).get("/v1/models/{name}/predict", {}).get("post")
+    if predict is not None:
+        predict["requestBody"]["content"]["application/json"]["schema"] = request
+    return schema
+
+
+# --------------------------------------------------------------------------- rate limiting
+class RateLimiter:
+    """Token buckets, one per key: ``rate`` requests per second, bursts of ``burst``.
+
+    A bucket starts full (``burst``, default ``max(1, rate)``), refills at
+    ``rate`` per second of ``clock()`` (``time.monotonic`` unless a test injects
+    another), and each request takes one token.  Thread-safe; per process.
+    """
+
+    def __init__(self, rate: float, burst: Optional[float] = None,
+                 clock: Callable[[], float] = time.monotonic):
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or \
+                not math.isfinite(rate) or rate <= 0:
+            raise ConfigError(f"rate limit must be a positive number of requests per second, "
+                              f"got {rate!r}")
+        self.rate = float(rate)
+        self.burst = float(burst) if burst is not None else max(1.0, self.rate)
+        if not self.burst >= 1:
+            raise ConfigError(f"rate limit burst must be at least 1, got {burst!r}")
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._buckets: Dict[str, Tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def acquire(self, key: str) -> float:
+        """Take a token for ``key``: 0.0 when allowed, else the seconds until one is free."""
+        now = self.clock()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + max(0.0, now - at) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
 # --------------------------------------------------------------------------- metrics
 class _Metrics:
     def __init__(self):
@@ -238,6 +420,9 @@ class _Metrics:
                                  ["endpoint"], registry=self.registry)
         self.errors = Counter("sparkml_serving_errors", "requests that failed inside the "
                               "server (status 5xx)", ["endpoint"], registry=self.registry)
+        self.rate_limited = Counter("sparkml_serving_rate_limited", "requests refused with "
+                                    "429 by the per-token rate limit", ["token"],
+                                    registry=self.registry)
         self.predictions = Counter("sparkml_serving_predicted_records", "records scored",
                                    ["model", "version"], registry=self.registry)
 
@@ -292,8 +477,9 @@ class _Guard:
 # --------------------------------------------------------------------------- the app
 def create_app(registry_root: str, models: Sequence[str], tokens_file: str, *,
                max_body_bytes: int = 1_000_000, max_records: int = 10_000,
-               alias_check_seconds: float = 2.0, registry: Optional[ModelRegistry] = None
-               ) -> FastAPI:
+               alias_check_seconds: float = 2.0, registry: Optional[ModelRegistry] = None,
+               rate_limit: Optional[float] = None,
+               clock: Callable[[], float] = time.monotonic) -> FastAPI:
     """A FastAPI app serving ``models`` (``NAME@ALIAS``, ``NAME/VERSION`` or ``NAME``).
 
     Parameters
@@ -308,11 +494,18 @@ def create_app(registry_root: str, models: Sequence[str], tokens_file: str, *,
     alias_check_seconds : float
         How often (at most) a request re-reads the alias a model is served by; a
         moved alias loads the new version without a restart.
+    rate_limit : float, optional
+        Requests per second allowed per token (a token bucket with bursts of
+        ``rate_limit``; see :class:`RateLimiter`); more get 429 with
+        ``Retry-After``.  None (default): no limit.
+    clock : callable
+        Monotonic seconds for the rate limiter (tests inject a fake clock).
     """
     registry = registry or ModelRegistry(registry_root)
     manager = ModelManager(registry, list(models), check_seconds=alias_check_seconds)
     store = TokenStore(tokens_file)
     metrics = _Metrics()
+    limiter = RateLimiter(rate_limit, clock=clock) if rate_limit is not None else None
     manager.load_all()
 
     app = FastAPI(title="sparkml_aiaas model serving", version=__version__,
@@ -333,17 +526,31 @@ def create_app(registry_root: str, models: Sequence[str], tokens_file: str, *,
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
+        where = _where(first.get("loc", ()))
         return _error(422, f"{where}: {first.get('msg', 'invalid request')}", request_id(request))
 
+    bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
+                        description="a token from `sparkml-aiaas tokens create`")
+
     def require(scope_name: str):
-        def dependency(request: Request) -> TokenRecord:
-            header = request.headers.get("authorization", "")
-            kind, _, token = header.partition(" ")
-            record = store.verify(token.strip()) if kind.lower() == "bearer" else None
+        def dependency(credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)
+                       ) -> TokenRecord:
+            token = credentials.credentials.strip() if credentials is not None else ""
+            record = store.lookup(token) if token else None
             if record is None:
                 raise HTTPException(401, "missing or invalid bearer token",
                                     headers={"WWW-Authenticate": "Bearer"})
+            if record.is_expired():
+                raise HTTPException(401, f"token expired at {record.expires}",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            wait = limiter.acquire(record.name) if limiter is not None else 0.0
+            if wait > 0:
+                metrics.rate_limited.labels(record.name).inc()
+                retry_after = max(1, math.ceil(wait))
+                raise HTTPException(
+                    429, f"rate limit of {limiter.rate:g} requests/s exceeded for token "
+                         f"{record.name!r}; retry after {retry_after} s",
+                    headers={"Retry-After": str(retry_after)})
             if scope_name not in record.scopes:
                 raise HTTPException(403, f"token {record.name!r} lacks the {scope_name!r} scope")
             return record
@@ -405,14 +612,16 @@ def create_app(registry_root: str, models: Sequence[str], tokens_file: str, *,
                 raise HTTPException(413, f"request body exceeds the limit of {max_body_bytes} "
                                          "bytes")
             chunks.append(chunk)
+        document = _parse_body(b"".join(chunks))
+        if not isinstance(document, dict):
+            raise HTTPException(422, 'body must be a JSON object {"records": [...]}, got '
+                                     f"{_describe(document)}")
         try:
-            body = PredictRequest.model_validate(json.loads(b"".join(chunks) or b"null"))
-        except ValueError as exc:  # JSONDecodeError and pydantic's ValidationError
-            if isinstance(exc, ValidationError) and exc.errors():
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-                raise HTTPException(422, f"{where}: {first.get('msg')}") from None
-            raise HTTPException(422, f"body is not valid JSON: {exc}") from None
+            body = PredictRequest.model_validate(document)
+        except ValidationError as exc:
+            first = exc.errors()[0] if exc.errors() else {}
+            where = _where(first.get("loc", ())) or "body"
+            raise HTTPException(422, f"{where}: {first.get('msg', 'invalid request')}") from None
         records = body.records
         if len(records) > max_records:
             raise HTTPException(413, f"{len(records)} records; the limit is {max_records} per "
@@ -451,4 +660,6 @@ def create_app(registry_root: str, models: Sequence[str], tokens_file: str, *,
         return PlainTextResponse(generate_latest(metrics.registry),
                                  media_type=CONTENT_TYPE_LATEST)
 
+    fastapi_openapi = app.openapi  # FastAPI's generator (caches the route-derived document)
+    app.openapi = lambda: _describe_models(fastapi_openapi(), manager, max_records)
     return app

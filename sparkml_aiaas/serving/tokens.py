@@ -3,7 +3,12 @@
 The tokens file is a JSON list of records::
 
     [{"name": "ci", "salt": "<hex>", "hash": "<hex>", "scopes": ["predict"],
-      "created": "2026-01-01T00:00:00.000Z"}, ...]
+      "created": "2026-01-01T00:00:00.000Z", "expires": "2026-04-01T00:00:00.000Z"}, ...]
+
+``expires`` (UTC, optional: ``create_token(..., expires_in_days=N)``) is absent
+from tokens that never expire, so files written before it existed keep working.
+An expired token no longer verifies (:func:`verify`, :meth:`TokenStore.verify`);
+:meth:`TokenStore.lookup` still finds it, so the server can answer "token expired".
 
 A token is ``secrets.token_urlsafe(32)`` (256 random bits), shown once by
 :func:`create_token`.  Only ``scrypt(token, salt, n=2**14, r=8, p=1)`` is kept:
@@ -47,10 +52,37 @@ class TokenRecord:
     hash: str
     scopes: Tuple[str, ...]
     created: str = ""
+    expires: str = ""  # ISO 8601 UTC; "" = never
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"name": self.name, "salt": self.salt, "hash": self.hash,
-                "scopes": list(self.scopes), "created": self.created}
+        record = {"name": self.name, "salt": self.salt, "hash": self.hash,
+                  "scopes": list(self.scopes), "created": self.created}
+        if self.expires:
+            record["expires"] = self.expires
+        return record
+
+    @property
+    def expires_at(self) -> Optional[_dt.datetime]:
+        """When the token stops working (aware, UTC), or None if it never does."""
+        return _parse_time(self.expires) if self.expires else None
+
+    def is_expired(self, now: Optional[_dt.datetime] = None) -> bool:
+        """True once ``now`` (default: the current UTC time) has reached ``expires``."""
+        expires_at = self.expires_at
+        if expires_at is None:
+            return False
+        return (now or _dt.datetime.now(_dt.timezone.utc)) >= expires_at
+
+
+def _format_time(moment: _dt.datetime) -> str:
+    return moment.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def _parse_time(text: str) -> _dt.datetime:
+    """An ISO 8601 timestamp (``Z`` or an offset; none means UTC) as an aware datetime."""
+    moment = _dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=_dt.timezone.utc)
 
 
 def _hash(token: str, salt: bytes) -> bytes:
@@ -76,12 +108,19 @@ def _parse(raw: Any, path: str) -> List[TokenRecord]:
     records = []
     for item in raw:
         try:
-            records.append(TokenRecord(name=str(item["name"]), salt=str(item["salt"]),
-                                       hash=str(item["hash"]),
-                                       scopes=_validate_scopes(item["scopes"]),
-                                       created=str(item.get("created", ""))))
-        except (KeyError, TypeError) as exc:
+            record = TokenRecord(name=str(item["name"]), salt=str(item["salt"]),
+                                 hash=str(item["hash"]), scopes=_validate_scopes(item["scopes"]),
+                                 created=str(item.get("created", "")),
+                                 expires=str(item.get("expires") or ""))
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"tokens file {path}: malformed record ({exc})") from None
+        try:
+            record.expires_at  # noqa: B018 - fail on load, not on a request
+        except ValueError:
+            raise ConfigError(f"tokens file {path}: token {record.name!r} has an invalid "
+                              f"expires timestamp {record.expires!r} (expected ISO 8601 UTC, "
+                              "e.g. 2026-04-01T00:00:00.000Z)") from None
+        records.append(record)
     return records
 
 
@@ -117,24 +156,35 @@ def _write(path: str, records: List[TokenRecord]) -> None:
         raise
 
 
-def create_token(path: str, name: str, scopes: Sequence[str]) -> str:
+def create_token(path: str, name: str, scopes: Sequence[str],
+                 expires_in_days: Optional[float] = None, *,
+                 now: Optional[_dt.datetime] = None) -> str:
     """Add a token named ``name`` with ``scopes`` to ``path``; returns the plaintext token.
 
     The token is shown only here: the file stores its salt and scrypt hash.
-    Raises :class:`ConfigError` on a duplicate name or an unknown scope.
+    ``expires_in_days`` (optional, > 0, fractions allowed) records an ``expires``
+    timestamp that many days after ``now`` (default: the current UTC time).
+    Raises :class:`ConfigError` on a duplicate name, an unknown scope or a
+    non-positive ``expires_in_days``.
     """
     if not isinstance(name, str) or not name.strip():
         raise ConfigError("a token needs a non-empty name")
     scopes = _validate_scopes(scopes)
+    if expires_in_days is not None:
+        if isinstance(expires_in_days, bool) or not isinstance(expires_in_days, (int, float)) \
+                or not expires_in_days > 0 or expires_in_days > 36_500:
+            raise ConfigError(f"expires_in_days must be a number of days in (0, 36500], got "
+                              f"{expires_in_days!r}")
     records = load_tokens(path)
     if any(r.name == name for r in records):
         raise ConfigError(f"a token named {name!r} already exists in {path}; revoke it first")
     token = secrets.token_urlsafe(32)
     salt = secrets.token_bytes(16)
-    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    expires = "" if expires_in_days is None else _format_time(
+        now + _dt.timedelta(days=expires_in_days))
     records.append(TokenRecord(name=name, salt=salt.hex(), hash=_hash(token, salt).hex(),
-                               scopes=scopes, created=created))
+                               scopes=scopes, created=_format_time(now), expires=expires))
     _write(path, records)
     return token
 
@@ -189,6 +239,12 @@ class TokenStore:
             return list(self._records)
 
     def verify(self, token: str) -> Optional[TokenRecord]:
+        """The record of ``token``; None when it is unknown, revoked or expired."""
+        record = self.lookup(token)
+        return None if record is None or record.is_expired() else record
+
+    def lookup(self, token: str) -> Optional[TokenRecord]:
+        """The record of ``token``, expired or not (check :meth:`TokenRecord.is_expired`)."""
         if not isinstance(token, str) or not token:
             return None
         records = self.records()
@@ -207,8 +263,9 @@ class TokenStore:
 
 def verify(path_or_loaded: Union[str, os.PathLike, TokenStore, Sequence[TokenRecord]],
            token: str) -> Optional[TokenRecord]:
-    """The record of ``token`` or None.  ``path_or_loaded``: a tokens file path, a
-    :class:`TokenStore` (cached, reloads on change) or a list of records."""
+    """The record of ``token``, or None when it is unknown, revoked or expired.
+    ``path_or_loaded``: a tokens file path, a :class:`TokenStore` (cached,
+    reloads on change) or a list of records."""
     if isinstance(path_or_loaded, TokenStore):
         return path_or_loaded.verify(token)
     if not isinstance(token, str) or not token:
@@ -217,4 +274,5 @@ def verify(path_or_loaded: Union[str, os.PathLike, TokenStore, Sequence[TokenRec
         records = load_tokens(os.fspath(path_or_loaded))
     else:
         records = list(path_or_loaded)
-    return _match(records, token)
+    record = _match(records, token)
+    return None if record is None or record.is_expired() else record
