@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
+from sparkml_aiaas.atomic import atomic_file
 from sparkml_aiaas.config import (TREE_MODEL_TYPES, InputSettings, ModelSettings,
                                   QuickstartConfig, ScoreJobConfig, TrainJobConfig, TrainOutput)
 from sparkml_aiaas.errors import ConfigError, SparkmlAiaasError
@@ -148,18 +148,9 @@ def _read_delta_input(spark, settings: InputSettings):
 
 def write_json_atomically(path: str, payload: Dict[str, Any]) -> None:
     """Write ``payload`` as JSON at ``path`` under a temporary name, then rename it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 _write_json_atomically = write_json_atomically  # the name older code imports

@@ -12,11 +12,11 @@ coefficients of an uninterrupted run (the passes are deterministic).
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Dict, Optional
 
 import numpy as np
 
+from sparkml_aiaas.atomic import atomic_file
 from sparkml_aiaas.errors import SparkmlAiaasError
 
 
@@ -60,18 +60,8 @@ class FileCheckpoint:
                 f"checkpoint {self.path} is unreadable ({exc}); delete it to start over") from None
 
     def save(self, arrays: Dict[str, np.ndarray]) -> None:
-        os.makedirs(self.directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".npz", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_file(self.path, "wb", suffix=".npz") as f:
+            np.savez(f, **arrays)
         self.saves += 1
 
     def due(self, iteration: int) -> bool:

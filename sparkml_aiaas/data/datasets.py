@@ -8,8 +8,9 @@ from __future__ import annotations
 import csv
 import os
 import re
-import tempfile
 from dataclasses import dataclass
+
+from sparkml_aiaas.atomic import atomic_file
 
 __all__ = ["BundledDataset", "write_breast_cancer_csv"]
 
@@ -83,19 +84,7 @@ def _snake_case(name: str) -> str:
 
 
 def _write_csv_atomically(path: str, header, rows) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    # The temporary file sits in the target folder so that os.replace is a
-    # same-file-system rename: readers see the old file or the whole new one.
-    prefix = "." + os.path.basename(path) + "."
-    fd, tmp_path = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    with atomic_file(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 from typing import Iterator, List
 
+from sparkml_aiaas.atomic import write_bytes_atomically
 from sparkml_aiaas.errors import ConfigError
 from sparkml_aiaas.models.artifact import sha256_file
 
@@ -177,20 +177,7 @@ class LocalStorage(Storage):
             os.fsync(f.fileno())
 
     def write_atomic(self, path: str, data: bytes) -> None:
-        directory = os.path.dirname(path) or "."
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
-            raise
+        write_bytes_atomically(path, data)
 
     def rename(self, src: str, dst: str) -> None:
         if os.path.exists(dst):

@@ -13,8 +13,9 @@ import datetime as _dt
 import html
 import json
 import os
-import tempfile
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+
+from sparkml_aiaas.atomic import atomic_file
 
 __all__ = ["write_report"]
 
@@ -128,13 +129,6 @@ def write_report(directory: str, title: str, metrics: Mapping[str, Any],
     parts.append("</body></html>\n")
 
     path = os.path.join(directory, filename)
-    fd, tmp = tempfile.mkstemp(prefix=f".{filename}-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(parts))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts))
     return path

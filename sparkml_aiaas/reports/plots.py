@@ -12,12 +12,13 @@ curve, so a report never fails on an edge case.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import List, Optional, Sequence
 
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+
+from sparkml_aiaas.atomic import atomic_path
 
 __all__ = ["loss_curve", "roc_curve_plot", "roc_one_vs_rest_plot", "pr_curve_plot",
            "confusion_matrix_plot",
@@ -34,21 +35,11 @@ def _subplots(nrows: int = 1, ncols: int = 1, figsize=_FIGSIZE):
 
 
 def _save(fig, path: str) -> str:
-    """Save ``fig`` as PNG under a temporary name, rename it into place, close it."""
-    path = os.path.abspath(path)
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", suffix=".png", dir=directory)
-    os.close(fd)
-    try:
+    """Save ``fig`` as PNG under a temporary name and rename it into place."""
+    with atomic_path(path, suffix=".png") as tmp:
         fig.tight_layout()
         fig.savefig(tmp, format="png", dpi=_DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return os.path.abspath(path)
 
 
 def _note(ax, text: str) -> None:

@@ -29,11 +29,11 @@ import hmac
 import json
 import os
 import secrets
-import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from sparkml_aiaas.atomic import atomic_file
 from sparkml_aiaas.errors import ConfigError
 
 __all__ = ["SCOPES", "TokenRecord", "TokenStore", "create_token", "revoke_token", "verify",
@@ -137,23 +137,10 @@ def load_tokens(path: str) -> List[TokenRecord]:
 
 
 def _write(path: str, records: List[TokenRecord]) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tokens-", dir=directory)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump([r.to_dict() for r in records], fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # Mode 0600 from the first byte: the hashes are secrets too (offline guessing).
+    with atomic_file(path, "w", permissions=0o600, encoding="utf-8") as fh:
+        json.dump([r.to_dict() for r in records], fh, indent=2)
+        fh.write("\n")
 
 
 def create_token(path: str, name: str, scopes: Sequence[str],
