@@ -501,3 +501,48 @@ def test_cli_serve_rate_limit(registry_root, tokens_file, monkeypatch):
         assert main(["serve", "--registry", registry_root, "--model", "bc/1",
                      "--tokens-file", path, "--rate-limit", "0", "--quiet"]) == 2
     assert "rate limit must be a positive number" in err.getvalue()
+
+
+def test_large_requests_are_checked_by_dtype_with_the_same_errors():
+    """Past a few hundred values records_frame proves numeric columns by their dtype; the
+    accepted frame and every error message are those of the value-by-value check."""
+    from starlette.exceptions import HTTPException
+
+    from sparkml_aiaas.serving.app import _VALUE_BY_VALUE_CELLS, records_frame, validate_records
+
+    signature = [{"name": "x0", "type": "double"}, {"name": "n", "type": "bigint"},
+                 {"name": "flag", "type": "boolean"}, {"name": "city", "type": "string"}]
+    rng = np.random.default_rng(5)
+    good = [{"x0": float(v), "n": int(i), "flag": bool(i % 2), "city": "lyon", "extra": 1}
+            for i, v in enumerate(rng.normal(size=200))]
+    good[7]["x0"] = None  # a null feature is allowed (NaN outputs)
+    assert len(good) * len(signature) > _VALUE_BY_VALUE_CELLS
+    frame = records_frame(good, signature)
+    pd.testing.assert_frame_equal(frame, pd.DataFrame.from_records(good))
+
+    def message(records):
+        with pytest.raises(HTTPException) as raised:
+            records_frame(records, signature)
+        assert raised.value.status_code == 422
+        with pytest.raises(HTTPException) as reference:
+            validate_records(records, signature)
+        assert raised.value.detail == reference.value.detail
+        return raised.value.detail
+
+    def broken(index, field, value):
+        records = [dict(r) for r in good]
+        if value is KeyError:
+            del records[index][field]
+        else:
+            records[index][field] = value
+        return records
+
+    assert message(broken(150, "x0", True)) == \
+        "records[150]: field 'x0' must be double, got bool true"
+    assert message(broken(150, "x0", 1e400)).endswith("not a finite number")
+    assert message(broken(150, "n", 10 ** 400)).endswith("out of the range of a double")
+    assert message(broken(150, "x0", "1.5")) == \
+        "records[150]: field 'x0' must be double, got str '1.5'"
+    assert message(broken(199, "city", KeyError)) == "records[199]: missing field 'city' (string)"
+    assert message(broken(3, "flag", "yes")) == \
+        "records[3]: field 'flag' must be boolean, got str 'yes'"
