@@ -48,6 +48,16 @@ def _note(ax, text: str) -> None:
     ax.set_yticks([])
 
 
+def _unit_square(ax, xlabel: str, ylabel: str, legend_loc: str, fontsize=None) -> None:
+    """Labels, [0, 1] limits, legend and grid of a rate-against-rate plot (ROC, PR)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(loc=legend_loc, fontsize=fontsize)
+    ax.grid(True, alpha=0.3)
+
+
 def _as_1d(values, dtype=float) -> np.ndarray:
     return np.asarray(values, dtype=dtype).reshape(-1)
 
@@ -102,12 +112,7 @@ def roc_curve_plot(y, score, path: str, title: str = "ROC curve") -> str:
         fpr, tpr, _ = roc_curve(y, score)
         ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(y, score):.4f}")
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
-        ax.set_xlabel("false positive rate")
-        ax.set_ylabel("true positive rate")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.01)
-        ax.legend(loc="lower right")
-        ax.grid(True, alpha=0.3)
+        _unit_square(ax, "false positive rate", "true positive rate", "lower right")
     return _save(fig, path)
 
 
@@ -181,12 +186,8 @@ def roc_one_vs_rest_plot(y, scores, labels: Optional[Sequence] = None, path: str
         names = [_label_text(v) for v in skipped]
         ax.plot([], [], " ", label=f"skipped (one-sided): {', '.join(names[:8])}"
                                    + (" ..." if len(names) > 8 else ""))
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.legend(loc="lower right", fontsize="small")
-    ax.grid(True, alpha=0.3)
+    _unit_square(ax, "false positive rate", "true positive rate", "lower right",
+                 fontsize="small")
     return _save(fig, path)
 
 
@@ -205,12 +206,7 @@ def pr_curve_plot(y, score, path: str, title: str = "Precision-recall curve") ->
                 label=f"average precision {average_precision_score(y, score):.4f}")
         ax.axhline(y.mean(), linestyle="--", color="grey", linewidth=1,
                    label=f"positive rate {y.mean():.3f}")
-        ax.set_xlabel("recall")
-        ax.set_ylabel("precision")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.01)
-        ax.legend(loc="lower left")
-        ax.grid(True, alpha=0.3)
+        _unit_square(ax, "recall", "precision", "lower left")
     return _save(fig, path)
 
 
