@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,12 +37,6 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 MODEL = "bench"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def build_registry(root: str, features: int) -> list:
@@ -206,6 +199,7 @@ def main() -> int:
     import sklearn
 
     from sparkml_aiaas import __version__
+    from sparkml_aiaas.cluster import free_port  # a port the kernel has free on loopback
     from sparkml_aiaas.registry import ModelRegistry
     from sparkml_aiaas.serving.tokens import create_token
 

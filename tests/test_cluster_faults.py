@@ -229,26 +229,19 @@ spark.stop()
 '''
 
 
-def _process_table():
-    """{pid: (pgid, cmdline)} of every live process."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = [c.decode(errors="replace") for c in f.read().split(b"\0")]
-        except (OSError, IndexError):
-            continue
-        if fields[0] not in ("Z", "X"):
-            table[int(entry)] = (int(fields[2]), cmd)
-    return table
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [c.decode(errors="replace") for c in f.read().split(b"\0")]
+    except OSError:
+        return []  # ended since it was listed
 
 
 def _group(pgid):
-    return {pid: cmd for pid, (group, cmd) in _process_table().items() if group == pgid}
+    """{pid: cmdline} of the live members of process group ``pgid``."""
+    from sparkml_aiaas.cluster import process_group_members
+
+    return {pid: _cmdline(pid) for pid in process_group_members(pgid)}
 
 
 def _kill_group_when(proc, ready, what, timeout=300):

@@ -7,23 +7,15 @@ import sys
 
 import pytest
 
+from sparkml_aiaas.cluster import spark_submit
 from sparkml_aiaas.data import write_breast_cancer_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _spark_submit() -> str:
-    beside_python = os.path.join(os.path.dirname(sys.executable), "spark-submit")
-    if os.path.exists(beside_python):
-        return beside_python
-    import pyspark
-
-    return os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit")
-
-
 def _submit(job: str, *args: str, cwd) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
-    command = [_spark_submit(), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
+    command = [spark_submit(), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
                os.path.join(ROOT, "jobs", job), *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
