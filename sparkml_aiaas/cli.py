@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from typing import List, Optional, Sequence
 
@@ -28,6 +29,21 @@ def _add_common(parser: argparse.ArgumentParser, config_required: bool) -> None:
                         metavar="KEY=VALUE",
                         help="override a config value, e.g. --set model.params.reg_param=0.1")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
+
+
+def _ascii_int(text: str) -> int:
+    """argparse type: a whole number in ASCII digits (``int()`` alone also takes ``٨٠``)."""
+    if not re.fullmatch(r"[0-9]{1,18}", text):
+        raise argparse.ArgumentTypeError(f"expected a whole number (ASCII digits), got {text!r}")
+    return int(text)
+
+
+def _ascii_number(text: str) -> float:
+    """argparse type: a decimal number in ASCII (``float()`` alone also takes ``١.٥``)."""
+    if not re.fullmatch(r"-?(?:[0-9]{1,18}(?:\.[0-9]{0,18})?|\.[0-9]{1,18})"
+                        r"(?:[eE][-+]?[0-9]{1,3})?", text):
+        raise argparse.ArgumentTypeError(f"expected a number (ASCII digits), got {text!r}")
+    return float(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     compress.add_argument("--report-dir", metavar="DIR",
                           help="also write compression.png (size/accuracy) and report.html here")
+    compress.add_argument("--trust-factory", dest="trusted_factories", action="append",
+                          default=[], metavar="NAME",
+                          help="a torch network factory 'pkg.module:function' the model may "
+                               "name; repeatable (also: SPARKML_AIAAS_TRUSTED_FACTORIES)")
     compress.add_argument("--quiet", action="store_true", help="print only the summary")
 
     serve = commands.add_parser(
@@ -104,14 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tokens-file", required=True, metavar="FILE",
                        help="bearer tokens (sparkml-aiaas tokens create)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    serve.add_argument("--max-body-bytes", type=int, default=1_000_000)
-    serve.add_argument("--max-records", type=int, default=10_000)
-    serve.add_argument("--alias-check-seconds", type=float, default=2.0,
+    serve.add_argument("--port", type=_ascii_int, default=8080, help="port (default 8080)")
+    serve.add_argument("--max-body-bytes", type=_ascii_int, default=1_000_000)
+    serve.add_argument("--max-records", type=_ascii_int, default=10_000)
+    serve.add_argument("--alias-check-seconds", type=_ascii_number, default=2.0,
                        help="how often a moved alias is looked for (default 2)")
-    serve.add_argument("--rate-limit", type=float, metavar="N",
+    serve.add_argument("--rate-limit", type=_ascii_number, metavar="N",
                        help="requests per second allowed per token (bursts of N); more get "
                             "429 with Retry-After (default: no limit)")
+    serve.add_argument("--trust-factory", dest="trusted_factories", action="append",
+                       default=[], metavar="NAME",
+                       help="a torch network factory 'pkg.module:function' (or 'pkg.module:*') "
+                            "the served models may name; repeatable (also: "
+                            "SPARKML_AIAAS_TRUSTED_FACTORIES).  Models naming any other are "
+                            "refused before anything is imported")
     serve.add_argument("--quiet", action="store_true", help="log warnings only")
 
     tokens = commands.add_parser("tokens", help="create or revoke serving API tokens")
@@ -122,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--scope", dest="scopes", action="append", required=True,
                         choices=["predict", "admin"], help="repeatable")
     create.add_argument("--tokens-file", required=True, metavar="FILE")
-    create.add_argument("--expires-in-days", type=float, metavar="N",
+    create.add_argument("--expires-in-days", type=_ascii_number, metavar="N",
                         help="the token stops working N days from now (default: never)")
     revoke = tokens_commands.add_parser("revoke", help="remove a token")
     revoke.add_argument("--name", required=True)
@@ -218,6 +244,10 @@ def _score(args) -> int:
     elif args.model_path is not None:
         overrides.append("model=null")
     config = load_config(ScoreJobConfig, args.config, overrides)
+    if config.model is not None:  # a bad registry reference fails before Spark starts
+        from sparkml_aiaas.registry.core import parse_ref
+
+        parse_ref(config.model)
     spark = _session(config.spark)
     report = run_scoring(spark, config)
     print(report.summary_line())
@@ -251,7 +281,7 @@ def _compress(args) -> int:
     report = compress_model(args.model, args.out, method=args.method, sparsity=args.sparsity,
                             structured=args.structured, fine_tune=fine_tune,
                             eval_data=args.eval_data, label_col=args.label_col,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, trusted_factories=args.trusted_factories)
     if not args.quiet:
         print("\n".join(report.lines()))
     print(report.summary_line())
@@ -271,10 +301,19 @@ def _serve(args) -> int:
     except ImportError as exc:
         raise SparkmlAiaasError(f"serving needs FastAPI and uvicorn ({exc}); "
                                 "pip install 'sparkml_aiaas[serve]'") from None
+    import logging.config
+
+    from sparkml_aiaas.serving.logs import log_config
+
+    # Redacting handlers from the first line on; uvicorn's access log (which writes query
+    # strings, tokens included) is replaced by the app's own (serving/logs.py).
+    config = log_config(args.quiet)
+    logging.config.dictConfig(config)
     app = create_app(args.registry, args.models, args.tokens_file,
                      max_body_bytes=args.max_body_bytes, max_records=args.max_records,
-                     alias_check_seconds=args.alias_check_seconds, rate_limit=args.rate_limit)
-    uvicorn.run(app, host=args.host, port=args.port,
+                     alias_check_seconds=args.alias_check_seconds, rate_limit=args.rate_limit,
+                     trusted_factories=args.trusted_factories)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=config, access_log=False,
                 log_level="warning" if args.quiet else "info")
     return 0
 

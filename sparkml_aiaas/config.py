@@ -264,12 +264,25 @@ class IngestInput(_Strict):
     #: Schema drift: ``error``; ``ignore_extra`` (extra source columns left out); ``allow``
     #: (also declared nullable columns the source lacks read as null).
     on_schema_drift: Literal["error", "ignore_extra", "allow"] = "error"
+    #: Literal NaN/infinity in FLOAT/DOUBLE columns: ``reject`` (ingest's default), ``null`` or
+    #: ``keep``, for all of them or per column (``{x: keep, "*": "null"}``; YAML's null = ``null``).
+    #: Checked against the schema by ingest.
+    non_finite: Union[Literal["reject", "null", "keep"], Dict[str, Optional[str]], None] = None
 
     @field_validator("path")
     @classmethod
     def _paths_not_empty(cls, value):
         if not value or (isinstance(value, list) and not all(value)):
             raise ValueError("give a path (file, folder or glob) or a non-empty list of paths")
+        return value
+
+    @field_validator("non_finite")
+    @classmethod
+    def _non_finite_policies(cls, value):
+        if isinstance(value, dict):
+            bad = {k: v for k, v in value.items() if v not in (None, "reject", "null", "keep")}
+            if bad:
+                raise ValueError(f"non_finite policies must be reject, null or keep, not {bad}")
         return value
 
 

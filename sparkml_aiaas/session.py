@@ -10,6 +10,7 @@ session starts with defaults that suit a laptop or a CI box.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Mapping, Optional
 
@@ -38,7 +39,7 @@ LOCAL_DEFAULTS: dict[str, str] = {
 def _core_count(master: str) -> int:
     if master.startswith("local["):
         inner = master[len("local[") : -1].split(",")[0]
-        if inner != "*" and inner.isdigit():
+        if re.fullmatch(r"[0-9]{1,6}", inner):  # ASCII only: int("²") raises, int("١") is 1
             return int(inner)
     return os.cpu_count() or 1
 

@@ -35,7 +35,7 @@ def test_quickstart_runs_the_whole_pipeline(spark, quickstart_run):
     assert objectives[-1] < objectives[0]
     assert "identical predictions" in output
     metrics = json.loads((workdir / "metrics.json").read_text())
-    assert metrics["ingest"] == {"read": 569, "accepted": 569, "rejected": 0}
+    assert metrics["ingest"] == {"read": 569, "accepted": 569, "rejected": 0, "blank": 0}
     assert metrics["train_rows"] + metrics["test_rows"] == 569
     assert metrics["metrics"]["auc"] > 0.97
     assert metrics["metrics"]["accuracy"] > 0.9
@@ -141,17 +141,19 @@ output:
 
 
 def test_nan_features_stop_training(spark, tmp_path, capsys):
+    # Ingest rejects literal NaN by default (non_finite: reject), so the rows never reach
+    # training; with max_reject_fraction 0 the run stops there, naming the column.
     csv = tmp_path / "nan.csv"
     csv.write_text("id,a,label\n" + "".join(
         f"{i},{'NaN' if i in (3, 7) else i},{i % 2}\n" for i in range(40)))
     config = tmp_path / "train.yaml"
     config.write_text(f"""
-input: {{path: {csv}, schema: "id INT, a DOUBLE, label INT"}}
+input: {{path: {csv}, schema: "id INT, a DOUBLE, label INT", max_reject_fraction: 0}}
 model: {{features: [a]}}
 output: {{model_path: {tmp_path / 'model'}}}
 """)
     err = _run_expecting_user_error(["train", "--config", str(config)], capsys)
-    assert "'a' (2 rows)" in err
+    assert "top reasons: non_finite:a (2)" in err
     assert not (tmp_path / "model").exists()
 
 

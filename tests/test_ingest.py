@@ -1,6 +1,7 @@
 """Ingest: declared schemas, malformed-record detection, reconciliation, sources and errors."""
 
 import datetime
+import json
 import os
 
 import pytest
@@ -8,6 +9,7 @@ from pyspark.sql import types as T
 
 from sparkml_aiaas.data import ingest, parse_schema, records, write_breast_cancer_csv
 from sparkml_aiaas.data.ingest import REJECTED_SCHEMA, _reading
+from sparkml_aiaas.data.masking import WHOLE_RECORD
 from sparkml_aiaas.data.schema import ColumnConstraints
 from sparkml_aiaas.errors import ConfigError, DataValidationError, InputNotFoundError
 
@@ -143,7 +145,8 @@ MESSY_CSV = (
 def test_csv_rejects_malformed_rows_with_reasons_and_lines(spark, tmp_path, multiline):
     path = write(tmp_path, "messy.csv", MESSY_CSV)
     result = ingest(spark, path, SCHEMA, options={"multiLine": multiline})
-    assert result.counts == {"read": 9, "accepted": 4, "rejected": 5}
+    # 12 physical lines = 1 header + 9 records + 2 blank.
+    assert result.counts == {"read": 9, "accepted": 4, "rejected": 5, "blank": 2}
     assert result.reasons == {
         "null:x": 1,
         "too_few_fields": 1,
@@ -172,6 +175,10 @@ def test_csv_rejects_malformed_rows_with_reasons_and_lines(spark, tmp_path, mult
     }
     assert rejected[3]._reason == "too_few_fields: 2 fields, expected 3"
     assert rejected[3]._raw == "2,2.5"
+    # The locator: where the record's bytes are (BOM and line break excluded).
+    data = MESSY_CSV.encode("utf-8")
+    for row in rejected.values():
+        assert data[row._byte_offset:row._byte_offset + row._byte_length].decode() == row._raw
     assert rejected[5]._raw == "3,3.5,c,extra"
     assert rejected[6]._reason == "unparsable:x: 'abc' is not a valid DOUBLE"
     assert rejected[7]._reason == "null:x: missing value in a NOT NULL column"
@@ -189,15 +196,21 @@ def test_csv_quoted_newlines_need_multiline(spark, tmp_path):
     assert rejected[5]._reason.startswith("malformed_record: unclosed quote")
     assert rejected[5]._raw == '3,3.0,"never closed\n4,4.0,d'
 
-    # Line mode splits records at every line break and says why.
+    # Line mode splits records at every line break and says why; a line inside a quoted
+    # value (up to the line that closes it) is not a record of its own.  A quote no line
+    # closes is a stray one: the lines after it are records.
     accepted, rejected = outcome(ingest(spark, path, SCHEMA, options={"multiLine": "false"}))
     assert sorted(accepted) == [(2, 2.0, "b"), (4, 4.0, "d")]
     assert reasons_by_line(rejected) == {
         2: "malformed_record",
-        3: "too_few_fields",
+        3: "malformed_record",
         5: "malformed_record",
     }
     assert "needs the multiLine=true option" in rejected[2]._reason
+    assert rejected[3]._reason == (
+        "malformed_record: inside a quoted value opened 1 line(s) above (a quoted value "
+        "spanning lines needs the multiLine=true option)"
+    )
 
 
 def test_csv_constraints_from_yaml_schema(spark, tmp_path):
@@ -277,13 +290,17 @@ def test_csv_line_numbers_across_file_splits(spark, tmp_path):
     try:
         splits = spark.read.text(path).rdd.getNumPartitions()  # planning only, no job
         result = ingest(spark, path, SCHEMA)
-        assert result.counts == {"read": 300, "accepted": 298, "rejected": 2}
-        rejected = {r._line: r._raw for r in result.rejected.collect()}
+        assert result.counts == {"read": 300, "accepted": 298, "rejected": 2, "blank": 1}
+        rows = result.rejected.collect()
+        rejected = {r._line: r._raw for r in rows}
         result.unpersist()
     finally:
         spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
     assert splits >= 3  # the file really was read in several splits
     assert rejected == {121: "120,oops,n120", 252: "250,250.5"}
+    data = open(path, "rb").read()
+    for r in rows:
+        assert data[r._byte_offset:r._byte_offset + r._byte_length].decode() == r._raw
 
 
 def test_csv_header_mismatch_names_columns(spark, tmp_path):
@@ -320,7 +337,7 @@ def test_bundled_breast_cancer_round_trips(spark, tmp_path):
     assert "worst_concave_points" in dataset.feature_cols
     assert dataset.schema_ddl.startswith("id INT NOT NULL, mean_radius DOUBLE NOT NULL")
     result = ingest(spark, dataset.path, dataset.schema_ddl)
-    assert result.counts == {"read": 569, "accepted": 569, "rejected": 0}
+    assert result.counts == {"read": 569, "accepted": 569, "rejected": 0, "blank": 0}
     assert result.accepted.columns == ["id", *dataset.feature_cols, "label"]
     assert result.accepted.where("label = 1").count() == 357  # benign
     result.unpersist()
@@ -364,14 +381,19 @@ def test_parquet_source(spark, tmp_path):
     with pytest.raises(DataValidationError, match=r"has unexpected columns \['unused'\]"):
         ingest(spark, folder, SCHEMA, format="parquet")
     result = ingest(spark, folder, SCHEMA, format="parquet", on_schema_drift="ignore_extra")
-    assert result.counts == {"read": 3, "accepted": 1, "rejected": 2}
+    assert result.counts == {"read": 3, "accepted": 1, "rejected": 2, "blank": 0}
     assert result.accepted.collect() == [(1, 1.5, "a")]
     rejected = sorted(result.rejected.collect())
-    assert [(r._raw, r._reason, r._line) for r in rejected] == [
-        ('{"id":3,"x":"three","name":"c"}', "unparsable:x: 'three' is not a valid DOUBLE", None),
-        ('{"x":"2.5","name":"b"}', "null:id: missing value in a NOT NULL column", None),
+    assert [(r._raw, r._reason) for r in rejected] == [
+        ('{"id":3,"x":"three","name":"c"}', "unparsable:x: 'three' is not a valid DOUBLE"),
+        ('{"x":"2.5","name":"b"}', "null:id: missing value in a NOT NULL column"),
     ]
+    assert all(r._byte_offset is None and r._byte_length is None for r in rejected)
     assert all(r._source_file.endswith(".parquet") for r in rejected)
+    # For Parquet, _line is the row's 1-based number in its file.
+    for r in rejected:
+        in_file = spark.read.parquet(r._source_file).collect()
+        assert in_file[r._line - 1].x == json.loads(r._raw)["x"]
     result.unpersist()
 
     with pytest.raises(DataValidationError, match=r"lacks declared columns \['z'\]"):
@@ -379,7 +401,7 @@ def test_parquet_source(spark, tmp_path):
     # "allow": a missing nullable column reads as null; a missing NOT NULL one is still an error.
     result = ingest(spark, folder, "id INT NOT NULL, z DOUBLE", format="parquet", on_schema_drift="allow")
     assert sorted(result.accepted.collect()) == [(1, None), (3, None)]
-    assert result.counts == {"read": 3, "accepted": 2, "rejected": 1}
+    assert result.counts == {"read": 3, "accepted": 2, "rejected": 1, "blank": 0}
     result.unpersist()
     with pytest.raises(DataValidationError, match=r"lacks declared columns \['z'\]"):
         ingest(spark, folder, "id INT, z DOUBLE NOT NULL", format="parquet", on_schema_drift="allow")
@@ -465,13 +487,18 @@ def _hmac(value):
     return hmac.new(PII_KEY.encode(), value.encode(), hashlib.sha256).hexdigest()
 
 
+def _whole(raw):
+    """What a record masked as a whole looks like."""
+    return f"{WHOLE_RECORD} hmac-sha256:{_hmac(raw)}"
+
+
 def test_pii_is_hashed_or_dropped_before_anything_is_written(spark, tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_PII_KEY", PII_KEY)
     path = write(tmp_path, "people.csv", PII_CSV)
     pii = {"columns": {"email": "hash", "ssn": "drop"}, "key_env": "TEST_PII_KEY"}
     quarantine = str(tmp_path / "quarantine")
     result = ingest(spark, path, PII_SCHEMA, pii=pii, quarantine_path=quarantine)
-    assert result.counts == {"read": 5, "accepted": 2, "rejected": 3}
+    assert result.counts == {"read": 5, "accepted": 2, "rejected": 3, "blank": 0}
     assert result.accepted.columns == ["id", "email", "x"]
     accepted = sorted(result.accepted.collect())
     assert accepted == [(1, _hmac("ann@example.com"), 1.5), (5, None, 5.5)]
@@ -482,9 +509,13 @@ def test_pii_is_hashed_or_dropped_before_anything_is_written(spark, tmp_path, mo
     # PII fields inside the raw text are masked the same way, the rest kept as read.
     assert rejected[3]._raw == f"2,{_hmac('bob@example.com')},[redacted],oops"
     assert rejected[3]._reason == "unparsable:x: 'oops' is not a valid DOUBLE"
-    assert rejected[4]._raw == f"3,{_hmac('carl@example.com')},[redacted],3.5,extra"
-    assert rejected[5]._raw.startswith("[redacted: a record that could not be split")
-    assert rejected[5]._raw.endswith(_hmac('4,"dora@example.com,777-00-1234,4.5'))
+    # A record without exactly the file's fields is masked whole (its fields may be shifted)...
+    assert rejected[4]._raw == _whole('3,"carl@example.com",777-88-9999,3.5,extra')
+    assert rejected[5]._raw == _whole('4,"dora@example.com,777-00-1234,4.5')
+    # ... and found again in the source through its locator.
+    data = PII_CSV.encode()
+    found = data[rejected[4]._byte_offset:rejected[4]._byte_offset + rejected[4]._byte_length]
+    assert found == b'3,"carl@example.com",777-88-9999,3.5,extra'
 
     secrets = [b"example.com", b"111-22", b"444-55", b"777-88", b"777-00", b"123-45", PII_KEY.encode()]
     written = 0
@@ -514,7 +545,8 @@ def test_pii_reasons_do_not_quote_values_and_json_is_masked(spark, tmp_path, mon
         "not_allowed:email: '[redacted]' is not one of [nobody]",
     ]
     assert rejected[0]._raw == '{"id": 1, "email": "%s"}' % _hmac("ann@example.com")
-    assert rejected[1]._raw == '{"id": 2, "email": "%s", "x": 1}' % _hmac("7")
+    # An undeclared key may hold anything: the object is masked whole.
+    assert rejected[1]._raw == _whole('{"id": 2, "email": 7, "x": 1}')
 
 
 def test_pii_configuration_errors(spark, tmp_path, monkeypatch):

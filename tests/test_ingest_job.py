@@ -17,7 +17,8 @@ INGEST_YAML = os.path.join(ROOT, "conf", "ingest.yaml")
 TRAIN_YAML = os.path.join(ROOT, "conf", "train.yaml")
 
 SCHEMA = "id INT NOT NULL, x DOUBLE, label INT NOT NULL"
-QUARANTINE_COLUMNS = ["_raw", "_reason", "_source_file", "_line", "_ingested_at", "_run_id"]
+QUARANTINE_COLUMNS = ["_raw", "_reason", "_source_file", "_line", "_byte_offset", "_byte_length",
+                      "_ingested_at", "_run_id"]
 
 
 def _write_csv(path, rows=10, bad=()):
@@ -58,7 +59,7 @@ def test_parquet_sink_and_parquet_quarantine_with_exact_counts(spark, tmp_path):
                      report_path=str(tmp_path / "report.json"))
     report = run_ingest(spark, config)
 
-    assert report.counts == {"read": 10, "accepted": 8, "rejected": 2}
+    assert report.counts == {"read": 10, "accepted": 8, "rejected": 2, "blank": 0}
     assert report.reasons == {"unparsable:x": 2}
     assert report.status == "succeeded"
     out = spark.read.parquet(str(tmp_path / "out"))
@@ -96,7 +97,7 @@ report_path: {tmp_path / 'report.json'}
     first = capsys.readouterr().out.splitlines()
     summary = [line for line in first if line.startswith("ingested ")]
     assert len(summary) == 1, first
-    assert "read=10 accepted=9 rejected=1 top_reasons=unparsable:x:1" in summary[0]
+    assert "read=10 accepted=9 rejected=1 blank=0 top_reasons=unparsable:x:1" in summary[0]
     assert f"output={tmp_path / 'table'}@v0" in summary[0]
     assert f"quarantine={tmp_path / 'q'}@v0" in summary[0]
     assert "rows_per_s=" in summary[0] and "seconds=" in summary[0]
@@ -148,7 +149,7 @@ def test_without_a_quarantine_rejects_are_counted_and_the_summary_warns(spark, t
     data = _write_csv(tmp_path / "in.csv", rows=6, bad=(0,))
     config = _config(tmp_path, data, {"path": str(tmp_path / "out")})
     report = run_ingest(spark, config)
-    assert report.counts == {"read": 6, "accepted": 5, "rejected": 1}
+    assert report.counts == {"read": 6, "accepted": 5, "rejected": 1, "blank": 0}
     assert "quarantine=none(rejected_rows_only_counted)" in report.summary_line()
     assert report.warnings and "not kept" in report.warnings[0]
     with pytest.raises(DataValidationError, match="no quarantine configured"):
@@ -202,7 +203,7 @@ def test_pii_columns_are_hashed_and_dropped(spark, tmp_path, monkeypatch):
         "quarantine": {"path": str(tmp_path / "q")},
     })
     report = run_ingest(spark, config)
-    assert report.counts == {"read": 3, "accepted": 2, "rejected": 1}
+    assert report.counts == {"read": 3, "accepted": 2, "rejected": 1, "blank": 0}
     out = spark.read.parquet(str(tmp_path / "out")).orderBy("id").collect()
     assert "ssn" not in out[0].asDict()
     assert [r.email for r in out] == [keyed_hash("a@x.org", key.encode()),
@@ -332,7 +333,7 @@ def test_shipped_ingest_config_end_to_end_then_train_on_its_delta_table(spark, t
                    "--set", f"report_path={tmp_path / 'report.json'}"])
     out = capsys.readouterr().out
     assert status == 0, out
-    assert "ingested read=569 accepted=569 rejected=0 top_reasons=-" in out
+    assert "ingested read=569 accepted=569 rejected=0 blank=0 top_reasons=-" in out
     assert f"output={table}@v0" in out
     assert _delta_rows(table)[1].num_rows == 569
 
@@ -378,12 +379,12 @@ def test_delta_source_is_pinned_and_recorded(spark, tmp_path):
            "output": {"path": str(tmp_path / "out"), "format": "parquet"},
            "quarantine": {"path": str(tmp_path / "q"), "format": "parquet"}}
     report = run_ingest(spark, validate_config(IngestJobConfig, raw))
-    assert report.counts == {"read": 3, "accepted": 2, "rejected": 1}
+    assert report.counts == {"read": 3, "accepted": 2, "rejected": 1, "blank": 0}
     assert report.source["delta_version"] == 1
     latest_files = set(report.source["files"])  # the active files of version 1
 
     raw["input"]["options"] = {"version": 0}
     report = run_ingest(spark, validate_config(IngestJobConfig, raw))
-    assert report.counts == {"read": 2, "accepted": 1, "rejected": 1}
+    assert report.counts == {"read": 2, "accepted": 1, "rejected": 1, "blank": 0}
     assert report.source["delta_version"] == 0
     assert set(report.source["files"]) < latest_files

@@ -127,7 +127,7 @@ _emit({
     "model_saved": os.path.exists(os.path.join(WORK, "model", "metadata.json")),
 })
 """, tmp_path, kernel_dir)
-    assert values["counts"] == {"read": 569, "accepted": 569, "rejected": 0}
+    assert values["counts"] == {"read": 569, "accepted": 569, "rejected": 0, "blank": 0}
     assert values["auc"] > 0.97
     history = values["history"]
     assert history[-1] < history[0]

@@ -319,7 +319,12 @@ def test_ready_is_503_when_a_model_is_missing(registry_root, tokens_file):
         response = client.get("/ready", headers=_auth(tokens["predict"]))
         assert response.status_code == 503
         assert response.json()["models"] == {"bc": 1, "ghost": None}
-        assert client.get("/v1/models/ghost", headers=_auth(tokens["predict"])).status_code == 503
+        response = client.get("/v1/models/ghost", headers=_auth(tokens["predict"]))
+        assert response.status_code == 503
+        # The reason a client sees names the model, never the server's paths.
+        assert response.json()["error"] == ("model 'ghost' is not available: its version or "
+                                             "alias is not in the registry")
+        assert registry_root not in response.text
 
 
 def test_package_and_cli_import_without_fastapi():
@@ -546,3 +551,282 @@ def test_large_requests_are_checked_by_dtype_with_the_same_errors():
     assert message(broken(199, "city", KeyError)) == "records[199]: missing field 'city' (string)"
     assert message(broken(3, "flag", "yes")) == \
         "records[3]: field 'flag' must be boolean, got str 'yes'"
+
+
+# --------------------------------------------------------------------------- hygiene: logs,
+# tokens files, error bodies
+_LOGGERS = ("sparkml_aiaas", "uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
+@pytest.fixture
+def restore_logging():
+    """``serve`` configures logging for the process; put it back after the test."""
+    import logging
+
+    saved = {}
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        saved[name] = (list(logger.handlers), logger.level, logger.propagate, logger.disabled)
+    yield
+    for name, (handlers, level, propagate, disabled) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate, logger.disabled = propagate, disabled
+
+
+class _Records:
+    """Collects the formatted records of one logger (independent of caplog and propagation)."""
+
+    def __init__(self, name):
+        import logging
+
+        self.lines = []
+        self.logger = logging.getLogger(name)
+        self.handler = logging.Handler()
+        self.handler.emit = lambda record: self.lines.append(record.getMessage())
+        self.logger.addHandler(self.handler)
+
+    def close(self):
+        self.logger.removeHandler(self.handler)
+
+
+def test_serve_logs_no_token_query_or_authorization(registry_root, tokens_file, monkeypatch,
+                                                    capsys, restore_logging):
+    """The logging `serve` really sets up (applied by uvicorn.Config from the very kwargs
+    `serve` passes to uvicorn.run): uvicorn writes no access line, ours drops the query
+    string, and tokens in any message (a traceback too) are blanked."""
+    import logging
+
+    import uvicorn
+
+    from sparkml_aiaas.cli import main
+
+    path, tokens = tokens_file
+    seen = {}
+
+    def run(app, **kwargs):
+        seen.update(app=app, **kwargs)
+        uvicorn.Config(app, **kwargs)  # configures logging exactly as uvicorn.run does
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    assert main(["serve", "--registry", registry_root, "--model", "bc/1",
+                 "--tokens-file", path]) == 0
+    assert seen["access_log"] is False
+    assert not logging.getLogger("uvicorn.access").hasHandlers()  # uvicorn logs no access line
+
+    app = seen["app"]
+
+    class Leaky:  # an internal error whose message carries a credential
+        input_columns = COLS
+        output_columns = [("prediction", "double")]
+
+        def predict(self, frame):
+            raise RuntimeError(f"Authorization: Bearer {tokens['admin']} token=ERRSECRET")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        ok = client.get("/v1/models/bc?token=QUERYSECRET&x=1", headers=_auth(tokens["predict"]))
+        assert ok.status_code == 200
+        assert client.get("/v1/models/bc?token=QUERYSECRET2",
+                          headers=_auth("HEADERSECRET")).status_code == 401
+        served = app.state.manager.models["bc"]
+        served.predictor, served.checked_at = Leaky(), float("inf")
+        app.state.manager.check_seconds = 3600.0
+        assert client.post("/v1/models/bc/predict%0Afake", headers=_auth(tokens["predict"]),
+                           json={"records": []}).status_code == 404
+        assert client.post("/v1/models/bc/predict", headers=_auth(tokens["predict"]),
+                           json={"records": [{"x0": 1.0, "x1": 2.0, "x2": 3.0}]}
+                           ).status_code == 500
+    logging.getLogger("uvicorn.error").warning("library says token=LIBSECRET")
+    out, err = capsys.readouterr()
+    assert '"GET /v1/models/bc?<redacted> HTTP/1.1" 200' in out
+    assert '"GET /v1/models/bc?<redacted> HTTP/1.1" 401' in out
+    assert "/v1/models/bc/predict%0Afake" in out  # percent-encoded: one line per request
+    assert "RuntimeError: Authorization: Bearer <redacted> token=<redacted>" in out
+    assert "token=<redacted>" in err
+    for secret in ("QUERYSECRET", "HEADERSECRET", "ERRSECRET", "LIBSECRET", tokens["predict"],
+                   tokens["admin"]):
+        assert secret not in out and secret not in err
+
+
+def test_served_process_logs_no_token(registry_root, tokens_file, tmp_path):
+    """End to end: `sparkml-aiaas serve` under uvicorn, a real socket; the process's whole
+    output holds no token, whether sent as ?token= or in a (wrong) Authorization header."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from sparkml_aiaas.cluster import free_port
+
+    path, tokens = tokens_file
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sparkml_aiaas", "serve", "--registry", registry_root,
+             "--model", "bc/1", "--tokens-file", path, "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        assert httpx.get(f"{base}/v1/models/bc?token=QUERYSECRET",
+                         headers=_auth(tokens["predict"])).status_code == 200
+        assert httpx.get(f"{base}/v1/models/bc?token={tokens['admin']}").status_code == 401
+        assert httpx.get(f"{base}/v1/models/bc",
+                         headers=_auth("HEADERSECRET")).status_code == 401
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    text = log_path.read_text()
+    assert '"GET /v1/models/bc?<redacted> HTTP/1.1" 200' in text, text
+    assert '"GET /v1/models/bc?<redacted> HTTP/1.1" 401' in text, text
+    for secret in ("QUERYSECRET", "HEADERSECRET", tokens["predict"], tokens["admin"]):
+        assert secret not in text, text
+
+
+def _good_record(name="a"):
+    return {"name": name, "salt": "ab" * 16, "hash": "cd" * 32, "scopes": ["predict"],
+            "created": "2026-01-01T00:00:00.000Z"}
+
+
+def _bad_tokens_file(kind, path):
+    """Write the tokens file ``kind`` describes at ``path``; returns the expected message."""
+    def write(value):
+        with open(path, "w") as fh:
+            fh.write(value if isinstance(value, str) else json.dumps(value))
+
+    def record(**changes):
+        return [dict(_good_record(), **changes)]
+
+    cases = {
+        "not JSON": ("{not json", "is not valid JSON"),
+        "not a list": ({"name": "a"}, "must hold a JSON list"),
+        "not an object": (["a"], "record 0 is not a JSON object"),
+        "no name": (record(name=""), "record 0 has no name"),
+        "no hash": ([{k: v for k, v in _good_record().items() if k != "hash"}],
+                    "token 'a': hash must be 64 hex digits"),
+        "bad hash": (record(hash="zz" * 32), "token 'a': hash must be 64 hex digits"),
+        "short hash": (record(hash="ab" * 8), "token 'a': hash must be 64 hex digits"),
+        "bad salt": (record(salt="not hex"), "token 'a': salt must be 8 to 64 bytes in hex"),
+        "bad scope": (record(scopes=["root"]), "unknown token scope(s) ['root']"),
+        "scopes not a list": (record(scopes="predict"), "scopes must be a list of strings"),
+        "duplicate": ([_good_record(), _good_record()], "token 'a' appears twice"),
+        "bad expires": (record(expires="next tuesday"), "invalid expires timestamp"),
+    }
+    if kind == "missing":
+        return "does not exist; create a token with"
+    if kind == "directory":
+        os.mkdir(path)
+        return "cannot be read: Is a directory"
+    if kind == "world-writable":
+        write([_good_record()])
+        os.chmod(path, 0o666)
+        return "is writable by every user (mode 0666)"
+    content, message = cases[kind]
+    write(content)
+    return message
+
+
+CORRUPT_KINDS = ["not JSON", "not a list", "not an object", "no name", "no hash", "bad hash",
+                 "short hash", "bad salt", "bad scope", "scopes not a list", "duplicate",
+                 "bad expires", "missing", "directory", "world-writable"]
+
+
+@pytest.mark.parametrize("kind", CORRUPT_KINDS)
+def test_corrupt_tokens_file_stops_serve_with_one_line(registry_root, tmp_path, monkeypatch,
+                                                       kind, restore_logging):
+    import uvicorn
+
+    from sparkml_aiaas.cli import main
+
+    path = str(tmp_path / "tokens.json")
+    expected = _bad_tokens_file(kind, path)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: pytest.fail("serve started"))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        status = main(["serve", "--registry", registry_root, "--model", "bc/1",
+                       "--tokens-file", path])
+    err = err.getvalue()
+    assert status == 2
+    assert err.startswith(f"error: tokens file {path}") and err.count("\n") == 1, err
+    assert expected in err, err
+    assert "ab" * 16 not in err and "cd" * 32 not in err and "zz" * 32 not in err  # no secrets
+
+
+def test_tokens_file_turning_corrupt_keeps_the_last_good_tokens(registry_root, tmp_path):
+    path = str(tmp_path / "tokens.json")
+    token = create_token(path, "a", ["predict"])
+    app = create_app(registry_root, ["bc/1"], path)
+    errors = _Records("sparkml_aiaas.serving.tokens")
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            assert client.get("/v1/models/bc", headers=_auth(token)).status_code == 200
+            changes = 0
+            for kind in ("not JSON", "bad hash", "duplicate", "world-writable", "directory"):
+                if os.path.isdir(path):
+                    os.rmdir(path)
+                elif os.path.exists(path):
+                    os.remove(path)
+                _bad_tokens_file(kind, path)
+                changes += 1
+                for _ in range(3):  # no 500: the last good tokens are still in use
+                    response = client.get("/v1/models/bc", headers=_auth(token))
+                    assert response.status_code == 200, (kind, response.text)
+                assert len(errors.lines) == changes, errors.lines  # once per change
+                assert "still using the 1 token(s) loaded before" in errors.lines[-1]
+            os.rmdir(path)
+            fresh = create_token(path, "b", ["predict"])  # a good file again: it is used
+            assert client.get("/v1/models/bc", headers=_auth(fresh)).status_code == 200
+            assert client.get("/v1/models/bc", headers=_auth(token)).status_code == 401
+            os.remove(path)  # deleted while serving: no tokens, every request refused
+            assert client.get("/v1/models/bc", headers=_auth(fresh)).status_code == 401
+    finally:
+        errors.close()
+    assert not any(token in line or fresh in line for line in errors.lines)
+
+
+def test_503_body_names_the_model_not_the_path(registry_root, tokens_file, tmp_path):
+    import shutil
+
+    path, tokens = tokens_file
+    root = str(tmp_path / "registry")
+    shutil.copytree(registry_root, root)
+    with open(os.path.join(root, "bc", "versions", "2", "model", "arrays.npz"), "ab") as fh:
+        fh.write(b"tampered")
+    app = create_app(root, ["bc/2"], path)
+    logged = _Records("sparkml_aiaas.serving")
+    try:
+        with TestClient(app) as client:
+            for response in (client.get("/v1/models/bc", headers=_auth(tokens["predict"])),
+                             client.post("/v1/models/bc/predict", headers=_auth(tokens["predict"]),
+                                         json={"records": []})):
+                assert response.status_code == 503
+                assert response.json()["error"] == ("model 'bc' is not available: its files "
+                                                    "failed verification")
+                assert root not in response.text and "arrays.npz" not in response.text
+    finally:
+        logged.close()
+    # The detail stays on the server side.
+    assert any("checksum mismatch for file model/arrays.npz" in line for line in logged.lines)
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--port", "٨٠٨٠"), ("--max-records", "²"), ("--rate-limit", "١.٥"),
+    ("--alias-check-seconds", "nan")])
+def test_serve_numbers_are_ascii(flag, value, capsys):
+    from sparkml_aiaas.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--registry", "r", "--model", "m", "--tokens-file", "t", flag, value])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: expected a" in capsys.readouterr().err

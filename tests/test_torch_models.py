@@ -18,6 +18,7 @@ from sparkml_aiaas.core.torch_nets import (NetworkSpecError, batch_rows, block_l
                                            state_to_arrays)
 from sparkml_aiaas.engine.torch_loop import jobs_per_epoch
 from sparkml_aiaas.errors import ConfigError, DataValidationError, ModelFormatError
+from sparkml_aiaas.models.trust import UntrustedCodeError
 
 MLP = {"type": "mlp", "input_size": 6, "hidden_layers": [8], "output_size": 3}
 
@@ -359,8 +360,14 @@ def test_user_factory_trains_and_round_trips(spark, tmp_path):
         assert (out["prediction"] == out["label"]).mean() > 0.7
         path = str(tmp_path / "factory_model")
         model.write().save(path)
-        direct = load_predictor(path).predict(frame.orderBy("id").toPandas())
-        spark_out = TorchClassificationModel.load(path).transform(frame).orderBy("id").toPandas()
+        # A saved model naming a factory loads only when the loading side trusts it.
+        with pytest.raises(UntrustedCodeError, match=f"{name}:make_net"):
+            load_predictor(path)
+        trust = [f"{name}:make_net"]
+        direct = load_predictor(path, trusted_factories=trust).predict(
+            frame.orderBy("id").toPandas())
+        loaded = TorchClassificationModel.load(path, trusted_factories=[f"{name}:*"])
+        spark_out = loaded.transform(frame).orderBy("id").toPandas()
         np.testing.assert_array_equal(direct["prediction"], spark_out["prediction"])
         with pytest.raises(ConfigError, match="does not fit"):
             TorchClassificationModel.from_module(f"{name}:make_net", model.state_dict(),

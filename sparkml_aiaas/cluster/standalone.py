@@ -139,7 +139,7 @@ def process_group_members(pgid: int) -> List[int]:
     """The live pids whose process group is ``pgid`` (Linux ``/proc``; zombies excluded)."""
     members = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
+        if entry.isascii() and entry.isdigit():
             fields = _proc_stat(int(entry))
             if fields and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
                 members.append(int(entry))

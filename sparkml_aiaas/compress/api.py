@@ -29,6 +29,7 @@ from sparkml_aiaas.errors import (ConfigError, DataValidationError, InputNotFoun
                                   ModelFormatError)
 from sparkml_aiaas.models.artifact import (ARRAYS_FILE, METADATA_FILE, local_path,
                                            read_artifact, read_artifact_file, write_artifact)
+from sparkml_aiaas.models.trust import trusted
 
 #: ``method`` -> the weights format it writes.
 METHODS = {"int8": "int8", "prune": "sparse", "prune+int8": "sparse-int8"}
@@ -218,11 +219,11 @@ def _fine_tune_options(fine_tune) -> Optional[Dict[str, Any]]:
 
 # --------------------------------------------------------------------------- predictor use
 
-def _predictor(metadata, arrays):
+def _predictor(metadata, arrays, allowlist, where: str):
     from sparkml_aiaas.models.predictor import _predictor_class
 
     cls = _predictor_class("torch", "<compress>")
-    return cls.from_artifact(metadata, arrays)
+    return cls.from_artifact(metadata, arrays, trusted_factories=allowlist, where=where)
 
 
 def _network_inputs(predictor, metadata, frame: pd.DataFrame) -> np.ndarray:
@@ -285,7 +286,8 @@ def _evaluate(predictor, spec: Mapping[str, Any], frame: pd.DataFrame,
 
 def compress_model(model, out_path: str, method: str = "int8", sparsity: float = 0.5,
                    structured: bool = False, fine_tune=None, eval_data=None,
-                   label_col: str = "label", overwrite: bool = False) -> CompressionReport:
+                   label_col: str = "label", overwrite: bool = False,
+                   trusted_factories=None) -> CompressionReport:
     """Write a compressed copy of a torch model; returns (and stores) the report.
 
     Parameters
@@ -312,6 +314,10 @@ def compress_model(model, out_path: str, method: str = "int8", sparsity: float =
         throughput before and after.
     label_col : str
         Label column of ``eval_data`` and ``fine_tune`` data.
+    trusted_factories : list of str, optional
+        Torch network factories a saved model may name (plus
+        ``SPARKML_AIAAS_TRUSTED_FACTORIES``); a fitted model object's own factory is
+        trusted already.  Anything else is refused before it is imported.
     """
     started = time.perf_counter()
     sparsity = _check_options(method, sparsity, structured, fine_tune)
@@ -326,6 +332,8 @@ def compress_model(model, out_path: str, method: str = "int8", sparsity: float =
 
     from sparkml_aiaas.core.torch_nets import build_network
 
+    # A fitted model object came from the caller's code: its own factory is trusted.
+    allowlist = trusted(trusted_factories).union(getattr(model, "trustedFactories", None))
     with tempfile.TemporaryDirectory(prefix="sparkml-compress-") as workdir:
         source, metadata, arrays = _source_artifact(model, workdir)
         if os.path.abspath(local_path(source)) == target:
@@ -337,11 +345,15 @@ def compress_model(model, out_path: str, method: str = "int8", sparsity: float =
         bytes_before = _weights_bytes(source, metadata)
         total_before = _directory_bytes(source)
 
+        # Checks the factory (before any import), the spec and the weights.
+        dense_predictor = _predictor(metadata, arrays, allowlist, f"the model at {source!r}")
         try:
-            network = build_network(spec["architecture"])
-        except ValueError as exc:
+            network = build_network(spec["architecture"], factories=allowlist.resolve)
+            network.load_state_dict(codec.decode_state(metadata, arrays))
+        except ModelFormatError:
+            raise
+        except (ValueError, RuntimeError, TypeError) as exc:
             raise ModelFormatError(f"torch model at {source!r}: {exc}") from None
-        network.load_state_dict(codec.decode_state(metadata, arrays))
         network.eval()
         weight_names = codec.compressible_weights(network)
         if not weight_names:
@@ -352,7 +364,6 @@ def compress_model(model, out_path: str, method: str = "int8", sparsity: float =
         if method != "int8":
             pruned = codec.prune_module(network, sparsity, structured=structured)
             if tuning is not None:
-                dense_predictor = _predictor(metadata, arrays)
                 frame = tuning["data"]
                 X = _network_inputs(dense_predictor, metadata, frame)
                 y = _labels(frame, label_col)
@@ -390,8 +401,8 @@ def compress_model(model, out_path: str, method: str = "int8", sparsity: float =
             parameters=int(sum(v.numel() for v in state.values())), **report_kwargs)
 
         if eval_frame is not None:
-            before = _predictor(metadata, arrays)
-            after = _predictor(new_meta, new_arrays)
+            before = dense_predictor
+            after = _predictor(new_meta, new_arrays, allowlist, str(out_path))
             name, report.metric_before, report.throughput_before = _evaluate(
                 before, spec, eval_frame, label_col)
             _, report.metric_after, report.throughput_after = _evaluate(

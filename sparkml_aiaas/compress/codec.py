@@ -61,6 +61,9 @@ QMAX = 127
 _POOL_DTYPES = {"float32": np.float32, "int8": np.int8, "scales": np.float32,
                 "bitmask": np.uint8, "indices": np.int32}
 _STORAGES = ("float32", "int8", "sparse-float32", "sparse-int8")
+#: Largest tensor a (possibly edited) encoding may declare: a sparse tensor is allocated
+#: from its declared shape before its few stored values are placed.
+MAX_TENSOR_VALUES = 2 ** 31
 
 
 # --------------------------------------------------------------------------- quantization
@@ -301,7 +304,10 @@ def _slice(arrays: Mapping[str, np.ndarray], entry: Mapping[str, Any], pool: str
     if data.dtype != _POOL_DTYPES[pool] or data.ndim != 1:
         raise ModelFormatError(f"array {key!r} must be 1-D {np.dtype(_POOL_DTYPES[pool]).name}, "
                                f"found {data.dtype} of shape {data.shape}")
-    start, count = int(span[0]), int(span[1])
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in span):
+        raise ModelFormatError(f"tensor {entry.get('name')!r:.80}: span {span!r:.80} is not two "
+                               "integers")
+    start, count = span
     if start < 0 or count < 0 or start + count > data.size:
         raise ModelFormatError(f"tensor {entry.get('name')!r}: span {span} is outside {key!r} "
                                f"({data.size} values)")
@@ -310,9 +316,17 @@ def _slice(arrays: Mapping[str, np.ndarray], entry: Mapping[str, Any], pool: str
 
 def _decode_tensor(arrays: Mapping[str, np.ndarray], entry: Mapping[str, Any]) -> np.ndarray:
     name, storage = entry.get("name"), entry.get("storage")
-    shape = tuple(int(s) for s in entry.get("shape", ()))
-    size = int(np.prod(shape)) if shape else 1
-    if storage not in _STORAGES:
+    shape = entry.get("shape", [])
+    if not isinstance(shape, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+        raise ModelFormatError(f"tensor {name!r:.80}: shape {shape!r:.80} is not a list of "
+                               "sizes")
+    shape = tuple(shape)
+    size = int(np.prod(shape, dtype=object)) if shape else 1
+    if size > MAX_TENSOR_VALUES:
+        raise ModelFormatError(f"tensor {name!r:.80}: shape {list(shape)} has more than "
+                               f"{MAX_TENSOR_VALUES} values")
+    if not isinstance(storage, str) or storage not in _STORAGES:
         raise ModelFormatError(f"tensor {name!r} has unknown storage {storage!r}; "
                                f"expected one of {list(_STORAGES)}")
     if storage in ("float32", "int8"):
@@ -368,6 +382,10 @@ def decode_state(metadata: Mapping[str, Any],
         raise ModelFormatError("model metadata has no 'predictor' section")
     fmt = spec.get("weights", "dense")
     if fmt == "dense":
+        bad = [k for k, v in arrays.items()
+               if k.startswith("state.") and v.dtype.kind not in "biuf"]
+        if bad:
+            raise ModelFormatError(f"dense torch weights {bad[:3]} do not hold numbers")
         state = {k[len("state."):]: torch.from_numpy(np.array(v, dtype=np.float32))
                  for k, v in arrays.items() if k.startswith("state.")}
         if not state:
@@ -383,8 +401,14 @@ def decode_state(metadata: Mapping[str, Any],
     if encoding.get("version") != ENCODING_VERSION:
         raise ModelFormatError(f"weights encoding version {encoding.get('version')!r} is not "
                                f"supported (this sparkml_aiaas reads {ENCODING_VERSION})")
-    return {entry["name"]: torch.from_numpy(np.ascontiguousarray(_decode_tensor(arrays, entry)))
-            for entry in encoding["tensors"]}
+    state = {}
+    for entry in encoding["tensors"]:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+            raise ModelFormatError(f"{fmt} torch weights: encoding entry {entry!r:.80} has no "
+                                   "tensor name")
+        state[entry["name"]] = torch.from_numpy(np.ascontiguousarray(
+            _decode_tensor(arrays, entry)))
+    return state
 
 
 def state_sparsity(state: Mapping[str, Any], names: Iterable[str]) -> float:

@@ -60,6 +60,7 @@ then each one-hot block (in ``categorical_cols`` order), then the hash block;
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -664,6 +665,34 @@ def fit_from_pandas(pdf: pd.DataFrame, spec: PreprocessSpec) -> "FittedPreproces
 # --------------------------------------------------------------------------------------------
 _NUMERIC_KINDS = {"impute": ImputeStep, "clip": ClipStep, "log1p": LogStep, "scale": ScaleStep}
 
+#: The JSON value each annotation of a step field allows (a saved preprocessor may have
+#: been edited: a wrong type must fail at load, not as a TypeError in the first batch).
+_FIELD_CHECKS = {
+    "str": lambda v: isinstance(v, str),
+    "float": lambda v: _is_number(v),
+    "Optional[float]": lambda v: v is None or _is_number(v),
+    # The only int field is a hash block's width: positive (a modulus), and bounded so that
+    # an edited one cannot ask the first batch for terabytes.
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 2 ** 24,
+    "List[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "List[Optional[str]]": lambda v: isinstance(v, list) and all(
+        x is None or isinstance(x, str) for x in v),
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_fields(step) -> None:
+    """Refuse a step whose fields do not have the JSON types its annotations say."""
+    for item in dataclasses.fields(step):
+        check = _FIELD_CHECKS.get(str(item.type))
+        value = getattr(step, item.name)
+        if check is not None and not check(value):
+            raise ModelFormatError(f"saved preprocessing step {step.kind!r} has field "
+                                   f"{item.name}={value!r:.80}, not a {item.type}")
+
 
 @dataclass
 class FittedPreprocessor:
@@ -762,11 +791,25 @@ class FittedPreprocessor:
                 elif kind == "hash":
                     steps.append(HashStep(**raw))
                 else:
-                    raise ModelFormatError(f"unknown preprocessing step kind {kind!r}")
-            fitted = cls(steps=steps, numeric_cols=list(data["numeric_cols"]),
-                         categorical_cols=list(data["categorical_cols"]),
-                         hashed_cols=list(data["hashed_cols"]))
-        except (KeyError, TypeError) as exc:
+                    raise ModelFormatError(f"unknown preprocessing step kind {kind!r:.80}")
+                _check_fields(steps[-1])
+            columns = {key: data[key] for key in ("numeric_cols", "categorical_cols",
+                                                   "hashed_cols")}
+            for key, value in columns.items():
+                if not _FIELD_CHECKS["List[str]"](value):
+                    raise ModelFormatError(f"saved preprocessor's {key} is not a list of names")
+            fitted = cls(steps=steps, **{key: list(value) for key, value in columns.items()})
+            for step in steps:  # every step reads a column its block is fed from
+                inputs = (step.columns if isinstance(step, HashStep) else [step.column])
+                allowed = (fitted.hashed_cols if isinstance(step, HashStep) else
+                           fitted.categorical_cols if isinstance(step, OneHotStep) else
+                           fitted.numeric_cols)
+                if not set(inputs) <= set(allowed):
+                    raise ModelFormatError(f"saved preprocessing step {step.kind!r} reads "
+                                           f"{inputs!r:.80}, which its column list lacks")
+        except ModelFormatError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
             raise ModelFormatError(f"saved preprocessor is malformed: {exc}") from None
         saved_names = data.get("feature_names")
         if saved_names is not None and saved_names != fitted.feature_names:

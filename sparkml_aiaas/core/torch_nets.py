@@ -12,8 +12,10 @@ Architectures are described by a JSON-able *spec*, never by pickled code:
   padding (so 8×8 inputs fit): conv 5×5 (6) → ReLU → max-pool 2 → conv 5×5 (16) → ReLU →
   max-pool 2 → fully connected 120 → 84 → classes.
 * ``{"type": "factory", "factory": "pkg.module:function", "kwargs": {...}}`` — an importable,
-  installed function returning a ``torch.nn.Module``; a saved model names it, so loading
-  imports the user's installed code but never runs code stored in the artifact.
+  installed function returning a ``torch.nn.Module``.  Training imports it (the user named it
+  in code); a spec read from a saved model is built with ``factories=`` an allowlist's
+  :meth:`~sparkml_aiaas.models.trust.Allowlist.resolve`, which refuses an untrusted name
+  before importing anything.
 
 Parameters travel as one float64 vector (:func:`get_vector` / :func:`set_vector`, in
 ``module.parameters()`` order): the driver's optimizer rules of
@@ -27,7 +29,7 @@ import json
 import threading
 import warnings
 from collections import OrderedDict
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -128,11 +130,14 @@ def factory_path(function) -> str:
     return path
 
 
-def build_network(spec: Dict[str, Any], seed: Optional[int] = None) -> nn.Module:
+def build_network(spec: Dict[str, Any], seed: Optional[int] = None,
+                  factories: Optional[Callable[[str], Callable]] = None) -> nn.Module:
     """The ``torch.nn.Module`` a spec describes (float32, CPU).
 
     With ``seed`` the initial weights are a pure function of it (torch's global RNG is
-    forked, so the caller's random state is left as it was).
+    forked, so the caller's random state is left as it was).  ``factories`` turns a
+    factory name into the function (default :func:`import_factory`, for specs the caller
+    wrote itself); loaders pass an allowlist's ``resolve``.
     """
     if not isinstance(spec, dict) or spec.get("type") not in NETWORK_TYPES:
         raise NetworkSpecError(
@@ -144,7 +149,11 @@ def build_network(spec: Dict[str, Any], seed: Optional[int] = None) -> nn.Module
             return _mlp(spec)
         if kind == "cnn":
             return _cnn(spec)
-        module = import_factory(spec.get("factory", ""))(**dict(spec.get("kwargs") or {}))
+        kwargs = spec.get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise NetworkSpecError(f"a factory spec's kwargs must be a dict, got {kwargs!r:.80}")
+        factory = (factories or import_factory)(spec.get("factory", ""))
+        module = factory(**kwargs)
         if not isinstance(module, nn.Module):
             raise NetworkSpecError(
                 f"network factory {spec.get('factory')!r} returned a {type(module).__name__}, "

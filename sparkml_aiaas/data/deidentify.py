@@ -54,33 +54,52 @@ class Deidentify:
         return keyed_hash_pii(column.cast("string"))
 
     def raw_masker(self, spec, layout, declared):
-        """A function ``(raw column, file column) -> masked raw column`` for text sources."""
+        """A function ``(raw, file, reason code columns) -> masked raw column`` for text sources.
+
+        Records with an uncertain mapping to columns (see
+        :data:`~sparkml_aiaas.data.masking.UNCERTAIN_CODES`) are masked whole;
+        CSV records are masked field by field only when they split into
+        exactly their file's number of fields.
+        """
         key = self.key
         if spec.format == "json":
-            return self.json_masker()
+            return self.json_masker(declared.names)
         positions_by_file, default = _pii_positions(self.policy.columns, layout, declared)
         csv_kwargs = spec.csv_kwargs()
+        widths, default_width = dict(layout.widths), layout.n_columns
 
         @pandas_udf("string")
-        def mask_csv_raw(raw: pd.Series, files: pd.Series) -> pd.Series:
+        def mask_csv_raw(raw: pd.Series, files: pd.Series, codes: pd.Series) -> pd.Series:
             out = []
-            for text, source_file in zip(raw.tolist(), files.tolist()):
-                if text is None:
-                    out.append(None)
-                    continue
+            for text, source_file, code in zip(raw.tolist(), files.tolist(), codes.tolist()):
                 positions = positions_by_file.get(source_file, default)
-                out.append(masking.mask_csv_record(text, csv_kwargs, positions, key))
+                width = widths.get(source_file, default_width)
+                out.append(masking.mask_record(
+                    text, code,
+                    lambda t: masking.mask_csv_record(t, csv_kwargs, positions, key, width),
+                    key,
+                ))
             return pd.Series(out, index=raw.index, dtype=object)
 
         return mask_csv_raw
 
-    def json_masker(self):
-        """The masker for JSON lines, and for Parquet/Delta sources (raw text: the row as JSON)."""
+    def json_masker(self, names=None):
+        """The masker for JSON lines, and for Parquet/Delta sources (raw text: the row as JSON).
+
+        ``names``: the declared columns; an object with any other key is masked whole.
+        """
         key, columns = self.key, dict(self.policy.columns)
+        names = None if names is None else frozenset(names)
 
         @pandas_udf("string")
-        def mask_row_json(raw: pd.Series, files: pd.Series) -> pd.Series:
-            return raw.map(lambda r: None if r is None else masking.mask_json_record(r, columns, key))
+        def mask_row_json(raw: pd.Series, files: pd.Series, codes: pd.Series) -> pd.Series:
+            out = [
+                masking.mask_record(
+                    text, code, lambda t: masking.mask_json_record(t, columns, key, names), key
+                )
+                for text, code in zip(raw.tolist(), codes.tolist())
+            ]
+            return pd.Series(out, index=raw.index, dtype=object)
 
         return mask_row_json
 

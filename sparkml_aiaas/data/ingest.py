@@ -9,24 +9,35 @@ driver from the start of each file, so every task knows the column order of
 its file.  Two reading modes:
 
 line mode (default)
-    ``spark.read.text``: large files are split across tasks.  Each physical
-    line is one record; a quote left open at the end of a line is reported as
-    ``malformed_record``.  Only UTF-8 (and ASCII).  ``mapInArrow`` splits
-    lines without quoting by the delimiter in Arrow's C++ kernels and parses
-    the others with Python's :mod:`csv` (JSON lines: :mod:`json`).
+    ``spark.read.text`` cut at LF only, each line passed to Python as bytes:
+    large files are split across tasks.  Each physical line (LF, CR LF or a
+    lone CR ends one) is one record; a quote left open at the end of a line
+    is reported as ``malformed_record``.  Only UTF-8 (and ASCII); a line
+    whose bytes are not valid is rejected as ``invalid_encoding``.
+    ``mapInArrow`` splits lines without quoting by the delimiter in Arrow's
+    C++ kernels and parses the others with Python's :mod:`csv` (JSON lines:
+    :mod:`json`).
 whole-file mode (``multiLine=true``, or any other ``encoding``)
-    ``binaryFile``: one task decodes and splits a whole file, so quoted values
-    may span lines.  Like Spark's own multiLine reader, a file is not split
-    (and must stay under 2 GB).
+    ``binaryFile``: one task cuts a whole file into lines, decodes each one
+    strictly and splits them into records, so quoted values may span lines.
+    Like Spark's own multiLine reader, a file is not split (and must stay
+    under 2 GB).
 
 Rejection reasons, in the order they are checked (the first one found is
-reported): ``malformed_record``, ``too_few_fields``, ``too_many_fields``, then
-for each column in declared order ``unparsable:<col>``, ``null:<col>``,
-``out_of_range:<col>``, ``not_allowed:<col>``.
+reported): ``invalid_encoding``, ``malformed_record``, ``too_few_fields``,
+``too_many_fields``, then for each column in declared order
+``unparsable:<col>``, ``out_of_range:<col>`` (a FLOAT/DOUBLE value that
+overflows to infinity), ``non_finite:<col>`` (a literal NaN or infinity under
+the ``reject`` policy), ``null:<col>``, ``out_of_range:<col>`` (min/max),
+``not_allowed:<col>``.
+
+Every rejected record keeps a locator: ``_source_file``, ``_line``, and the
+``_byte_offset``/``_byte_length`` of its bytes in the (decompressed) file.
 
 PII (``pii=``) is hashed or dropped in the same pass, before the typed
 records are cached, and masked in the raw text of rejected records
-(:mod:`sparkml_aiaas.data.deidentify`).
+(:mod:`sparkml_aiaas.data.deidentify`): field by field when the record was
+split into exactly the file's fields, as a whole otherwise.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from sparkml_aiaas.data import byte_lines as _byte_lines
 from sparkml_aiaas.data import checks as C
 from sparkml_aiaas.data import record_batches as B
 from sparkml_aiaas.data import records as R
@@ -68,8 +80,13 @@ REJECTED_SCHEMA = T.StructType(
         T.StructField("_reason", T.StringType()),
         T.StructField("_source_file", T.StringType()),
         T.StructField("_line", T.LongType()),
+        T.StructField("_byte_offset", T.LongType()),
+        T.StructField("_byte_length", T.LongType()),
     ]
 )
+#: What ``non_finite`` accepts for a FLOAT/DOUBLE column, and the default.
+NON_FINITE_POLICIES = ("reject", "null", "keep")
+DEFAULT_NON_FINITE = "reject"
 
 _OPTIONS_BY_FORMAT = {
     "csv": {
@@ -88,21 +105,23 @@ _ROWS_PER_QUARANTINE_FILE = 1_000_000
 
 # Internal column names; declared columns travel as __sparkml_c<i> so that no
 # user column name can collide with them.
-_CODE, _REASON, _RAW, _FILE, _LINE, _PROBLEM = (
-    "__sparkml_code",
-    "__sparkml_reason",
+_CHECK, _VALUE, _RAW, _FILE, _LINE = (
+    "__sparkml_check",  # index of the first failing check (null: accepted)
+    "__sparkml_value",  # the value its message quotes
     "__sparkml_raw",
     "__sparkml_source_file",
     "__sparkml_line",
-    "__sparkml_problem",
 )
-_BLOCK, _SPLIT_LINES, _SPLIT_RECORDS = (
+_BYTE, _LENGTH = "__sparkml_byte_offset", "__sparkml_byte_length"
+_BLOCK, _SPLIT_LINES, _SPLIT_RECORDS, _SPLIT_BLANK, _SPLIT_BYTES = (
     "__sparkml_block_start",
     "__sparkml_split_lines",
     "__sparkml_split_records",
+    "__sparkml_split_blank",
+    "__sparkml_split_bytes",
 )
-#: The code of the one summary row per split kept in the cache (never a record).
-_SPLIT_CODE = "__split__"
+#: The check index of the one summary row per split kept in the cache (never a record).
+_SPLIT_CHECK = -1
 #: What ``on_schema_drift`` accepts.
 DRIFT_POLICIES = ("error", "ignore_extra", "allow")
 
@@ -126,11 +145,16 @@ class IngestResult:
         NOT NULL columns) non-nullable fields.
     rejected : DataFrame
         One row per rejected record: ``_raw`` (the record as read; for
-        Parquet, the row as JSON), ``_reason`` (``"<code>: <message>"``),
-        ``_source_file`` and ``_line`` (1-based line where the record starts;
-        null for Parquet).
+        Parquet, the row as JSON; masked when PII is configured),
+        ``_reason`` (``"<code>: <message>"``), and its locator:
+        ``_source_file``, ``_line`` (1-based line where the record starts;
+        for Parquet and Delta, the 1-based row number in the file),
+        ``_byte_offset`` and ``_byte_length`` (where its bytes are in the
+        file, decompressed, line break excluded; null for Parquet and Delta).
     counts : dict
-        ``{"read": n, "accepted": a, "rejected": r}`` with ``n == a + r``.
+        ``{"read": n, "accepted": a, "rejected": r, "blank": b}`` with
+        ``n == a + r``; ``b`` counts blank lines (never records; 0 for Parquet
+        and Delta).
     reasons : dict
         Rejected records per reason code, most frequent first.
     cached : DataFrame
@@ -160,6 +184,7 @@ def ingest(
     max_reject_fraction: Optional[float] = None,
     pii=None,
     on_schema_drift: str = "error",
+    non_finite: Union[str, Mapping[str, Optional[str]], None] = DEFAULT_NON_FINITE,
 ) -> IngestResult:
     """Read ``source`` against a declared schema, separating valid from malformed records.
 
@@ -193,13 +218,25 @@ def ingest(
         ``{"columns": {name: "hash" | "drop"}, "key_env": VAR}`` or
         ``"key_file": PATH`` (see :class:`sparkml_aiaas.core.pii.PiiPolicy`).
         Hashed columns become strings holding HMAC-SHA-256 of the value as
-        read; dropped ones leave ``accepted``; PII fields in ``rejected._raw``
-        are masked and reasons for PII columns do not quote values.
+        read; dropped ones leave ``accepted``; in ``rejected._raw`` the PII
+        fields are masked (a record not split into exactly its file's fields,
+        or with undecodable bytes, is masked whole) and reasons for PII
+        columns do not quote values.
     on_schema_drift : {"error", "ignore_extra", "allow"}
         What a CSV header or Parquet schema that differs from the declared
         columns means: an error naming the columns (default); unexpected
         columns ignored; or, with ``allow``, also missing nullable columns
         read as null (a missing NOT NULL column is always an error).
+    non_finite : {"reject", "null", "keep"} or mapping, default "reject"
+        What a literal NaN or infinity (``NaN``, ``nan``, ``Infinity``,
+        ``-inf``, ...; for Parquet, a NaN or infinite value) in a FLOAT or
+        DOUBLE column does: the record is rejected (``non_finite:<col>``),
+        the value becomes null (then a NOT NULL column rejects the record as
+        ``null:<col>``), or it is kept.  One policy for every FLOAT/DOUBLE
+        column, or ``{column: policy}`` (``"*"``: the default for the other
+        columns; a None value means ``"null"``, as YAML writes it).  A number
+        too large for its type (``1e400``; ``1e39`` in a FLOAT) is always
+        rejected as ``out_of_range:<col>``.
 
     Returns
     -------
@@ -210,7 +247,7 @@ def ingest(
     InputNotFoundError
         ``source`` does not exist or matches no file.
     ConfigError
-        Bad format, option, schema or fraction.
+        Bad format, option, schema, fraction or ``non_finite`` policy.
     DataValidationError
         A CSV header or the Parquet columns do not match the schema, a
         Parquet column cannot be converted, or too many records are rejected.
@@ -219,10 +256,12 @@ def ingest(
     -----
     Rejection reasons and the two CSV reading modes (line by line, or whole
     files when ``multiLine`` is set) are described in the module docstring.
-    Blank lines are not records.  ``counts["read"]`` is counted where records
-    are split from the text (for Parquet, the source's row count);
-    ``accepted`` and ``rejected`` are counted on the typed result, and the
-    three must reconcile.
+    Blank lines are not records; they are counted in ``counts["blank"]``.
+    ``counts["read"]`` is counted where records are split from the text (for
+    Parquet, the source's row count); ``accepted`` and ``rejected`` are
+    counted on the typed result, and the three must reconcile.  In line mode
+    every physical line of a CSV file is a header, a record or blank:
+    ``lines = headers + read + blank``.
 
     Caching: the typed records (declared columns plus, for rejected records
     only, the raw text, reason, file and block) are persisted and
@@ -240,21 +279,22 @@ def ingest(
     if fmt in ("csv", "json"):
         _check_text_types(declared, fmt)
     deidentify = _Deidentify.from_argument(pii, declared)
+    policies = non_finite_policies(non_finite, declared)
     paths = _as_paths(source)
     _check_local_paths_exist(paths)
     if fmt in ("parquet", "delta"):
         source_frame = _read_table_source(spark, paths, fmt, settings.version)
-        checked, read_count, outcomes, splits = _check_parquet(
-            source_frame, paths, declared, drift, deidentify, fmt
+        checked, checks, read_count, outcomes, splits = _check_parquet(
+            source_frame, paths, declared, drift, deidentify, fmt, policies
         )
     else:
-        checked, read_count, outcomes, splits = _check_text(
-            spark, paths, declared, settings, drift, deidentify
+        checked, checks, read_count, outcomes, splits = _check_text(
+            spark, paths, declared, settings, drift, deidentify, policies
         )
     try:
         return _finish(
-            checked, declared, read_count, outcomes, splits, settings.whole_file, deidentify,
-            quarantine_path, max_reject_fraction,
+            checked, checks, declared, read_count, outcomes, splits, settings.whole_file,
+            deidentify, quarantine_path, max_reject_fraction,
         )
     except BaseException:
         checked.unpersist()
@@ -338,7 +378,7 @@ def _option_version(opts: Mapping[str, Any]) -> Optional[int]:
     version = opts.get("version")
     if version is None:
         return None
-    if isinstance(version, str) and version.strip().isdigit():
+    if isinstance(version, str) and re.fullmatch(r"[0-9]{1,18}", version.strip()):
         version = int(version)
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise ConfigError(f"option version must be a non-negative integer, not {version!r}")
@@ -380,15 +420,54 @@ def _option_encoding(opts: Mapping[str, Any]) -> str:
     if "encoding" in opts and "charset" in opts:
         raise ConfigError("options encoding and charset are aliases; give only one")
     encoding = opts.get("encoding", opts.get("charset", "utf-8"))
-    try:
-        codecs.lookup(str(encoding))
-    except LookupError:
-        raise ConfigError(f"unknown encoding {encoding!r}") from None
+    problem = _byte_lines.unsupported_encoding(str(encoding))
+    if problem:
+        raise ConfigError(problem)
     return str(encoding)
 
 
+def non_finite_policies(
+    non_finite: Union[str, Mapping[str, Optional[str]], None], declared: DeclaredSchema
+) -> dict:
+    """``{column: policy}`` for every FLOAT/DOUBLE column, from ``ingest(non_finite=...)``."""
+    floating = [f for f in declared.struct.fields if isinstance(f.dataType, C.FLOATING_TYPES)]
+    if non_finite is None:
+        non_finite = DEFAULT_NON_FINITE
+    if isinstance(non_finite, str):
+        policy = _non_finite_policy(non_finite, "non_finite")
+        return {f.name: policy for f in floating}
+    if not isinstance(non_finite, Mapping):
+        raise ConfigError(
+            f"non_finite must be one of {list(NON_FINITE_POLICIES)} or a mapping of column to "
+            f"policy, not {non_finite!r}"
+        )
+    given = {str(k): _non_finite_policy(v, f"non_finite[{k!r}]") for k, v in non_finite.items()}
+    default = given.pop("*", DEFAULT_NON_FINITE)
+    unknown = [name for name in given if name not in declared.names]
+    if unknown:
+        raise ConfigError(f"non_finite names columns {unknown} that are not declared")
+    others = [
+        f"{name} ({declared.struct[name].dataType.simpleString().upper()})"
+        for name in given
+        if name not in {f.name for f in floating}
+    ]
+    if others:
+        raise ConfigError(f"non_finite applies to FLOAT and DOUBLE columns only, not {others}")
+    return {f.name: given.get(f.name, default) for f in floating}
+
+
+def _non_finite_policy(value: Optional[str], where: str) -> str:
+    if value is None:
+        return "null"  # YAML's null
+    policy = value.strip().lower() if isinstance(value, str) else value
+    if policy not in NON_FINITE_POLICIES:
+        raise ConfigError(f"{where} must be one of {list(NON_FINITE_POLICIES)}, not {value!r}")
+    return policy
+
+
 def _is_utf8(encoding: str) -> bool:
-    return codecs.lookup(encoding).name in ("utf-8", "ascii")
+    """Encodings line mode reads (a UTF-8 byte-order mark is dropped either way)."""
+    return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig", "ascii")
 
 
 def _check_text_types(declared: DeclaredSchema, fmt: str) -> None:
@@ -472,29 +551,42 @@ class _SplitSummary:
     block_start: int
     lines: int
     records: int
+    blank: int
+    bytes: int
 
 
-def _check_text(spark, paths, declared: DeclaredSchema, settings: _ReadSettings, drift, pii):
+def _check_text(
+    spark, paths, declared: DeclaredSchema, settings: _ReadSettings, drift, pii, policies
+):
     source = _read_source(spark, paths, settings)
     spec = settings.spec
-    headers = _read_headers(spark, source.inputFiles(), settings) if spec.header else []
+    # Line mode needs every file's first bytes (Spark's line reader drops a
+    # byte-order mark, which byte offsets must count); headers need more.
+    needs_start = spec.header or not settings.whole_file
+    starts = _read_file_starts(spark, source.inputFiles(), settings) if needs_start else []
+    headers = [s[:3] for s in starts if s[1] is not None or s[2] is not None]
     layout = _field_layout(declared, headers, spec, drift)
+    if not settings.whole_file:
+        layout = dataclasses.replace(layout, bom_files=frozenset(s[0] for s in starts if s[3]))
     records = _split_records(source, settings, layout)
-    checked = _check_text_records(records, declared, layout, settings, pii).persist()
+    checked, checks = _check_text_records(records, declared, layout, settings, pii, policies)
+    checked = checked.persist()
     try:
         # One job parses, checks and caches every record; the rest read the cache.
-        outcomes = _count_outcomes(checked)
+        outcomes = _count_outcomes(checked, checks)
         splits = _split_summaries(checked)
     except BaseException:
         checked.unpersist()
         raise
-    return checked, sum(s.records for s in splits), outcomes, splits
+    return checked, checks, sum(s.records for s in splits), outcomes, splits
 
 
 def _read_source(spark, paths, settings: _ReadSettings) -> DataFrame:
     if settings.whole_file:
         return _reading(lambda: spark.read.format("binaryFile").load(paths), paths)
-    return _reading(lambda: spark.read.text(paths), paths)
+    # Cut at LF only, so every byte is accounted for and offsets are exact;
+    # record_batches handles CR LF and lone CR.
+    return _reading(lambda: spark.read.text(paths, lineSep="\n"), paths)
 
 
 def _split_records(source: DataFrame, settings: _ReadSettings, layout: B.Layout) -> DataFrame:
@@ -503,7 +595,8 @@ def _split_records(source: DataFrame, settings: _ReadSettings, layout: B.Layout)
         body = partial(B.split_files, spec=settings.spec, layout=layout)
         return source.select("path", "content").mapInArrow(body, schema)
     lines = source.select(
-        "value",
+        # As bytes: Spark does not check UTF-8, Python does, per line.
+        F.col("value").cast("binary").alias("value"),
         F.col("_metadata.file_path").alias("source_file"),
         F.col("_metadata.file_block_start").alias("block_start"),
     )
@@ -511,10 +604,10 @@ def _split_records(source: DataFrame, settings: _ReadSettings, layout: B.Layout)
 
 
 def _split_summaries(checked: DataFrame) -> list[_SplitSummary]:
-    """Lines and records per Spark split, from the one SPLIT row each split ends with."""
+    """Lines, records, blank lines and bytes per Spark split (the SPLIT row each split ends with)."""
     rows = (
-        checked.where(f"{_CODE} = '{_SPLIT_CODE}'")
-        .select(_FILE, _BLOCK, _SPLIT_LINES, _SPLIT_RECORDS)
+        checked.where(f"{_CHECK} = {_SPLIT_CHECK}")
+        .select(_FILE, _BLOCK, _SPLIT_LINES, _SPLIT_RECORDS, _SPLIT_BLANK, _SPLIT_BYTES)
         .collect()
     )
     return [_SplitSummary(*row) for row in rows]
@@ -525,6 +618,7 @@ def _split_summaries(checked: DataFrame) -> list[_SplitSummary]:
 
 #: Bytes read from the start of a file to find its header: a first try, and the most.
 _HEADER_BYTES = (64 << 10, 4 << 20)
+_UTF8_BOM = b"\xef\xbb\xbf"
 #: Files whose headers are read at the same time (object stores answer slowly, in parallel).
 _HEADER_THREADS = 16
 
@@ -534,14 +628,19 @@ def _normalized_uri(uri: str) -> str:
     return re.sub(r"^file://(?=/)", "file:", uri)
 
 
-def _read_headers(spark, files, settings: _ReadSettings) -> list[tuple[str, Optional[list], Optional[str]]]:
-    """``(file, header fields or None, why it is malformed or None)`` for each non-empty file.
+def _read_file_starts(spark, files, settings: _ReadSettings) -> list[tuple]:
+    """``(file, header fields or None, why it is malformed or None, starts with a UTF-8 BOM)``.
 
     Read on the driver, before any Spark job, so that every task knows where
     each declared column is in its file (a file split into several tasks has
-    its header in the first one only).
+    its header in the first one only), and whether Spark's line reader
+    dropped a byte-order mark from its first line.  Without a header, only
+    the first bytes are read.  An empty file has no header, and no records.
     """
     def read_one(uri: str):
+        if not settings.spec.header:
+            start = _file_start(spark, uri, len(_UTF8_BOM))
+            return _normalized_uri(uri), None, None, start.startswith(_UTF8_BOM)
         for limit in _HEADER_BYTES:
             start = _file_start(spark, uri, limit)
             try:
@@ -550,10 +649,10 @@ def _read_headers(spark, files, settings: _ReadSettings) -> list[tuple[str, Opti
                 )
             except R.Truncated:
                 continue
-            return _normalized_uri(uri), header, error
+            return _normalized_uri(uri), header, error, start.startswith(_UTF8_BOM)
         return _normalized_uri(uri), None, (
             f"the header is longer than {_HEADER_BYTES[-1] >> 20} MiB (or never ends)"
-        )
+        ), start.startswith(_UTF8_BOM)
 
     files = list(files)
     if len(files) > 1:
@@ -561,8 +660,7 @@ def _read_headers(spark, files, settings: _ReadSettings) -> list[tuple[str, Opti
             found = list(pool.map(read_one, files))
     else:
         found = [read_one(uri) for uri in files]
-    # Empty files have no header, and no records.
-    return [item for item in found if item[1] is not None or item[2] is not None]
+    return found
 
 
 def _file_start(spark, uri: str, limit: int) -> bytes:
@@ -636,7 +734,12 @@ def _header_mismatch(header: list[str], declared: DeclaredSchema, drift: str) ->
 
 
 def _check_text_records(
-    records: DataFrame, declared: DeclaredSchema, layout: B.Layout, settings: _ReadSettings, pii
+    records: DataFrame,
+    declared: DeclaredSchema,
+    layout: B.Layout,
+    settings: _ReadSettings,
+    pii,
+    policies: Mapping[str, str],
 ) -> DataFrame:
     fields = declared.struct.fields
     null_value = C.sql_string(settings.null_value)
@@ -647,11 +750,16 @@ def _check_text_records(
         f"source_file AS {_FILE}",
         f"block_start AS {_BLOCK}",
         f"{line} AS {_LINE}",
+        f"byte_in_block AS {_BYTE}",
+        f"byte_length AS {_LENGTH}",
         f"split_lines AS {_SPLIT_LINES}",
         f"split_records AS {_SPLIT_RECORDS}",
+        f"split_blank AS {_SPLIT_BLANK}",
+        f"split_bytes AS {_SPLIT_BYTES}",
         "n_fields",
         "n_expected",
         "malformed",
+        "bad_encoding",
         *[
             # The null token (empty by default) is a missing value.
             f"CASE WHEN {B.value_column(i)} != {null_value} THEN {B.value_column(i)} END"
@@ -663,38 +771,55 @@ def _check_text_records(
         f"{C.cast_to(_text_col(i), f.dataType)} AS {_typed_col(i)}" for i, f in enumerate(fields)
     ]
     typed = texts.selectExpr("*", *casts)
-    checks = [("malformed IS NOT NULL", C.problem("malformed_record", "malformed"))]
+    checks = [
+        C.Check("bad_encoding IS NOT NULL", "invalid_encoding", value="bad_encoding",
+                truncate=False),
+        C.Check("malformed IS NOT NULL", "malformed_record", value="malformed", truncate=False),
+    ]
     if settings.spec.format == "csv":
         checks += C.field_count_checks("n_fields", "n_expected")
     masker = None if pii is None else pii.raw_masker(settings.spec, layout, declared)
-    return _with_outcome(
-        typed, declared, checks + _all_value_checks(declared, pii), pii, masker, text_source=True
-    )
+    checks += _all_value_checks(declared, pii, policies)
+    return _with_outcome(typed, declared, checks, pii, masker, policies, text_source=True), checks
 
 
-def _all_value_checks(declared: DeclaredSchema, pii=None) -> list[C.Check]:
-    """Per-column checks on each value as read (__sparkml_s<i>) and typed (__sparkml_c<i>)."""
+def _all_value_checks(
+    declared: DeclaredSchema, pii=None, policies: Mapping[str, str] = {}, text_columns=None
+) -> list[C.Check]:
+    """Per-column checks on each value as read (__sparkml_s<i>) and typed (__sparkml_c<i>).
+
+    ``text_columns``: which values were read as text (all of them for CSV and
+    JSON; for Parquet, the columns stored as strings).
+    """
     checks: list[C.Check] = []
     for i, f in enumerate(declared.struct.fields):
         redact = pii is not None and f.name in pii.policy.columns
         checks += C.value_checks(
-            f, declared.constraints_for(f.name), _text_col(i), _typed_col(i), redact=redact
+            f, declared.constraints_for(f.name), _text_col(i), _typed_col(i), redact=redact,
+            non_finite=policies.get(f.name, DEFAULT_NON_FINITE),
+            source_is_text=True if text_columns is None else f.name in text_columns,
         )
     return checks
 
 
 def _with_outcome(
-    typed: DataFrame, declared: DeclaredSchema, checks: list[C.Check], pii, masker, text_source
+    typed: DataFrame,
+    declared: DeclaredSchema,
+    checks: list[C.Check],
+    pii,
+    masker,
+    policies: Mapping[str, str],
+    text_source: bool,
 ) -> DataFrame:
-    """Keep the typed columns, and the reason/raw/file/line of rejected records only.
+    """Keep the typed columns, and the reason/raw/locator of rejected records only.
 
     PII is replaced here, before the cache: hashed columns hold the keyed hash
     of the value as read, dropped ones null, and the raw text of rejected
     records is masked.  Nothing with the original values is persisted.
     """
     split_row = f"kind = {R.SPLIT}" if text_source else "false"
-    with_problem = typed.selectExpr("*", f"{C.first_problem(checks)} AS {_PROBLEM}")
-    rejected = F.expr(f"NOT ({split_row}) AND {_PROBLEM} IS NOT NULL")
+    with_check = typed.selectExpr("*", f"{C.first_check(checks)} AS {_CHECK}")
+    rejected = F.expr(f"NOT ({split_row}) AND {_CHECK} IS NOT NULL")
     typed_columns = []
     for i, f in enumerate(declared.struct.fields):
         action = None if pii is None else pii.policy.columns.get(f.name)
@@ -702,36 +827,46 @@ def _with_outcome(
             typed_columns.append(pii.hash_column(F.col(_text_col(i))).alias(_typed_col(i)))
         elif action == "drop":
             typed_columns.append(F.lit(None).cast("string").alias(_typed_col(i)))
+        elif policies.get(f.name) == "null":
+            finite = f"CASE WHEN NOT {C.non_finite_sql(_typed_col(i))} THEN {_typed_col(i)} END"
+            typed_columns.append(F.expr(finite).alias(_typed_col(i)))
         else:
             typed_columns.append(F.col(_typed_col(i)))
     raw = F.when(rejected, F.col(_RAW))
     if masker is not None:
-        raw = masker(raw, F.col(_FILE))
+        raw = masker(raw, F.col(_FILE), F.expr(C.code_sql(checks, _CHECK)))
     extra = []
     if text_source:
         extra = [
             F.when(rejected | F.expr(split_row), F.col(_BLOCK)).alias(_BLOCK),
             F.col(_SPLIT_LINES),
             F.col(_SPLIT_RECORDS),
+            F.col(_SPLIT_BLANK),
+            F.col(_SPLIT_BYTES),
         ]
-    return with_problem.select(
+    return with_check.select(
         *typed_columns,
-        F.expr(
-            f"CASE WHEN {split_row} THEN '{_SPLIT_CODE}' ELSE {_PROBLEM}.code END"
-        ).alias(_CODE),
-        F.expr(f"concat({_PROBLEM}.code, ': ', {_PROBLEM}.message)").alias(_REASON),
+        F.expr(f"CASE WHEN {split_row} THEN {_SPLIT_CHECK} ELSE {_CHECK} END").alias(_CHECK),
+        F.when(rejected, F.expr(C.check_value(checks, _CHECK))).alias(_VALUE),
         # Accepted records keep no raw text: the cache stays close to the typed size.
         raw.alias(_RAW),
         F.when(rejected | F.expr(split_row), F.col(_FILE)).alias(_FILE),
         F.when(rejected, F.col(_LINE)).cast("bigint").alias(_LINE),
+        F.when(rejected, F.col(_BYTE)).cast("bigint").alias(_BYTE),
+        F.when(rejected, F.col(_LENGTH)).cast("bigint").alias(_LENGTH),
         *extra,
     )
 
 
-def _count_outcomes(checked: DataFrame) -> dict[Optional[str], int]:
+def _count_outcomes(checked: DataFrame, checks: list) -> dict[Optional[str], int]:
     """Records per reason code (None: accepted), in one job."""
-    counts = {r[_CODE]: r["count"] for r in checked.groupBy(_CODE).count().collect()}
-    counts.pop(_SPLIT_CODE, None)
+    counts: dict = {}
+    for row in checked.groupBy(_CHECK).count().collect():
+        index = row[_CHECK]
+        if index == _SPLIT_CHECK:
+            continue
+        code = None if index is None else checks[index].code
+        counts[code] = counts.get(code, 0) + row["count"]
     return counts
 
 
@@ -748,7 +883,9 @@ def _read_table_source(spark, paths, fmt: str, version: Optional[int]) -> DataFr
     return read_table(spark, paths[0], version=version)
 
 
-def _check_parquet(source: DataFrame, paths, declared: DeclaredSchema, drift: str, pii, fmt):
+def _check_parquet(
+    source: DataFrame, paths, declared: DeclaredSchema, drift: str, pii, fmt, policies
+):
     """Check a Parquet or Delta source: columns by name, converted to the declared types."""
     kind = "Parquet" if fmt == "parquet" else "Delta"
     available = set(source.columns)
@@ -767,17 +904,23 @@ def _check_parquet(source: DataFrame, paths, declared: DeclaredSchema, drift: st
     fields = declared.struct.fields
     present = [f for f in fields if f.name in available]
     quoted = [C.quote_identifier(f.name) for f in present]
-    originals = source.selectExpr(
+    values = [
+        f"{C.quote_identifier(f.name)} AS {_text_col(i)}"
+        if f.name in available
+        else f"CAST(NULL AS {f.dataType.simpleString()}) AS {_text_col(i)}"
+        for i, f in enumerate(fields)
+    ]
+    locator = [
         f"to_json(struct({', '.join(quoted)})) AS {_RAW}",
         f"_metadata.file_path AS {_FILE}",
-        f"CAST(NULL AS BIGINT) AS {_LINE}",
-        *[
-            f"{C.quote_identifier(f.name)} AS {_text_col(i)}"
-            if f.name in available
-            else f"CAST(NULL AS {f.dataType.simpleString()}) AS {_text_col(i)}"
-            for i, f in enumerate(fields)
-        ],
-    )
+        f"CAST(NULL AS BIGINT) AS {_BYTE}",
+        f"CAST(NULL AS BIGINT) AS {_LENGTH}",
+    ]
+    try:
+        # The row's 1-based number in its Parquet file locates it (there are no lines).
+        originals = source.selectExpr(*locator, f"_metadata.row_index + 1 AS {_LINE}", *values)
+    except AnalysisException:  # a reader without row indexes (e.g. Delta with deletion vectors)
+        originals = source.selectExpr(*locator, f"CAST(NULL AS BIGINT) AS {_LINE}", *values)
     source_types = [
         source.schema[f.name].dataType if f.name in available else f.dataType for f in fields
     ]
@@ -789,18 +932,23 @@ def _check_parquet(source: DataFrame, paths, declared: DeclaredSchema, drift: st
         typed = originals.selectExpr("*", *casts)
     except AnalysisException as exc:
         raise DataValidationError(_conversion_message(source, declared, exc)) from None
-    masker = None if pii is None else pii.json_masker()
+    masker = None if pii is None else pii.json_masker(declared.names)
+    text_columns = {
+        f.name for f, source_type in zip(fields, source_types)
+        if isinstance(source_type, T.StringType)
+    }
+    checks = _all_value_checks(declared, pii, policies, text_columns)
     checked = _with_outcome(
-        typed, declared, _all_value_checks(declared, pii), pii, masker, text_source=False
+        typed, declared, checks, pii, masker, policies, text_source=False
     ).persist()
     try:
         # A Parquet count reads only file footers; it is the independent side of the reconciliation.
         read_count = source.count()
-        outcomes = _count_outcomes(checked)
+        outcomes = _count_outcomes(checked, checks)
     except BaseException:
         checked.unpersist()
         raise
-    return checked, read_count, outcomes, None
+    return checked, checks, read_count, outcomes, None
 
 
 def _parquet_cast(column_sql: str, source_type: T.DataType, data_type: T.DataType) -> str:
@@ -823,14 +971,18 @@ def _conversion_message(source: DataFrame, declared: DeclaredSchema, exc: Except
 
 
 def _finish(
-    checked, declared, read_count, outcomes, splits, whole_file, pii, quarantine_path,
+    checked, checks, declared, read_count, outcomes, splits, whole_file, pii, quarantine_path,
     max_reject_fraction,
 ) -> IngestResult:
     accepted_count = outcomes.get(None, 0)
     by_code = [(code, n) for code, n in outcomes.items() if code is not None]
     reasons = dict(sorted(by_code, key=lambda code_n: (-code_n[1], code_n[0])))
     rejected_count = sum(reasons.values())
-    counts = {"read": read_count, "accepted": accepted_count, "rejected": rejected_count}
+    blank_count = 0 if splits is None else sum(s.blank for s in splits)
+    counts = {
+        "read": read_count, "accepted": accepted_count, "rejected": rejected_count,
+        "blank": blank_count,
+    }
     if read_count != accepted_count + rejected_count:
         raise DataValidationError(
             f"ingest does not reconcile: read {read_count} records but accepted {accepted_count} "
@@ -838,7 +990,7 @@ def _finish(
         )
     result = IngestResult(
         accepted=_accepted_frame(checked, declared, pii),
-        rejected=_rejected_frame(checked, splits, whole_file),
+        rejected=_rejected_frame(checked, checks, splits, whole_file),
         counts=counts,
         reasons=reasons,
         cached=checked,
@@ -854,7 +1006,7 @@ def _finish(
 def _accepted_frame(checked: DataFrame, declared: DeclaredSchema, pii) -> DataFrame:
     dropped = set() if pii is None else set(pii.policy.dropped)
     hashed = set() if pii is None else set(pii.policy.hashed)
-    return checked.where(f"{_CODE} IS NULL").selectExpr(
+    return checked.where(f"{_CHECK} IS NULL").selectExpr(
         *[
             _declared_column(i, f, hashed)
             for i, f in enumerate(declared.struct.fields)
@@ -871,35 +1023,46 @@ def _declared_column(i: int, f: T.StructField, hashed=()) -> str:
     return f"{value} AS {C.quote_identifier(f.name)}"
 
 
-def _rejected_frame(checked: DataFrame, splits, whole_file: bool) -> DataFrame:
-    rejected = checked.where(f"{_CODE} IS NOT NULL AND {_CODE} != '{_SPLIT_CODE}'")
-    line = _LINE
+def _rejected_frame(checked: DataFrame, checks: list, splits, whole_file: bool) -> DataFrame:
+    rejected = checked.where(f"{_CHECK} IS NOT NULL AND {_CHECK} != {_SPLIT_CHECK}")
+    line, byte = _LINE, _BYTE
     if splits is not None and not whole_file:
-        # Lines were counted within each split; a split starts after the earlier splits' lines.
+        # Lines and bytes were counted within each split; a split starts where
+        # the earlier splits of its file ended (Hadoop's line reader gives each
+        # line to the split it starts in).
         if all(s.block_start == 0 for s in splits):
             line = f"{_LINE} + 1"
         else:
             offsets = checked.sparkSession.createDataFrame(
-                _line_offsets(splits), f"{_FILE} string, {_BLOCK} long, __sparkml_offset long"
+                _split_offsets(splits),
+                f"{_FILE} string, {_BLOCK} long, __sparkml_lines_before long, "
+                "__sparkml_bytes_before long",
             )
             rejected = rejected.join(F.broadcast(offsets), [_FILE, _BLOCK], "left")
-            line = f"{_LINE} + coalesce(__sparkml_offset, 0) + 1"
+            line = f"{_LINE} + coalesce(__sparkml_lines_before, 0) + 1"
+            byte = f"{_BYTE} + coalesce(__sparkml_bytes_before, 0)"
     return rejected.selectExpr(
         f"{_RAW} AS _raw",
-        f"{_REASON} AS _reason",
+        # Messages are written here, for rejected records only (see checks.py); nullif
+        # keeps the column nullable, as REJECTED_SCHEMA says.
+        f"CAST(nullif({C.reason_sql(checks, _CHECK, _VALUE)}, NULL) AS STRING) AS _reason",
         f"{_FILE} AS _source_file",
         f"CAST({line} AS BIGINT) AS _line",
+        f"CAST({byte} AS BIGINT) AS _byte_offset",
+        f"{_LENGTH} AS _byte_length",
     )
 
 
-def _line_offsets(splits) -> list[tuple[str, int, int]]:
+def _split_offsets(splits) -> list[tuple[str, int, int, int]]:
+    """``(file, split start, lines before the split, bytes before its first line)``."""
     # One row per split even if a file was listed twice, so the join cannot multiply records.
-    lines_by_split = {(s.source_file, s.block_start): s.lines for s in splits}
-    offsets, lines_before = [], {}
-    for source_file, block_start in sorted(lines_by_split):
-        offset = lines_before.get(source_file, 0)
-        offsets.append((source_file, block_start, offset))
-        lines_before[source_file] = offset + lines_by_split[(source_file, block_start)]
+    by_split = {(s.source_file, s.block_start): (s.lines, s.bytes) for s in splits}
+    offsets, before = [], {}
+    for source_file, block_start in sorted(by_split):
+        lines, size = before.get(source_file, (0, 0))
+        offsets.append((source_file, block_start, lines, size))
+        split_lines, split_bytes = by_split[(source_file, block_start)]
+        before[source_file] = (lines + split_lines, size + split_bytes)
     return offsets
 
 

@@ -34,7 +34,8 @@ __all__ = ["IngestReport", "run_ingest", "source_files", "fingerprint_files"]
 
 logger = logging.getLogger("sparkml_aiaas.ingest")
 
-#: Quarantine columns added to ingest's ``_raw, _reason, _source_file, _line``.
+#: Quarantine columns added to ingest's ``_raw, _reason, _source_file, _line, _byte_offset,
+#: _byte_length``.
 QUARANTINE_EXTRA_COLUMNS = ("_ingested_at", "_run_id")
 #: Rejected rows per quarantine file, roughly (few, readable files).
 _ROWS_PER_QUARANTINE_FILE = 1_000_000
@@ -50,7 +51,8 @@ class IngestReport:
         Also in the quarantine's ``_run_id`` column.
     status : {"succeeded", "failed"}
     counts : dict
-        ``read``, ``accepted``, ``rejected`` (``read == accepted + rejected``).
+        ``read``, ``accepted``, ``rejected`` (``read == accepted + rejected``)
+        and ``blank`` (blank lines, not records).
     reasons : dict
         Rejected rows per reason code, most frequent first.
     source : dict
@@ -75,6 +77,7 @@ class IngestReport:
     quarantine: Optional[Dict[str, Any]]
     max_reject_fraction: Optional[float] = None
     on_schema_drift: str = "error"
+    non_finite: Any = None
     pii: Optional[Dict[str, Any]] = None
     error: Optional[str] = None
     warnings: List[str] = field(default_factory=list)
@@ -99,6 +102,7 @@ class IngestReport:
             f"ingested read={self.counts.get('read', 0)}",
             f"accepted={self.counts.get('accepted', 0)}",
             f"rejected={self.counts.get('rejected', 0)}",
+            f"blank={self.counts.get('blank', 0)}",
             f"top_reasons={top}",
             f"output={_sink_text(self.output)}",
             f"quarantine={_sink_text(self.quarantine)}"
@@ -148,7 +152,7 @@ def run_ingest(spark, config) -> IngestReport:
         written, no accepted row is), or the data does not fit the schema or
         the sink's table.
     """
-    from sparkml_aiaas.data.ingest import ingest
+    from sparkml_aiaas.data.ingest import DEFAULT_NON_FINITE, ingest
     from sparkml_aiaas.data.schema import parse_schema, to_ddl
 
     started_clock = time.perf_counter()
@@ -166,12 +170,15 @@ def run_ingest(spark, config) -> IngestReport:
         extra["pii"] = policy
     if settings.on_schema_drift != "error":
         extra["on_schema_drift"] = settings.on_schema_drift
+    if settings.non_finite is not None:
+        extra["non_finite"] = settings.non_finite
     report = IngestReport(
         run_id=run_id, status="failed", started_at=started_at.isoformat(), finished_at="",
         seconds=0.0, counts={}, reasons={},
         source={"path": settings.path, "format": settings.format},
         schema=to_ddl(declared.struct), output_schema=None, output=None, quarantine=None,
         max_reject_fraction=settings.max_reject_fraction, on_schema_drift=settings.on_schema_drift,
+        non_finite=DEFAULT_NON_FINITE if settings.non_finite is None else settings.non_finite,
         pii=dict(policy.columns) if policy is not None else None,
     )
     result = None
@@ -243,7 +250,7 @@ def _write_quarantine(result, sink, run_id: str, started_at: _dt.datetime) -> Di
     if rejected_count == 0 and mode == "append":
         return entry
     frame = result.rejected.select(
-        "_raw", "_reason", "_source_file", "_line",
+        "_raw", "_reason", "_source_file", "_line", "_byte_offset", "_byte_length",
         # One instant for the whole run (not current_timestamp() per task).
         _timestamp_literal(started_at).alias("_ingested_at"),
         F.lit(run_id).alias("_run_id"),

@@ -15,7 +15,7 @@ import io
 import json
 import lzma
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 
 #: ``kind`` of an output row: a record, or the summary row that ends a split.
@@ -25,6 +25,8 @@ _BOM = "\ufeff"
 
 #: (start line, raw text, fields or None, why not parsable or None)
 SplitRecord = tuple[int, str, Optional[list], Optional[str]]
+#: (first line, line after the last, fields or None, why not parsable or None)
+LineSpan = tuple[int, int, Optional[list], Optional[str]]
 
 
 def _allow_large_fields() -> None:
@@ -80,13 +82,46 @@ def is_blank(raw: str) -> bool:
     return not raw.strip()
 
 
+#: How a line-mode error about a quote left open starts.
+UNCLOSED_QUOTE = "unclosed quote"
+
+
 def describe_csv_error(exc: csv.Error, multiline: bool) -> str:
     message = str(exc)
     if "unexpected end of data" in message:
         if multiline:
-            return "unclosed quote: the quoted value runs to the end of the file"
-        return "unclosed quote: a quoted value spanning lines needs the multiLine=true option"
+            return f"{UNCLOSED_QUOTE}: the quoted value runs to the end of the file"
+        return f"{UNCLOSED_QUOTE}: a quoted value spanning lines needs the multiLine=true option"
     return f"bad CSV quoting ({message})"
+
+
+def quoted_continuations(lines: list, opened: list, spec: TextSpec) -> dict:
+    """``{line: line that opened it}`` for the lines that continue a quoted value (line mode).
+
+    ``lines`` are consecutive lines (without line breaks) and ``opened`` the
+    indices of those that leave a quote open.  Read as one CSV text, the value
+    opened on line ``k`` would run on to the line that closes it: the lines
+    after ``k`` up to that one are not records of their own, whatever their
+    field count says (a line inside a quoted value may even have the right
+    number of fields, with values from the wrong columns).  A quote that no
+    later line closes is a stray one: the lines after it are records.
+    """
+    found: dict = {}
+    kwargs = spec.csv_kwargs()
+    for k in sorted(opened):
+        if k in found:
+            continue
+        reader = csv.reader(iter(lines[k:]), **kwargs)
+        try:
+            next(reader)
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                continue  # never closed
+        except StopIteration:
+            continue
+        for j in range(k + 1, k + reader.line_num):
+            found[j] = k
+    return found
 
 
 def parse_csv_line(line: str, spec: TextSpec) -> tuple[Optional[list], Optional[str]]:
@@ -133,19 +168,14 @@ def parse_csv_lines(lines: list, spec: TextSpec) -> tuple[list, list]:
     return fields, errors
 
 
-def iter_csv_text(text: str, spec: TextSpec) -> Iterator[SplitRecord]:
-    """Yield ``(start_line, raw, fields, error)`` for each record of a whole file.
+def iter_csv_lines(lines: Iterable[str], spec: TextSpec) -> Iterator[LineSpan]:
+    """Yield ``(first line, end line, fields, error)`` for each record of a whole file.
 
-    Quoted fields may span lines.  ``start_line`` is 0-based.
+    ``lines`` are the file's physical lines with their line breaks; a record
+    spans lines ``first`` to ``end - 1`` (0-based), so quoted fields may span
+    lines.
     """
-    consumed: list[str] = []
-
-    def lines():
-        for line in io.StringIO(text, newline=""):
-            consumed.append(line)
-            yield line
-
-    reader = csv.reader(lines(), **spec.csv_kwargs())
+    reader = csv.reader(iter(lines), **spec.csv_kwargs())
     start = 0
     while True:
         try:
@@ -155,34 +185,69 @@ def iter_csv_text(text: str, spec: TextSpec) -> Iterator[SplitRecord]:
         except csv.Error as exc:
             # The reader restarts cleanly on the next line after an error.
             fields, error = None, describe_csv_error(exc, multiline=True)
-        raw = _strip_line_break("".join(consumed))
-        consumed.clear()
-        yield start, raw, fields, error
-        start = reader.line_num
+        end = max(reader.line_num, start + 1)
+        yield start, end, fields, error
+        start = end
+
+
+def iter_csv_text(text: str, spec: TextSpec) -> Iterator[SplitRecord]:
+    """Yield ``(start_line, raw, fields, error)`` for each record of a whole file.
+
+    Quoted fields may span lines.  ``start_line`` is 0-based.
+    """
+    lines = list(io.StringIO(text, newline=""))
+    for first, end, fields, error in iter_csv_lines(lines, spec):
+        yield first, strip_line_break("".join(lines[first:end])), fields, error
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return obj
 
 
 def parse_json_line(line: str, spec: TextSpec) -> tuple[Optional[list], Optional[str]]:
-    """Extract the declared columns of one JSON object as strings."""
+    """Extract the declared columns of one JSON object as strings.
+
+    A key given twice makes the record malformed: which value is meant is
+    ambiguous (readers disagree), so neither is taken.
+    """
     try:
         # Numbers stay as their literal text, so that casting to the declared
         # type (not Python's float) decides whether they are valid.
-        obj = json.loads(line, parse_float=str, parse_int=str, parse_constant=str)
+        obj = json.loads(
+            line, parse_float=str, parse_int=str, parse_constant=str,
+            object_pairs_hook=_unique_keys,
+        )
+    except _DuplicateKey as exc:
+        key = exc.args[0]
+        # Only declared names are quoted: any other key could be data (and PII).
+        named = repr(key) if key in spec.names else "an undeclared key"
+        return None, f"invalid JSON (duplicate key: {named})"
     except ValueError as exc:
         return None, f"invalid JSON ({exc})"
+    except RecursionError:
+        return None, "invalid JSON (nested too deeply)"
     if not isinstance(obj, dict):
         return None, f"a JSON lines record must be an object, not {type(obj).__name__}"
     return [_json_value_as_text(obj.get(name)) for name in spec.names], None
 
 
-def iter_json_text(text: str, spec: TextSpec) -> Iterator[SplitRecord]:
-    """Yield ``(start_line, raw, fields, error)`` for each line of a whole JSON-lines file."""
-    for index, line in enumerate(io.StringIO(text, newline="")):
-        raw = _strip_line_break(line)
+def iter_json_lines(lines: Iterable[str], spec: TextSpec) -> Iterator[LineSpan]:
+    """Yield ``(line, line + 1, fields, error)`` for each line of a JSON-lines file."""
+    for index, line in enumerate(lines):
+        raw = strip_line_break(line)
         if is_blank(raw):
-            yield index, raw, [], None
+            yield index, index + 1, [], None
         else:
             fields, error = parse_json_line(raw, spec)
-            yield index, raw, fields, error
+            yield index, index + 1, fields, error
 
 
 def _json_value_as_text(value) -> Optional[str]:
@@ -195,7 +260,7 @@ def _json_value_as_text(value) -> Optional[str]:
     return json.dumps(value)
 
 
-def _strip_line_break(text: str) -> str:
+def strip_line_break(text: str) -> str:
     if text.endswith("\r\n"):
         return text[:-2]
     if text.endswith(("\n", "\r")):
@@ -206,19 +271,12 @@ def _strip_line_break(text: str) -> str:
 _DECOMPRESSORS = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}
 
 
-def decode(path: str, content: bytes, encoding: str) -> str:
-    """Decompress by file extension, decode, and drop a leading byte-order mark.
-
-    Undecodable bytes become U+FFFD, as in Spark's own text reader; in a typed
-    column they then fail to parse and the record is rejected.
-    """
-    for suffix, decompress in _DECOMPRESSORS.items():
+def decompress(path: str, content: bytes) -> bytes:
+    """``content`` decompressed by the file's extension (``.gz``, ``.bz2``, ``.xz``)."""
+    for suffix, decompress_bytes in _DECOMPRESSORS.items():
         if path.endswith(suffix):
-            content = decompress(content)
-            break
-    codec = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
-    text = bytes(content).decode(codec, errors="replace")
-    return text[1:] if text.startswith(_BOM) else text
+            return decompress_bytes(content)
+    return content
 
 
 class Truncated(Exception):
@@ -255,7 +313,7 @@ def first_record(
         return None, None
     for line in io.StringIO(text, newline=""):
         complete = line.endswith(("\n", "\r"))
-        raw = _strip_line_break(line)
+        raw = strip_line_break(line)
         if is_blank(raw):
             continue
         if not complete and truncated:

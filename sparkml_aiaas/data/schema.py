@@ -48,9 +48,9 @@ _SIMPLE_TYPES: dict[str, T.DataType] = {
     "timestamp_ltz": T.TimestampType(),
     "timestamp_ntz": T.TimestampNTZType(),
 }
-_DECIMAL_RE = re.compile(r"^(?:decimal|dec|numeric)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?$", re.I)
+_DECIMAL_RE = re.compile(r"(?:decimal|dec|numeric)\s*(?:\(\s*([0-9]+)\s*(?:,\s*([0-9]+)\s*)?\))?", re.I)
 # VARCHAR(n) / CHAR(n) are read as plain strings: no length is enforced.
-_CHAR_RE = re.compile(r"^(?:var)?char\s*\(\s*\d+\s*\)$", re.I)
+_CHAR_RE = re.compile(r"(?:var)?char\s*\(\s*[0-9]+\s*\)", re.I)
 
 NUMERIC_TYPES = (
     T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType, T.DecimalType,
@@ -159,7 +159,7 @@ def parse_type(type_name: str) -> T.DataType:
     simple = _SIMPLE_TYPES.get(text.lower())
     if simple is not None:
         return simple
-    decimal = _DECIMAL_RE.match(text)
+    decimal = _DECIMAL_RE.fullmatch(text)
     if decimal:
         precision = int(decimal.group(1) or 10)
         scale = int(decimal.group(2) or 0)
@@ -168,7 +168,7 @@ def parse_type(type_name: str) -> T.DataType:
                 f"invalid decimal type {text!r}: need 1 <= precision <= 38 and scale <= precision"
             )
         return T.DecimalType(precision, scale)
-    if _CHAR_RE.match(text):
+    if _CHAR_RE.fullmatch(text):
         return T.StringType()
     known = ", ".join(sorted(set(_SIMPLE_TYPES)) + ["decimal(p,s)", "varchar(n)"])
     raise ConfigError(f"unknown or unsupported type {text!r}; supported: {known}")
@@ -215,13 +215,13 @@ def _split_top_level(ddl: str) -> list[str]:
 
 _DDL_COLUMN_RE = re.compile(
     r"^\s*(?P<name>`(?:[^`]|``)+`|[^\s`:]+)\s*:?\s+"
-    r"(?P<type>.+?)(?P<notnull>\s+NOT\s+NULL)?\s*$",
+    r"(?P<type>.+?)(?P<notnull>\s+NOT\s+NULL)?\s*",
     re.I | re.S,
 )
 
 
 def _parse_ddl_column(text: str, position: int) -> T.StructField:
-    match = _DDL_COLUMN_RE.match(text)
+    match = _DDL_COLUMN_RE.fullmatch(text)
     if not match:
         raise ConfigError(
             f"schema DDL column {position} ({text.strip()!r}) "

@@ -21,8 +21,9 @@ from typing import Callable, Optional
 
 from sparkml_aiaas.errors import ConfigError
 
-_LOCAL = re.compile(r"^local(?:\[(\*|\d+)(?:\s*,\s*\d+)?\])?$")
-_LOCAL_CLUSTER = re.compile(r"^local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,\s*\d+\s*\]$")
+# fullmatch, [0-9] (ASCII): Spark's own master patterns take nothing else.
+_LOCAL = re.compile(r"local(?:\[(\*|[0-9]+)(?:\s*,\s*[0-9]+)?\])?")
+_LOCAL_CLUSTER = re.compile(r"local-cluster\[\s*([0-9]+)\s*,\s*([0-9]+)\s*,\s*[0-9]+\s*\]")
 
 
 def _truthy(value: Optional[str]) -> bool:
@@ -48,12 +49,12 @@ def total_task_slots(master: str, get_conf: Callable[[str, Optional[str]], Optio
         cluster is the executors' total core count).
     """
     task_cpus = max(int(get_conf("spark.task.cpus", "1") or 1), 1)
-    local = _LOCAL.match(master.strip())
+    local = _LOCAL.fullmatch(master.strip())
     if local:
         inner = local.group(1)
         cores = (os.cpu_count() or 1) if inner == "*" else int(inner or 1)
     else:
-        cluster = _LOCAL_CLUSTER.match(master.strip())
+        cluster = _LOCAL_CLUSTER.fullmatch(master.strip())
         if cluster:
             cores = int(cluster.group(1)) * int(cluster.group(2))
         else:

@@ -24,13 +24,15 @@ from sparkml_aiaas.core.checkpoint import FileCheckpoint
 from sparkml_aiaas.core.glm import fit_fingerprint, fit_glm, validate_training_stats
 from sparkml_aiaas.columns import named_column
 from sparkml_aiaas.core.losses import Loss, get_loss
-from sparkml_aiaas.errors import ConfigError, DataValidationError, SparkmlAiaasError
+from sparkml_aiaas.errors import (ConfigError, DataValidationError, ModelFormatError,
+                                  SparkmlAiaasError)
 from sparkml_aiaas.engine import DistributedDataPass, ResidentBlocks
 from sparkml_aiaas.engine.loop import DistributedLocalRounds
 from sparkml_aiaas.engine.progress import progress_bar
 from sparkml_aiaas.models.params import (LinearRegressionParams, LinearSVCParams,
                                          LogisticRegressionParams)
-from sparkml_aiaas.models.persistence import ArtifactReader, ArtifactWriter, input_signature
+from sparkml_aiaas.models.persistence import (ArtifactReader, ArtifactWriter, input_signature,
+                                              restored_signature, restored_summary)
 from sparkml_aiaas.models.predictor import LinearPredictor
 from sparkml_aiaas.scoring.udf import transform_with_predictor
 
@@ -339,15 +341,16 @@ class _LinearModel(Model, MLWritable, MLReadable):
         return metadata, arrays
 
     def _restore(self, metadata: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
+        LinearPredictor.from_artifact(metadata, arrays)  # refuses malformed arrays and spec
         matrix = np.asarray(arrays["coefficients"], dtype=np.float64)
         self._coef = matrix.reshape(-1, 1) if matrix.ndim < 2 else matrix
         self._intercepts = np.asarray(arrays["intercept"], dtype=np.float64).reshape(-1)
-        self._extra = np.asarray(arrays.get("extra", np.zeros(0)), dtype=np.float64).reshape(-1)
-        signature = dict(metadata.get("signature") or {})
-        signature.pop("outputs", None)
-        self._signature = signature
-        training = metadata.get("training")
-        self._summary = TrainingSummary(**training) if training else None
+        extra = arrays.get("extra", np.zeros(0))
+        if extra.dtype.kind not in "biuf":
+            raise ModelFormatError(f"linear model array 'extra' holds {extra.dtype}, not numbers")
+        self._extra = np.asarray(extra, dtype=np.float64).reshape(-1)
+        self._signature = restored_signature(metadata)
+        self._summary = restored_summary(TrainingSummary, metadata)
 
     def write(self) -> ArtifactWriter:
         return ArtifactWriter(self)

@@ -22,7 +22,8 @@ import pandas as pd
 
 from sparkml_aiaas.core.preprocessing import FittedPreprocessor
 from sparkml_aiaas.errors import ModelFormatError
-from sparkml_aiaas.models.artifact import METADATA_FILE, local_path, read_artifact
+from sparkml_aiaas.models.artifact import (METADATA_FILE, checked_signature, local_path,
+                                           read_artifact)
 
 __all__ = ["PipelinePredictor", "compose", "is_bundle", "is_saved_pipeline", "load_bundle_predictor",
            "load_pipeline_predictor"]
@@ -37,13 +38,21 @@ _PREPROCESSOR_CLASS = ".PreprocessorModel"
 
 
 def _spark_metadata(path: str) -> Dict[str, Any]:
-    """The one-line JSON pyspark.ml writes to ``<path>/metadata/part-00000``."""
+    """The one-line JSON pyspark.ml writes to ``<path>/metadata/part-00000`` (a JSON object,
+    else :class:`ModelFormatError`)."""
     folder = os.path.join(path, "metadata")
     parts = sorted(p for p in os.listdir(folder) if p.startswith("part-")) if os.path.isdir(folder) else []
     if not parts:
         raise ModelFormatError(f"{path!r} has no metadata/part-* file")
-    with open(os.path.join(folder, parts[0])) as f:
-        return json.loads(f.readline())
+    with open(os.path.join(folder, parts[0]), "rb") as f:
+        line = f.readline()
+    try:
+        metadata = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON
+        raise ModelFormatError(f"{path!r}: metadata/{parts[0]} is not a JSON line: {exc}") from None
+    if not isinstance(metadata, dict):
+        raise ModelFormatError(f"{path!r}: metadata/{parts[0]} is not a JSON object")
+    return metadata
 
 
 def is_saved_pipeline(path: str) -> bool:
@@ -62,7 +71,7 @@ def _stage_dirs(root: str) -> List[str]:
     stages = os.path.join(root, "stages")
     found = []
     for name in os.listdir(stages):
-        match = re.match(r"^(\d+)_", name)
+        match = re.match(r"([0-9]{1,9})_", name)
         if match and os.path.isdir(os.path.join(stages, name)):
             found.append((int(match.group(1)), os.path.join(stages, name)))
     return [path for _, path in sorted(found)]
@@ -146,18 +155,29 @@ def compose(preprocessors: List[tuple], model, where: str,
 
 
 def _preprocessor_stage(stage: str, where: str) -> tuple:
-    """``(FittedPreprocessor, output column, signature)`` of a saved PreprocessorModel."""
+    """``(FittedPreprocessor, output column, signature)`` of a saved PreprocessorModel.
+
+    The class is compared as a string: nothing named in the metadata is imported.
+    """
     metadata, _ = read_artifact(stage) if os.path.isfile(os.path.join(stage, METADATA_FILE)) else (
         _spark_metadata(stage), None)
     class_path = metadata.get("class", "")
-    if not class_path.endswith(_PREPROCESSOR_CLASS) or "preprocessor" not in metadata:
+    if not isinstance(class_path, str) or not class_path.endswith(_PREPROCESSOR_CLASS) \
+            or "preprocessor" not in metadata:
         raise ModelFormatError(
-            f"{where} is a {class_path or 'unknown stage'}; only PreprocessorModel stages "
+            f"{where} is a {class_path or 'unknown stage'!r:.120}; only PreprocessorModel stages "
             "followed by one of our models can be served without Spark"
         )
-    column = metadata.get("paramMap", {}).get("outputCol") or metadata.get(
-        "defaultParamMap", {}).get("outputCol", "features")
-    return FittedPreprocessor.from_dict(metadata["preprocessor"]), column, metadata.get("signature")
+    column = None
+    for key in ("paramMap", "defaultParamMap"):
+        params = metadata.get(key)
+        if column is None and isinstance(params, dict):
+            column = params.get("outputCol")
+    column = "features" if column is None else column
+    if not isinstance(column, str) or not column:
+        raise ModelFormatError(f"{where}: outputCol {column!r:.80} is not a column name")
+    signature = checked_signature(metadata.get("signature"), f"signature of {where}")
+    return FittedPreprocessor.from_dict(metadata["preprocessor"]), column, signature
 
 
 def is_bundle(path: str) -> bool:

@@ -16,7 +16,9 @@ import pandas as pd
 
 from sparkml_aiaas.core import fdlibm
 from sparkml_aiaas.errors import DataValidationError, ModelFormatError
-from sparkml_aiaas.models.artifact import read_artifact
+from sparkml_aiaas.models.artifact import (as_float, checked_signature, feature_inputs,
+                                           name_map, predictor_section, read_artifact)
+from sparkml_aiaas.models.trust import trusted
 
 #: Spark SQL types of output columns, by predictor kind.
 _OUTPUTS = {
@@ -182,17 +184,44 @@ class LinearPredictor:
 
     @classmethod
     def from_artifact(cls, metadata: Dict[str, Any], arrays: Dict[str, np.ndarray]):
-        spec = metadata.get("predictor")
-        if not spec:
-            raise ModelFormatError("model metadata has no 'predictor' section")
+        spec = predictor_section(metadata)
+        kind = spec.get("kind")
+        if not isinstance(kind, str) or kind not in _OUTPUTS:
+            raise ModelFormatError(f"unknown linear predictor kind {kind!r:.80}")
+        missing = [name for name in ("coefficients", "intercept") if name not in arrays]
+        if missing:
+            raise ModelFormatError(f"linear model artifact has no {missing} array(s)")
+        numeric = {}
+        for name in ("coefficients", "intercept"):
+            value = arrays[name]
+            if value.dtype.kind not in "biuf" or value.size == 0 or not np.isfinite(
+                    value.astype(np.float64)).all():
+                raise ModelFormatError(f"linear model array {name!r} must hold finite numbers, "
+                                       f"got {value.dtype} of shape {value.shape}")
+            numeric[name] = value
+        feature_cols, vector_col = feature_inputs(spec.get("feature_cols"), spec.get("vector_col"),
+                                                  "a linear predictor", exactly_one=False)
+        coefficients = numeric["coefficients"]
+        if kind == "multinomial_logistic":
+            if coefficients.ndim != 2:
+                raise ModelFormatError(f"multinomial coefficients must be a matrix, got shape "
+                                       f"{coefficients.shape}")
+        elif coefficients.ndim > 2 or (coefficients.ndim == 2 and coefficients.shape[1] != 1) \
+                or numeric["intercept"].size != 1:
+            raise ModelFormatError(f"{kind} needs one coefficient per feature and one intercept, "
+                                   f"got shapes {coefficients.shape} and "
+                                   f"{numeric['intercept'].shape}")
+        if feature_cols and coefficients.shape[0] != len(feature_cols):
+            raise ModelFormatError(f"the model has {coefficients.shape[0]} coefficients but "
+                                   f"{len(feature_cols)} feature columns: {feature_cols}")
         return cls(
-            kind=spec["kind"],
-            coefficients=arrays["coefficients"],
-            intercept=arrays["intercept"],
-            feature_cols=spec.get("feature_cols"),
-            vector_col=spec.get("vector_col"),
-            threshold=float(spec.get("threshold", 0.5)),
-            output_names=spec.get("output_names"),
+            kind=kind,
+            coefficients=coefficients,
+            intercept=numeric["intercept"],
+            feature_cols=feature_cols,
+            vector_col=None if feature_cols else vector_col,
+            threshold=as_float(spec.get("threshold", 0.5), "threshold"),
+            output_names=name_map(spec.get("output_names"), "output_names"),
             metadata=metadata,
         )
 
@@ -208,10 +237,12 @@ _PREDICTORS = {
 
 
 def _predictor_class(family: str, path: str):
-    try:
-        entry = _PREDICTORS[family]
-    except KeyError:
-        raise ModelFormatError(f"model at {path!r} has unknown predictor family {family!r}") from None
+    # A fixed table: the family is only a key, so the artifact selects among our own
+    # predictors and never names a module.
+    entry = _PREDICTORS.get(family) if isinstance(family, str) else None
+    if entry is None:
+        raise ModelFormatError(
+            f"model at {path!r} has unknown predictor family {family!r:.80}") from None
     if isinstance(entry, str):
         import importlib
 
@@ -225,8 +256,12 @@ def _predictor_class(family: str, path: str):
     return entry
 
 
-def load_predictor(path: str):
+def load_predictor(path: str, trusted_factories=None):
     """Load a saved model as a Spark-free predictor (``predictor.predict(pandas_df)``).
+
+    Loading never imports or runs code the artifact names unless ``trusted_factories``
+    allows it (see :mod:`sparkml_aiaas.models.trust`); a damaged or edited artifact raises
+    :class:`~sparkml_aiaas.errors.ModelFormatError`.
 
     Parameters
     ----------
@@ -235,11 +270,17 @@ def load_predictor(path: str):
         of ``PreprocessorModel`` stages followed by one of our models, or a
         model bundle (``model/`` and ``preprocessor/``, as a registry version
         stores them).
+    trusted_factories : list of str, str or Allowlist, optional
+        Torch network factories (``"pkg.module:function"``, or ``"pkg.module:*"``) a
+        torch model may name, on top of ``SPARKML_AIAAS_TRUSTED_FACTORIES``.  The built-in
+        ``mlp``/``cnn`` need none; any other named factory raises
+        :class:`~sparkml_aiaas.models.trust.UntrustedCodeError` before it is imported.
 
     Examples
     --------
     >>> predictor = load_predictor("model_dir")          # doctest: +SKIP
     >>> predictor.predict(pandas_frame)["probability"]   # doctest: +SKIP
+    >>> load_predictor("net_dir", trusted_factories=["mypkg.nets:make_net"])  # doctest: +SKIP
     """
     from sparkml_aiaas.models.pipeline_predictor import (
         is_bundle,
@@ -248,13 +289,24 @@ def load_predictor(path: str):
         load_pipeline_predictor,
     )
 
+    allowlist = trusted(trusted_factories)
+
+    def load_part(part: str):
+        return load_predictor(part, allowlist)
+
     if is_saved_pipeline(path):
-        return load_pipeline_predictor(path, load_predictor)
+        return load_pipeline_predictor(path, load_part)
     if is_bundle(path):
-        return load_bundle_predictor(path, load_predictor)
+        return load_bundle_predictor(path, load_part)
     metadata, arrays = read_artifact(path)
-    family = metadata.get("predictor", {}).get("family")
+    # Batch scoring checks input frames against it, the server describes the model with it.
+    checked_signature(metadata.get("signature"))
+    family = predictor_section(metadata).get("family")
     predictor_class = _predictor_class(family, path)
+    if getattr(predictor_class, "names_code", False):
+        # Torch: the architecture may name a factory; the allowlist decides, before import.
+        return predictor_class.from_artifact(metadata, arrays, trusted_factories=allowlist,
+                                             where=f"the model at {path!r}")
     if getattr(predictor_class, "reads_files", False):
         # Families with extra files (an XGBoost booster, a skops file) read them, verified.
         return predictor_class.from_artifact(metadata, arrays, path)

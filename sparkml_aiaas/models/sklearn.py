@@ -38,7 +38,8 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLRead
 from sparkml_aiaas.engine.blocks import training_frame
 from sparkml_aiaas.errors import ConfigError, DataValidationError
 from sparkml_aiaas.models.params import HasFeaturesCols
-from sparkml_aiaas.models.persistence import ArtifactReader, ArtifactWriter, input_signature
+from sparkml_aiaas.models.persistence import (ArtifactReader, ArtifactWriter, input_signature,
+                                              restored_signature, restored_summary)
 from sparkml_aiaas.models.sklearn_predictor import (
     DEFAULT_MAX_SAMPLE_BYTES,
     SKOPS_FILE,
@@ -469,11 +470,8 @@ class _SklearnModel(Model, MLWritable, MLReadable):
         return metadata, {}, {SKOPS_FILE: safe_dumps(self.estimator_)}
 
     def _restore(self, metadata: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
-        signature = dict(metadata.get("signature") or {})
-        signature.pop("outputs", None)
-        self._signature = signature
-        training = metadata.get("training")
-        self._summary = SklearnTrainingSummary(**training) if training else None
+        self._signature = restored_signature(metadata)
+        self._summary = restored_summary(SklearnTrainingSummary, metadata)
 
     def _restore_files(self, path: str, metadata: Dict[str, Any]) -> None:
         self._estimator = load_estimator(path, metadata)

@@ -10,6 +10,8 @@ Three pieces, none of which imports pyspark:
   ``sklearn.tree._tree.Tree``, which skops does not trust by default); any other
   type -- a user's class, ``builtins.eval``, ``posix.system``, a function --
   is refused with :class:`ModelFormatError` naming it.  Never ``trusted=True``.
+  The loaded values are checked too (:mod:`sparkml_aiaas.models.sklearn_check`): a tree
+  whose nodes are not a tree would send Cython code past its arrays.
 * :func:`estimator_spec` / :func:`build_estimator` -- an *unfitted* estimator
   as JSON (class path + ``get_params(deep=False)``, nested estimators
   recursively), so that it can live in a pyspark.ml ``Param`` and survive
@@ -28,6 +30,7 @@ import importlib
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -35,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from sparkml_aiaas.errors import ConfigError, DataValidationError, ModelFormatError
+from sparkml_aiaas.models.sklearn_check import check_fitted
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +65,25 @@ _ESTIMATOR, _TUPLE, _DICT, _FLOAT = "__estimator__", "__tuple__", "__dict__", "_
 # ----------------------------------------------------------------------------- skops
 
 
+_DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def _importable(name: Any) -> bool:
+    """Whether ``_resolve`` may import for ``name``: a dotted name under a trusted prefix and
+    under no refused one (checked on the string, before any import)."""
+    return (isinstance(name, str) and bool(_DOTTED_NAME.fullmatch(name))
+            and name.startswith(TRUSTED_PREFIXES) and not name.startswith(REFUSED_PREFIXES)
+            and not any(part.startswith("__") for part in name.split(".")))
+
+
 def _resolve(name: str):
-    """The object a dotted type name names, or None (importing sklearn/numpy/scipy only)."""
+    """The object a dotted type name names, or None (importing sklearn/numpy/scipy only).
+
+    Names outside :data:`TRUSTED_PREFIXES` (or under :data:`REFUSED_PREFIXES`) give None
+    without importing anything: every module tried is the name's own prefix.
+    """
+    if not _importable(name):
+        return None
     module_name, _, attr = name.rpartition(".")
     while module_name:
         try:
@@ -92,7 +113,7 @@ def trusted_types(untrusted: Sequence[str]) -> List[str]:
     """
     refused = []
     for name in untrusted:
-        if not name.startswith(TRUSTED_PREFIXES) or name.startswith(REFUSED_PREFIXES):
+        if not _importable(name):
             refused.append(name)
             continue
         if not isinstance(_resolve(name), type):
@@ -125,6 +146,8 @@ def safe_loads(data: bytes):
     if not isinstance(estimator, BaseEstimator):
         raise ModelFormatError(
             f"the skops file holds a {type(estimator).__name__}, not a scikit-learn estimator")
+    # Trusted types, untrusted values: trees are followed by Cython without bounds checks.
+    check_fitted(estimator)
     return estimator
 
 
@@ -197,7 +220,7 @@ def _sklearn_class(path: str):
     """The scikit-learn estimator class at ``path``; refuse anything outside ``sklearn.``."""
     from sklearn.base import BaseEstimator
 
-    if not isinstance(path, str) or not path.startswith("sklearn."):
+    if not isinstance(path, str) or not path.startswith("sklearn.") or not _importable(path):
         raise ConfigError(
             f"estimator class {path!r} is not a scikit-learn class: only scikit-learn "
             "estimators (classes under 'sklearn.') are trained, wrapped and saved here")
@@ -552,13 +575,18 @@ class SklearnPredictor:
 
     @classmethod
     def from_artifact(cls, metadata: Dict[str, Any], arrays: Dict[str, np.ndarray], path: str):
-        spec = metadata.get("predictor")
-        if not spec or spec.get("family") != "sklearn":
-            raise ModelFormatError("model metadata has no scikit-learn 'predictor' section")
+        from sparkml_aiaas.models.artifact import (as_int, feature_inputs, name_map,
+                                                   predictor_section)
+
+        spec = predictor_section(metadata, "sklearn")
+        feature_cols, vector_col = feature_inputs(spec.get("feature_cols"),
+                                                  spec.get("vector_col"), "a scikit-learn model")
+        n_features = spec.get("n_features")
+        n_features = None if n_features is None else as_int(n_features, "n_features", minimum=1)
+        output_names = name_map(spec.get("output_names"), "output_names")
         estimator = load_estimator(path, metadata)
-        return cls(estimator=estimator, task=spec.get("task", ""),
-                   feature_cols=spec.get("feature_cols"), vector_col=spec.get("vector_col"),
-                   n_features=spec.get("n_features"), output_names=spec.get("output_names"),
+        return cls(estimator=estimator, task=spec.get("task", ""), feature_cols=feature_cols,
+                   vector_col=vector_col, n_features=n_features, output_names=output_names,
                    metadata=metadata)
 
 
@@ -569,6 +597,8 @@ def load_estimator(path: str, metadata: Dict[str, Any]):
     from sparkml_aiaas.models.artifact import read_artifact_file
 
     spec = metadata.get("predictor") or {}
+    if not isinstance(spec, dict):
+        raise ModelFormatError(f"model at {path!r} has a malformed 'predictor' section")
     data = read_artifact_file(path, spec.get("file", SKOPS_FILE), metadata)
     saved = spec.get("sklearn_version")
     if saved and saved != sklearn.__version__:

@@ -29,8 +29,10 @@ from sparkml_aiaas.core.first_order import RULES, RuleSettings
 from sparkml_aiaas.engine.blocks import FeatureSpec, ResidentBlocks
 from sparkml_aiaas.errors import ConfigError, DataValidationError, SparkmlAiaasError
 from sparkml_aiaas.models.params import HasFeaturesCols, HasNumPartitions
-from sparkml_aiaas.models.persistence import ArtifactReader, ArtifactWriter, input_signature
+from sparkml_aiaas.models.persistence import (ArtifactReader, ArtifactWriter, input_signature,
+                                              restored_signature, restored_summary)
 from sparkml_aiaas.models.torch_predictor import _OUTPUTS, TorchPredictor
+from sparkml_aiaas.models.trust import Allowlist
 
 logger = logging.getLogger("sparkml_aiaas.train")
 
@@ -352,6 +354,10 @@ class _TorchModel(Model, MLWritable, MLReadable):
         self._input_shape = [int(s) for s in (input_shape or [])]
         self._num_classes = int(num_classes)
         self._predictor: Optional[TorchPredictor] = None
+        # None: built here from the caller's code (fit, from_module), so the factory it names
+        # is trusted; a model read from a file holds the allowlist it was loaded with.
+        self._trusted: Optional[Allowlist] = None
+        self._load_where = "a saved torch model"
 
     @classmethod
     def from_module(cls, architecture, state_dict, *, featuresCol: Optional[str] = None,
@@ -433,6 +439,15 @@ class _TorchModel(Model, MLWritable, MLReadable):
     def architectureSpec(self) -> Dict[str, Any]:
         return dict(self._architecture)
 
+    @property
+    def trustedFactories(self) -> Allowlist:
+        """The factories this model may import to build its network: its own for a model
+        fitted or wrapped in this process; for a loaded one, the allowlist it was loaded with
+        (see :mod:`sparkml_aiaas.models.trust`)."""
+        if self._trusted is None:
+            return Allowlist.of_spec(self._architecture)
+        return self._trusted
+
     def state_dict(self):
         """The trained weights as a torch ``state_dict`` (copies)."""
         from sparkml_aiaas.core.torch_nets import state_from_arrays
@@ -443,7 +458,7 @@ class _TorchModel(Model, MLWritable, MLReadable):
         """A fresh ``torch.nn.Module`` holding the trained weights (eval mode)."""
         from sparkml_aiaas.core.torch_nets import build_network
 
-        module = build_network(self._architecture)
+        module = build_network(self._architecture, factories=self.trustedFactories.resolve)
         module.load_state_dict(self.state_dict(), strict=True)
         return module.eval()
 
@@ -457,7 +472,8 @@ class _TorchModel(Model, MLWritable, MLReadable):
             architecture=self._architecture, state=self._state, task=self._task,
             input_shape=self._input_shape, feature_cols=list(spec.columns) if spec.columns else None,
             vector_col=spec.vector_col, num_classes=self._num_classes,
-            output_names=self._output_names(), metadata={"signature": self.signature})
+            output_names=self._output_names(), metadata={"signature": self.signature},
+            trusted_factories=self.trustedFactories)
 
     @property
     def signature(self) -> Dict[str, Any]:
@@ -486,24 +502,37 @@ class _TorchModel(Model, MLWritable, MLReadable):
         arrays = {f"state.{k}": v for k, v in self._state.items()}
         return metadata, arrays
 
+    def _trust_factories(self, allowlist: Allowlist, where: str) -> None:
+        """Called by the reader before :meth:`_restore`: what this loaded model may import."""
+        self._trusted = allowlist
+        self._load_where = where
+
     def _restore(self, metadata: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
-        predictor = TorchPredictor.from_artifact(metadata, arrays)  # decodes any weight format
+        # Decodes any weight format; refuses an untrusted factory before importing it.
+        predictor = TorchPredictor.from_artifact(
+            metadata, arrays, trusted_factories=self._trusted or Allowlist(),
+            where=self._load_where)
         self._architecture = predictor.architecture
         self._state = predictor.state
         self._input_shape = predictor.input_shape
         self._num_classes = predictor.num_classes
-        signature = dict(metadata.get("signature") or {})
-        signature.pop("outputs", None)
-        self._signature = signature
-        training = metadata.get("training")
-        self._summary = TorchTrainingSummary(**training) if training else None
+        self._signature = restored_signature(metadata)
+        self._summary = restored_summary(TorchTrainingSummary, metadata)
 
     def write(self) -> ArtifactWriter:
         return ArtifactWriter(self)
 
     @classmethod
-    def read(cls) -> ArtifactReader:
-        return ArtifactReader(cls)
+    def read(cls, trusted_factories=None) -> ArtifactReader:
+        return ArtifactReader(cls, trusted_factories)
+
+    @classmethod
+    def load(cls, path: str, trusted_factories=None):
+        """Read a saved model.  A factory network is imported only if ``trusted_factories``
+        (``"pkg.module:function"`` entries, or ``"pkg.module:*"``) or the environment variable
+        ``SPARKML_AIAAS_TRUSTED_FACTORIES`` holds it; otherwise
+        :class:`~sparkml_aiaas.models.trust.UntrustedCodeError`, before any import."""
+        return cls.read(trusted_factories).load(path)
 
 
 # --------------------------------------------------------------------------- public classes

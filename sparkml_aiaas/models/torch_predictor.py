@@ -2,7 +2,10 @@
 
 Built from a saved artifact: the architecture spec in ``metadata["predictor"]`` and the
 weights as plain numpy arrays (``arrays.npz``, ``"state.<name>"``), so loading never unpickles
-anything; a factory architecture imports the installed function the spec names.  Weights
+anything.  A factory architecture names an installed function; it is imported only when the
+predictor's allowlist (:mod:`sparkml_aiaas.models.trust`) holds it, checked when the predictor
+is made and again, before any import, wherever the network is built (a Spark executor
+included: the allowlist is pickled with the predictor).  Weights
 stored in another format (``metadata["predictor"]["weights"] != "dense"``, e.g. compressed) are
 decoded by :func:`sparkml_aiaas.compress.codec.decode_state`.
 
@@ -25,6 +28,9 @@ import numpy as np
 import pandas as pd
 
 from sparkml_aiaas.errors import DataValidationError, ModelFormatError
+from sparkml_aiaas.models.artifact import (as_int, feature_inputs, int_list, name_map,
+                                           predictor_section)
+from sparkml_aiaas.models.trust import Allowlist, trusted
 
 INFERENCE_BATCH_ROWS = 4096
 
@@ -52,6 +58,11 @@ def _digest(spec: Dict[str, Any], state: Dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _shown(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _in_spark_task() -> bool:
     """Whether this process is running a Spark task (pyspark already imported, task context
     set); never imports pyspark itself."""
@@ -64,20 +75,25 @@ def _in_spark_task() -> bool:
         return False
 
 
-def _network(spec: Dict[str, Any], state: Dict[str, np.ndarray], digest: str):
+def _network(spec: Dict[str, Any], state: Dict[str, np.ndarray], digest: str,
+             allowlist: Allowlist):
     with _LOCK:
         module = _NETWORKS.get(digest)
         if module is None:
             import torch
 
-            from sparkml_aiaas.core.torch_nets import NetworkSpecError, build_network
+            from sparkml_aiaas.core.torch_nets import build_network
 
             try:
-                module = build_network(spec)
+                module = build_network(spec, factories=allowlist.resolve)
                 module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()},
                                        strict=True)
-            except (NetworkSpecError, RuntimeError, KeyError, TypeError) as exc:
-                raise ModelFormatError(f"cannot rebuild the torch network {spec}: {exc}") from None
+            except ModelFormatError:
+                raise
+            except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+                # NetworkSpecError is a ValueError; a byte order or dtype torch cannot take too.
+                raise ModelFormatError(
+                    f"cannot rebuild the torch network {_shown(spec)}: {exc}") from None
             # float64 inference (see predict_outputs): the same numbers in every batch.
             module.eval().double()
             _NETWORKS[digest] = module
@@ -102,26 +118,48 @@ class TorchPredictor:
         Classes of a classifier (0 for a regressor).
     output_names : dict, optional
         Renames of the output columns.
+    trusted_factories : list of str or Allowlist, optional
+        The factories this predictor may import (see :mod:`sparkml_aiaas.models.trust`).
+        Default: exactly the one ``architecture`` names -- whoever constructs a predictor
+        from code chose it; :meth:`from_artifact` passes the loading call's allowlist.
     """
+
+    #: load_predictor passes its allowlist: the architecture may name code.
+    names_code = True
 
     def __init__(self, architecture: Dict[str, Any], state: Dict[str, np.ndarray], task: str,
                  input_shape: Sequence[int], feature_cols: Optional[List[str]] = None,
                  vector_col: Optional[str] = None, num_classes: int = 0,
                  output_names: Optional[Dict[str, str]] = None,
-                 metadata: Optional[Dict[str, Any]] = None):
-        if task not in _OUTPUTS:
-            raise ModelFormatError(f"unknown torch model task {task!r}; expected one of "
-                                   f"{list(_OUTPUTS)}")
-        if bool(feature_cols) == bool(vector_col):
-            raise ModelFormatError("a torch predictor needs exactly one of feature_cols or vector_col")
+                 metadata: Optional[Dict[str, Any]] = None,
+                 trusted_factories=None, where: str = "this torch model"):
+        if not isinstance(architecture, dict):
+            raise ModelFormatError(f"a torch architecture must be a spec dict, got "
+                                   f"{_shown(architecture)}")
         self.architecture = dict(architecture)
-        self.state = {k: np.asarray(v) for k, v in state.items()}
+        self.trusted_factories = (Allowlist.of_spec(architecture) if trusted_factories is None
+                                  else trusted(trusted_factories))
+        self._where = where
+        self._check_trust()
+        if not isinstance(task, str) or task not in _OUTPUTS:
+            raise ModelFormatError(f"unknown torch model task {_shown(task)}; expected one of "
+                                   f"{list(_OUTPUTS)}")
+        self.feature_cols, self.vector_col = feature_inputs(feature_cols, vector_col,
+                                                            "a torch predictor")
+        self.state = {str(k): np.asarray(v) for k, v in state.items()}
         self.task = task
-        self.input_shape = [int(s) for s in input_shape]
-        self.feature_cols = list(feature_cols) if feature_cols else None
-        self.vector_col = vector_col
-        self.num_classes = int(num_classes)
-        self.output_names = dict(output_names or {})
+        self.input_shape = int_list(input_shape, "input_shape", minimum=1)
+        if not self.input_shape:
+            raise ModelFormatError("a torch predictor needs a non-empty input_shape")
+        if self.feature_cols and len(self.feature_cols) != self.n_features:
+            raise ModelFormatError(
+                f"input_shape {self.input_shape} holds {self.n_features} values but "
+                f"{len(self.feature_cols)} feature columns are named")
+        self.num_classes = as_int(num_classes, "num_classes", minimum=0)
+        if task == "classification" and self.num_classes < 2:
+            raise ModelFormatError(f"a torch classifier needs num_classes >= 2, got "
+                                   f"{self.num_classes}")
+        self.output_names = name_map(output_names, "output_names")
         self.metadata = metadata
         self._digest = _digest(self.architecture, self.state)
         self._module = None
@@ -135,11 +173,19 @@ class TorchPredictor:
     def __setstate__(self, d):
         self.__dict__.update(d)
 
+    def _check_trust(self) -> None:
+        """Refuse (before any import) a factory this predictor's allowlist does not hold."""
+        if self.architecture.get("type") == "factory":
+            self.trusted_factories.check(self.architecture.get("factory"), self._where)
+
     @property
     def network(self):
         """The ``torch.nn.Module`` (eval mode), built once per process and shared."""
         if self._module is None:
-            self._module = _network(self.architecture, self.state, self._digest)
+            # Again here: this may be an executor that unpickled the predictor.
+            self._check_trust()
+            self._module = _network(self.architecture, self.state, self._digest,
+                                    self.trusted_factories)
         return self._module
 
     @property
@@ -218,26 +264,36 @@ class TorchPredictor:
         return pd.DataFrame(columns, index=index)
 
     @classmethod
-    def from_artifact(cls, metadata: Dict[str, Any], arrays: Dict[str, np.ndarray]):
-        spec = metadata.get("predictor")
-        if not spec or spec.get("family") != "torch":
-            raise ModelFormatError("model metadata has no torch 'predictor' section")
+    def from_artifact(cls, metadata: Dict[str, Any], arrays: Dict[str, np.ndarray],
+                      trusted_factories=None, where: str = "a saved torch model"):
+        """The predictor of a saved model; its factory (if any) must be in
+        ``trusted_factories`` (plus :data:`~sparkml_aiaas.models.trust.ENV_VAR`), checked here
+        before anything is imported."""
+        spec = predictor_section(metadata, "torch")
+        allowlist = trusted(trusted_factories)
+        architecture = spec.get("architecture")
+        if isinstance(architecture, dict) and architecture.get("type") == "factory":
+            allowlist.check(architecture.get("factory"), where)  # before decoding anything
         weights = spec.get("weights", "dense")
         if weights == "dense":
             state = {k[len("state."):]: v for k, v in arrays.items() if k.startswith("state.")}
+            bad = [k for k, v in state.items() if v.dtype.kind not in "biuf"]
+            if bad:
+                raise ModelFormatError(f"torch weights {bad[:3]} do not hold numbers")
         else:
             try:
                 from sparkml_aiaas.compress.codec import decode_state
             except ImportError:
                 raise ModelFormatError(
-                    f"this torch model stores its weights as {weights!r}, which needs "
+                    f"this torch model stores its weights as {_shown(weights)}, which needs "
                     "sparkml_aiaas.compress (not available in this installation)") from None
             state = {k: v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
                      for k, v in decode_state(metadata, arrays).items()}
         if not state:
             raise ModelFormatError("torch model artifact holds no 'state.*' arrays")
         return cls(
-            architecture=spec["architecture"], state=state, task=spec["task"],
-            input_shape=spec["input_shape"], feature_cols=spec.get("feature_cols"),
-            vector_col=spec.get("vector_col"), num_classes=int(spec.get("num_classes") or 0),
-            output_names=spec.get("output_names"), metadata=metadata)
+            architecture=architecture, state=state, task=spec.get("task"),
+            input_shape=spec.get("input_shape"), feature_cols=spec.get("feature_cols"),
+            vector_col=spec.get("vector_col"), num_classes=spec.get("num_classes") or 0,
+            output_names=spec.get("output_names"), metadata=metadata,
+            trusted_factories=allowlist, where=where)

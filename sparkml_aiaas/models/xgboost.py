@@ -35,7 +35,9 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLRead
 
 from sparkml_aiaas.errors import ConfigError, DataValidationError, ModelFormatError
 from sparkml_aiaas.models.params import HasFeaturesCols
-from sparkml_aiaas.models.persistence import ArtifactReader, ArtifactWriter, input_signature
+from sparkml_aiaas.models.artifact import as_int, predictor_section
+from sparkml_aiaas.models.persistence import (ArtifactReader, ArtifactWriter, input_signature,
+                                              restored_signature, restored_summary)
 from sparkml_aiaas.models.xgboost_predictor import (BOOSTER_FILE, XGBoostPredictor,
                                                     booster_from_bytes, booster_kind)
 from sparkml_aiaas.scoring.udf import transform_with_predictor
@@ -495,17 +497,15 @@ class _XGBoostModel(Model, MLWritable, MLReadable):
         return metadata, {}, {BOOSTER_FILE: bytes(self._booster.save_raw("ubj"))}
 
     def _restore(self, metadata: Dict[str, Any], arrays) -> None:
-        signature = dict(metadata.get("signature") or {})
-        signature.pop("outputs", None)
-        self._signature = signature
-        training = metadata.get("training")
-        self._summary = XGBoostTrainingSummary(**training) if training else None
-        self._num_classes = int((metadata.get("predictor") or {}).get("num_classes") or 0)
+        self._signature = restored_signature(metadata)
+        self._summary = restored_summary(XGBoostTrainingSummary, metadata)
+        self._num_classes = as_int(predictor_section(metadata).get("num_classes") or 0,
+                                   "num_classes", minimum=0)
 
     def _restore_files(self, path: str, metadata: Dict[str, Any]) -> None:
         from sparkml_aiaas.models.artifact import read_artifact_file
 
-        name = (metadata.get("predictor") or {}).get("booster_file", BOOSTER_FILE)
+        name = predictor_section(metadata).get("booster_file", BOOSTER_FILE)
         self._booster = booster_from_bytes(read_artifact_file(path, name, metadata),
                                            where=f"{name} of the model at {path!r}")
         self._check_booster()

@@ -3,8 +3,9 @@
 The booster is stored beside ``metadata.json`` as ``model.ubj``: XGBoost's own
 Universal Binary JSON model format (``booster.save_raw("ubj")``), a data-only
 format (trees, thresholds, leaf values, the objective) read back with
-``Booster.load_model(bytearray)``.  Nothing is unpickled, so loading never runs
-code; the file's sha256 in ``metadata.json`` is checked before XGBoost parses it.
+``Booster.load_model(bytearray)``.  Nothing is unpickled; the file's sha256 in
+``metadata.json`` is checked, and the model decoded and its trees checked in Python
+(:mod:`sparkml_aiaas.models.xgboost_check`), before XGBoost's C++ parser sees it.
 
 Outputs follow pyspark's ``SparkXGBClassifier`` (and MLlib's conventions):
 
@@ -40,15 +41,24 @@ _REGRESSOR_OUTPUTS = [("prediction", "double")]
 
 
 def booster_from_bytes(data: bytes, where: str = "booster"):
-    """An ``xgboost.Booster`` parsed from UBJ (or JSON) bytes; never unpickles."""
+    """An ``xgboost.Booster`` parsed from UBJ bytes; never unpickles.
+
+    The bytes are decoded and their trees checked in Python first
+    (:func:`~sparkml_aiaas.models.xgboost_check.check_booster_bytes`): XGBoost's C++ parser
+    and predictor trust the file, and a damaged or edited one crashes them.
+    """
     import xgboost
 
+    from sparkml_aiaas.models.xgboost_check import check_booster_bytes
+
+    check_booster_bytes(data, where)
     booster = xgboost.Booster()
     try:
         booster.load_model(bytearray(data))
-    except xgboost.core.XGBoostError as exc:
+    except (xgboost.core.XGBoostError, UnicodeDecodeError) as exc:
+        # (xgboost decodes its own error message as UTF-8, and may fail at it.)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
-        raise ModelFormatError(f"{where} is not a valid XGBoost UBJ/JSON model: {first}") from None
+        raise ModelFormatError(f"{where} is not a valid XGBoost UBJ model: {first}") from None
     return booster
 
 
@@ -214,15 +224,26 @@ class XGBoostPredictor:
 
     @classmethod
     def from_artifact(cls, metadata: Dict[str, Any], arrays: Dict[str, np.ndarray], path: str):
-        from sparkml_aiaas.models.artifact import read_artifact_file
+        from sparkml_aiaas.models.artifact import (as_int, feature_inputs, name_map,
+                                                   predictor_section, read_artifact_file)
 
-        spec = metadata.get("predictor")
-        if not spec:
-            raise ModelFormatError("model metadata has no 'predictor' section")
+        spec = predictor_section(metadata)
+        kind = spec.get("kind")
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise ModelFormatError(f"unknown xgboost predictor kind {kind!r:.80}; expected {KINDS}")
+        feature_cols, vector_col = feature_inputs(spec.get("feature_cols"), spec.get("vector_col"),
+                                                  "an xgboost predictor", exactly_one=False)
+        num_classes = as_int(spec.get("num_classes") or 0, "num_classes", minimum=0)
+        if kind == "multiclass" and num_classes < 2:
+            raise ModelFormatError(f"a multiclass xgboost model needs num_classes >= 2, got "
+                                   f"{num_classes}")
+        output_names = name_map(spec.get("output_names"), "output_names")
         name = spec.get("booster_file", BOOSTER_FILE)
         # read_artifact_file checks the sha256 recorded in metadata.json first.
         booster = booster_from_bytes(read_artifact_file(path, name, metadata),
                                      where=f"{name} of the model at {path!r}")
-        return cls(booster, kind=spec["kind"], feature_cols=spec.get("feature_cols"),
-                   vector_col=spec.get("vector_col"), num_classes=spec.get("num_classes", 0),
-                   output_names=spec.get("output_names"), metadata=metadata)
+        predictor = cls(booster, kind=kind, feature_cols=feature_cols, vector_col=vector_col,
+                        num_classes=num_classes, output_names=output_names, metadata=metadata)
+        if booster_kind(booster, num_classes if kind != "regression" else None) != kind:
+            raise ModelFormatError(f"the booster's objective does not make a {kind} model")
+        return predictor

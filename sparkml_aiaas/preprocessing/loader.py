@@ -6,12 +6,11 @@ artifact's JSON metadata (checksums verified) without importing pyspark.
 
 from __future__ import annotations
 
-import json
 import os
 
 from sparkml_aiaas.core.preprocessing import FittedPreprocessor
 from sparkml_aiaas.errors import ModelFormatError
-from sparkml_aiaas.models.artifact import local_path, read_artifact
+from sparkml_aiaas.models.artifact import local_path, read_artifact, read_metadata_json
 
 __all__ = ["load_fitted"]
 
@@ -25,9 +24,9 @@ def _pipeline_stage(path: str) -> str:
     for name in sorted(os.listdir(stages_dir)):
         meta = os.path.join(stages_dir, name, "metadata.json")
         if os.path.isfile(meta):
-            with open(meta) as f:
-                if json.load(f).get("class", "").endswith("." + _MODEL_CLASS):
-                    candidates.append(os.path.join(stages_dir, name))
+            class_path = read_metadata_json(meta).get("class")
+            if isinstance(class_path, str) and class_path.endswith("." + _MODEL_CLASS):
+                candidates.append(os.path.join(stages_dir, name))
     if len(candidates) != 1:
         raise ModelFormatError(
             f"the PipelineModel at {path!r} has {len(candidates)} PreprocessorModel stages; "
@@ -61,7 +60,9 @@ def load_fitted(path: str) -> FittedPreprocessor:
         path = _pipeline_stage(path)
     metadata, _ = read_artifact(path)
     class_path = metadata.get("class", "")
-    if not class_path.endswith("." + _MODEL_CLASS) or "preprocessor" not in metadata:
-        raise ModelFormatError(f"model at {path!r} is a {class_path or 'unknown class'}, "
+    # Compared as a string: nothing the metadata names is imported.
+    if not isinstance(class_path, str) or not class_path.endswith("." + _MODEL_CLASS) \
+            or "preprocessor" not in metadata:
+        raise ModelFormatError(f"model at {path!r} is a {class_path or 'unknown class'!r:.120}, "
                                f"not a {_MODEL_CLASS}")
     return FittedPreprocessor.from_dict(metadata["preprocessor"])

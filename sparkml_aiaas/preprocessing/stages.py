@@ -24,7 +24,7 @@ from sparkml_aiaas.columns import named_column
 from sparkml_aiaas.core.preprocessing import (ColumnStats, FittedPreprocessor, NumericStats,
                                               PreprocessSpec, fit_from_stats, stats_needed)
 from sparkml_aiaas.errors import ConfigError, DataValidationError, ModelFormatError
-from sparkml_aiaas.models.persistence import ArtifactReader, ArtifactWriter
+from sparkml_aiaas.models.persistence import ArtifactReader, ArtifactWriter, restored_signature
 
 __all__ = ["Preprocessor", "PreprocessorModel"]
 
@@ -433,9 +433,7 @@ class PreprocessorModel(Model, _PreprocessorParams, MLWritable, MLReadable):
         if "preprocessor" not in metadata:
             raise ModelFormatError("saved PreprocessorModel has no 'preprocessor' entry")
         self._fitted = FittedPreprocessor.from_dict(metadata["preprocessor"])
-        signature = dict(metadata.get("signature") or {})
-        signature.pop("outputs", None)
-        self._signature = signature
+        self._signature = restored_signature(metadata)
 
     def write(self) -> ArtifactWriter:
         return ArtifactWriter(self)

@@ -142,9 +142,11 @@ def _describe(args) -> int:
 
 
 def _set_alias(args) -> int:
+    from sparkml_aiaas.registry.core import _validate_version
+
+    version = _validate_version(args.version)  # ASCII digits only: never int() on raw text
     registry = _registry(args)
-    previous = registry.set_alias(args.name, args.alias, args.version)
-    version = int(args.version)
+    previous = registry.set_alias(args.name, args.alias, version)
     if args.json:
         _print_json({"name": args.name, "alias": args.alias, "version": version,
                      "previous": previous})

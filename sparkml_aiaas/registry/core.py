@@ -60,7 +60,17 @@ CONTROL_FILES = (META_FILE, SIG_FILE)
 #: processes, removed by the next registration of the same name.
 STALE_AFTER_SECONDS = 24 * 3600
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: Model names and aliases: matched against the *whole* string (``fullmatch``: ``$``
+#: would also match before a trailing newline), ASCII only (``[0-9]``, never ``\d``).
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: Version numbers in refs and arguments: ASCII digits (``int()`` and ``str.isdigit()``
+#: also take ``²``, ``١``...), at most 18 of them (below 2**63, and far below the digit
+#: count at which ``int()`` refuses a string).
+_VERSION_RE = re.compile(r"[0-9]{1,18}")
+#: Version directories the registry writes (``str(n)``): canonical, no leading zero.
+_VERSION_DIR_RE = re.compile(r"[1-9][0-9]{0,17}")
+_NAME_RULE = ("use 1-128 characters of letters, digits, '.', '_', '-' (ASCII), starting with "
+              "a letter or digit, without '..' or path separators")
 
 
 class ModelNotFoundError(SparkmlAiaasError, LookupError):
@@ -68,36 +78,63 @@ class ModelNotFoundError(SparkmlAiaasError, LookupError):
 
 
 # --------------------------------------------------------------------------- names and refs
+def _show(value: Any) -> str:
+    """``repr(value)`` for an error message, cut short when it is long (still one line)."""
+    text = repr(value)
+    if len(text) <= 80:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[:60]}...{size}"
+
+
+def _is_valid_name(value: Any) -> bool:
+    """True when ``value`` is a valid model name or alias (see :func:`validate_name`)."""
+    return isinstance(value, str) and _NAME_RE.fullmatch(value) is not None and ".." not in value
+
+
 def validate_name(value: Any, what: str = "model name") -> str:
     """Return ``value`` when it is a valid model name; else raise :class:`ConfigError`.
 
-    Valid: 1-128 characters of ``[A-Za-z0-9._-]``, starting with a letter or
-    digit, without ``..`` (so a name never escapes the registry root).
+    Valid: 1-128 characters of ASCII ``[A-Za-z0-9._-]``, starting with a letter
+    or digit, without ``..`` (so a name never escapes the registry root), matched
+    against the whole string (no trailing newline).
     """
-    if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value:
-        raise ConfigError(
-            f"invalid {what} {value!r}: use 1-128 characters of letters, digits, '.', '_', '-', "
-            "starting with a letter or digit, without '..' or path separators"
-        )
+    if not _is_valid_name(value):
+        raise ConfigError(f"invalid {what} {_show(value)}: {_NAME_RULE}")
     return value
 
 
 def validate_alias(value: Any) -> str:
     """Like :func:`validate_name`, and not all digits (``name/3`` is a version, not an alias)."""
     validate_name(value, what="alias")
-    if value.isdigit():
-        raise ConfigError(f"invalid alias {value!r}: an alias must not be all digits "
+    if re.fullmatch(r"[0-9]+", value):
+        raise ConfigError(f"invalid alias {_show(value)}: an alias must not be all digits "
                           "(it would read as a version number)")
     return value
 
 
+def _version_number(text: str) -> Optional[int]:
+    """The positive version number ``text`` spells in ASCII digits, else None."""
+    if not _VERSION_RE.fullmatch(text):
+        return None
+    number = int(text)
+    return number if number >= 1 else None
+
+
+def _version_dirs(entries: List[str]) -> List[int]:
+    """The version numbers among directory entry names (anything else is ignored)."""
+    return [int(n) for n in entries if _VERSION_DIR_RE.fullmatch(n)]
+
+
 def _validate_version(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(f"invalid version {value!r}: expected a positive integer")
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if not isinstance(value, int) or value < 1:
-        raise ConfigError(f"invalid version {value!r}: expected a positive integer")
+    if isinstance(value, str):
+        number = _version_number(value)
+        if number is None:
+            raise ConfigError(f"invalid version {_show(value)}: expected a positive integer "
+                              "(at most 18 ASCII digits)")
+        return number
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"invalid version {_show(value)}: expected a positive integer")
     return value
 
 
@@ -114,7 +151,7 @@ def parse_ref(ref: str) -> Tuple[str, Optional[int], Optional[str]]:
         An invalid name, version or alias, naming the bad value.
     """
     if not isinstance(ref, str) or not ref:
-        raise ConfigError(f"invalid model reference {ref!r}: expected name, name/VERSION "
+        raise ConfigError(f"invalid model reference {_show(ref)}: expected name, name/VERSION "
                           "or name@ALIAS")
     if "@" in ref:
         name, alias = ref.split("@", 1)
@@ -122,10 +159,11 @@ def parse_ref(ref: str) -> Tuple[str, Optional[int], Optional[str]]:
     if "/" in ref:
         name, version = ref.split("/", 1)
         validate_name(name)
-        if not version.isdigit() or int(version) < 1:
-            raise ConfigError(f"invalid model reference {ref!r}: version {version!r} is not a "
-                              "positive integer")
-        return name, int(version), None
+        number = _version_number(version)
+        if number is None:
+            raise ConfigError(f"invalid model reference {_show(ref)}: version {_show(version)} is "
+                              "not a positive integer (at most 18 ASCII digits)")
+        return name, number, None
     return validate_name(ref), None, None
 
 
@@ -349,7 +387,7 @@ class ModelRegistry:
     def register(self, model: Any, name: str, *, metrics: Optional[Mapping[str, Any]] = None,
                  params: Optional[Mapping[str, Any]] = None, config: Any = None,
                  data_source: Any = None, preprocessor: Any = None,
-                 description: Optional[str] = None) -> int:
+                 description: Optional[str] = None, trusted_factories=None) -> int:
         """Store a fitted model (or a saved model directory) as the next version of ``name``.
 
         Parameters
@@ -373,6 +411,9 @@ class ModelRegistry:
             the two as a ``PipelineModel``, :meth:`load_predictor` and batch
             scoring run both (raw columns in, predictions out).
         description : str, optional
+        trusted_factories : list of str, optional
+            Torch factories the model may name, for the check that a preprocessor and
+            model chain (a fitted model object's own factory is trusted already).
 
         Returns
         -------
@@ -415,7 +456,12 @@ class ModelRegistry:
                 # refused now rather than when a scoring job or the server loads it.
                 from sparkml_aiaas.models.predictor import load_predictor as _load_bundle
 
-                pre_signature = _load_bundle(fs.local_path(staging)).metadata["signature"]
+                from sparkml_aiaas.models.trust import trusted
+
+                allowlist = trusted(trusted_factories).union(
+                    getattr(model, "trustedFactories", None))
+                pre_signature = _load_bundle(fs.local_path(staging),
+                                             allowlist).metadata["signature"]
                 pre_files = {rel: fs.sha256(fs.join(pre_dir, rel))
                              for rel in fs.walk_files(pre_dir)}
                 with open(fs.join(fs.local_path(pre_dir), METADATA_FILE)) as f:
@@ -519,9 +565,8 @@ class ModelRegistry:
         """Claim the next free version number by exclusive creation of ``allocated/<n>``."""
         fs = self.storage
         allocated = fs.join(self._model_dir(name), "allocated")
-        taken = [int(n) for n in fs.listdir(allocated) if n.isdigit()]
-        taken += [int(n) for n in fs.listdir(fs.join(self._model_dir(name), "versions"))
-                  if n.isdigit()]
+        taken = _version_dirs(fs.listdir(allocated))
+        taken += _version_dirs(fs.listdir(fs.join(self._model_dir(name), "versions")))
         n = max(taken, default=0) + 1
         while not fs.create_exclusive(fs.join(allocated, str(n))):
             n += 1
@@ -659,13 +704,13 @@ class ModelRegistry:
 
     def versions(self, name: str) -> List[int]:
         """Visible version numbers of ``name``, ascending."""
-        return sorted(int(n) for n in self.storage.listdir(
-            self.storage.join(self._model_dir(name), "versions")) if n.isdigit())
+        return sorted(_version_dirs(self.storage.listdir(
+            self.storage.join(self._model_dir(name), "versions"))))
 
     def names(self) -> List[str]:
         """Registered model names, sorted."""
         fs = self.storage
-        return [n for n in fs.listdir(self.root) if _NAME_RE.match(n) and ".." not in n
+        return [n for n in fs.listdir(self.root) if _is_valid_name(n)
                 and fs.isdir(fs.join(self.root, n, "versions"))]
 
     def aliases(self, name: str) -> Dict[str, int]:
@@ -674,8 +719,8 @@ class ModelRegistry:
         out = {}
         directory = fs.join(self._model_dir(name), "aliases")
         for alias in fs.listdir(directory):
-            if alias.startswith(".") or not _NAME_RE.match(alias) or alias.isdigit():
-                continue  # temp files of an alias being written
+            if not _is_valid_name(alias) or re.fullmatch(r"[0-9]+", alias):
+                continue  # temp files of an alias being written (".name.tmp"), strays
             try:
                 out[alias] = self._read_alias(name, alias)
             except ModelNotFoundError:
@@ -726,17 +771,19 @@ class ModelRegistry:
         return self._model_version(name, version, metadata, aliases,
                                    None if fs is self.storage else vdir)
 
-    def load(self, ref: str):
+    def load(self, ref: str, trusted_factories=None):
         """The fitted pyspark.ml model of ``ref``, after verifying every checksum.
 
         A version registered with a preprocessor loads as a ``PipelineModel``
         ``[PreprocessorModel, model]``, so ``transform`` takes the raw columns.
+        ``trusted_factories``: torch network factories the model may name (see
+        :mod:`sparkml_aiaas.models.trust`); nothing else the version names is imported.
         """
         from sparkml_aiaas.models.persistence import load_model
 
         mv = self.resolve(ref)
         try:
-            model = load_model(mv.path)
+            model = load_model(mv.path, trusted_factories)
             if mv.preprocessor_path is None:
                 return model
             from pyspark.ml import PipelineModel
@@ -745,16 +792,18 @@ class ModelRegistry:
         finally:
             self._release(mv)
 
-    def load_predictor(self, ref: str):
+    def load_predictor(self, ref: str, trusted_factories=None):
         """The Spark-free predictor of ``ref`` (imports no pyspark), after verification.
 
         With a registered preprocessor it runs both: raw columns in, predictions out.
+        ``trusted_factories``: torch network factories the model may name (see
+        :mod:`sparkml_aiaas.models.trust`).
         """
         from sparkml_aiaas.models.predictor import load_predictor
 
         mv = self.resolve(ref)
         try:
-            return load_predictor(mv.predictor_path)
+            return load_predictor(mv.predictor_path, trusted_factories)
         finally:
             self._release(mv)
 
@@ -861,11 +910,11 @@ class ModelRegistry:
         fs.rmtree(trash)
 
     # ------------------------------------------------------------------ MLflow
-    def export_mlflow(self, ref: str, path: str) -> str:
+    def export_mlflow(self, ref: str, path: str, trusted_factories=None) -> str:
         """Write ``ref`` as an MLflow pyfunc model at ``path`` (see :mod:`.mlflow_support`)."""
         from sparkml_aiaas.registry.mlflow_support import export_mlflow
 
-        return export_mlflow(self, ref, path)
+        return export_mlflow(self, ref, path, trusted_factories=trusted_factories)
 
     def log_to_mlflow(self, ref: str, tracking_uri: Optional[str] = None, *,
                       experiment_name: Optional[str] = None) -> str:

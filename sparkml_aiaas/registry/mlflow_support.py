@@ -1,8 +1,11 @@
 """MLflow interoperability (optional extra: ``pip install 'sparkml_aiaas[mlflow]'``).
 
 * :func:`export_mlflow` writes a registered version as an MLflow **pyfunc**
-  model: the saved artifact directory is an MLflow artifact, and
-  :class:`SparkmlAiaasPyfunc` calls our Spark-free predictor, so
+  model in MLflow's ``loader_module`` form: ``data/`` holds the saved artifact
+  directory and ``MLmodel`` names :mod:`sparkml_aiaas.registry.mlflow_loader`,
+  whose ``_load_pyfunc`` runs our Spark-free predictor.  Nothing is pickled, so
+  loading the export runs no code from it (a ``python_model`` export would be
+  cloudpickled, and unpickling runs whatever the pickle says).
   ``mlflow.pyfunc.load_model(path).predict(pdf)`` gives the same numbers as
   :meth:`ModelRegistry.load_predictor` and ``model.transform``, and
   ``mlflow.pyfunc.spark_udf(spark, path)`` can load it.
@@ -24,7 +27,7 @@ from sparkml_aiaas.errors import ConfigError
 
 __all__ = ["SparkmlAiaasPyfunc", "export_mlflow", "log_to_mlflow"]
 
-_ARTIFACT_KEY = "sparkml_aiaas_model"
+_ARTIFACT_KEY = "sparkml_aiaas_model"  # of the pickled exports SparkmlAiaasPyfunc loads
 
 
 def _mlflow():
@@ -45,9 +48,11 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 
 class SparkmlAiaasPyfunc(_PythonModel):
-    """``mlflow.pyfunc.PythonModel``: ``predict`` runs our Spark-free predictor on the
-    model artifact shipped inside the MLflow model (pickled by reference: loading
-    needs sparkml_aiaas installed)."""
+    """``mlflow.pyfunc.PythonModel`` of exports written before the ``loader_module`` form.
+
+    Kept so that those (pickled) exports still load; :func:`export_mlflow` no longer
+    writes it.  Loading a pickled MLflow model runs the pickle: load only those you made.
+    """
 
     def load_context(self, context) -> None:
         from sparkml_aiaas.models.predictor import load_predictor
@@ -77,27 +82,30 @@ def _signature(predictor) -> Any:
     return ModelSignature(inputs=Schema([ColSpec(kinds[c["type"]], c["name"]) for c in inputs]))
 
 
-def export_mlflow(registry, ref: str, path: str) -> str:
+def export_mlflow(registry, ref: str, path: str, trusted_factories=None) -> str:
     """Write the verified version ``ref`` as an MLflow pyfunc model directory at ``path``.
 
     Returns the path.  The model declares ``sparkml_aiaas=={version}`` as its
     pip requirement (no requirement inference, which would need a network).
+    ``trusted_factories`` is needed here only to read a torch factory model's
+    signature; whoever loads the export trusts factories through
+    ``SPARKML_AIAAS_TRUSTED_FACTORIES`` (see :mod:`.mlflow_loader`).
     """
     mlflow = _mlflow()
     from sparkml_aiaas.models.predictor import load_predictor
 
+    target = os.fspath(path)
+    if os.path.exists(target):
+        raise ConfigError(f"MLflow export target {target!r} already exists")
     mv = registry.resolve(ref)
     # The whole version (preprocessor + model) when it has a preprocessor: the pyfunc
     # then takes raw columns, as batch scoring and serving do.
     artifact = mv.predictor_path
-    predictor = load_predictor(artifact)
-    target = os.fspath(path)
-    if os.path.exists(target):
-        raise ConfigError(f"MLflow export target {target!r} already exists")
+    predictor = load_predictor(artifact, trusted_factories)
     mlflow.pyfunc.save_model(
         target,
-        python_model=SparkmlAiaasPyfunc(),
-        artifacts={_ARTIFACT_KEY: artifact},
+        loader_module="sparkml_aiaas.registry.mlflow_loader",
+        data_path=artifact,
         signature=_signature(predictor),
         pip_requirements=[f"sparkml_aiaas=={__version__}", "numpy", "pandas"],
         metadata={"sparkml_aiaas_ref": mv.ref, "sparkml_aiaas_digest": mv.digest},

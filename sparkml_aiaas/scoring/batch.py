@@ -242,7 +242,8 @@ def score(spark, model_ref, input, output: str, *, registry: Optional[str] = Non
           partition_by: Optional[Sequence[str]] = None, run_id: Optional[str] = None,
           incremental: bool = False, batch_size: Optional[int] = None,
           mode: str = "overwrite", model_name: Optional[str] = None,
-          rows_rejected: int = 0, snapshot: Any = None) -> ScoreReport:
+          rows_rejected: int = 0, snapshot: Any = None,
+          trusted_factories=None) -> ScoreReport:
     """Batch-score ``input`` with a model and write the result atomically, once per run.
 
     Parameters
@@ -271,6 +272,11 @@ def score(spark, model_ref, input, output: str, *, registry: Optional[str] = Non
     batch_size : int
         Rows per Arrow batch (``spark.sql.execution.arrow.maxRecordsPerBatch``
         for this query, restored after).
+    trusted_factories : list of str, optional
+        Torch network factories the model may name (``"pkg.module:function"`` or
+        ``"pkg.module:*"``), plus ``SPARKML_AIAAS_TRUSTED_FACTORIES`` of the driver; the
+        executors load with exactly this list.  An untrusted factory is refused before
+        anything is imported or written.
 
     Raises
     ------
@@ -288,7 +294,8 @@ def score(spark, model_ref, input, output: str, *, registry: Optional[str] = Non
     if not _is_local(output) and incremental:
         raise ConfigError("incremental scoring keeps its state beside the output: "
                           "a local (or file:) output path is needed")
-    resolved = resolve_model(model_ref, registry=registry, model_name=model_name)
+    resolved = resolve_model(model_ref, registry=registry, model_name=model_name,
+                             trusted_factories=trusted_factories)
     state = load_state(output) if incremental or _is_local(output) else {}
     frame, input_snapshot, updates, n_files, delta_version = _read_input(
         spark, input, input_format, input_options, input_schema, incremental, state)

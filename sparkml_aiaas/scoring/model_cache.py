@@ -11,6 +11,12 @@ This is the same idea as MLflow's ``spark_model_cache``.
 The digest is sha256 over the sorted ``(relative path, sha256 of the file)``
 of the directory, so two copies of one model share an entry and a model
 rewritten in place gets a new one.
+
+The allowlist of factories the driver trusted
+(:class:`~sparkml_aiaas.models.trust.Allowlist`) travels with the files and is
+part of the cache key: an executor loads with exactly the driver's list (its own
+``SPARKML_AIAAS_TRUSTED_FACTORIES`` adds nothing), and checks it before
+importing anything.
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ import threading
 from typing import Any, Dict, Mapping
 
 from sparkml_aiaas.errors import ModelFormatError
+from sparkml_aiaas.models.trust import Allowlist
 
 _LOCK = threading.Lock()
-#: digest -> predictor, in this Python process.
-_PREDICTORS: Dict[str, Any] = {}
+#: (digest, allowlist) -> predictor, in this Python process.
+_PREDICTORS: Dict[tuple, Any] = {}
 #: (id of the SparkContext, digest) -> Broadcast, on the driver.
 _BROADCASTS: Dict[tuple, Any] = {}
 
@@ -69,8 +76,12 @@ def artifact_digest(path: str) -> str:
     return files_digest(artifact_files(path))
 
 
-def predictor_from_files(files: Mapping[str, bytes]):
-    """Load a predictor from a model's file bytes (written to a temporary directory)."""
+def predictor_from_files(files: Mapping[str, bytes], trusted_factories=None):
+    """Load a predictor from a model's file bytes (written to a temporary directory).
+
+    ``trusted_factories`` as for :func:`~sparkml_aiaas.models.load_predictor`; an
+    :class:`~sparkml_aiaas.models.trust.Allowlist` is used as is (no environment added).
+    """
     from sparkml_aiaas.models.predictor import load_predictor
 
     tmp = tempfile.mkdtemp(prefix="sparkml_aiaas_model-")
@@ -80,26 +91,30 @@ def predictor_from_files(files: Mapping[str, bytes]):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with open(target, "wb") as f:
                 f.write(data)
-        return load_predictor(tmp)
+        return load_predictor(tmp, trusted_factories)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def get_predictor(digest: str, files: Any):
-    """The predictor for ``digest``, loaded at most once per process.
+def get_predictor(digest: str, files: Any, allowlist: Allowlist = Allowlist()):
+    """The predictor for ``digest``, loaded at most once per process and allowlist.
 
     ``files`` is the ``{path: bytes}`` mapping or a Broadcast of it; it is only
-    dereferenced on a cache miss.
+    dereferenced on a cache miss.  ``allowlist`` is the driver's resolved list: the
+    factories this load may import, and nothing from this process's environment.
     """
-    predictor = _PREDICTORS.get(digest)
+    if not isinstance(allowlist, Allowlist):
+        raise TypeError("get_predictor takes the driver's resolved Allowlist")
+    key = (digest, allowlist)
+    predictor = _PREDICTORS.get(key)
     if predictor is not None:
         return predictor
     with _LOCK:
-        predictor = _PREDICTORS.get(digest)
+        predictor = _PREDICTORS.get(key)
         if predictor is None:
             payload = files.value if hasattr(files, "value") else files
-            predictor = predictor_from_files(payload)
-            _PREDICTORS[digest] = predictor
+            predictor = predictor_from_files(payload, allowlist)
+            _PREDICTORS[key] = predictor
         return predictor
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from sparkml_aiaas.errors import ModelFormatError, SparkmlAiaasError
+from sparkml_aiaas.models.trust import Allowlist, trusted
 
 
 @dataclass
@@ -27,6 +28,8 @@ class ResolvedModel:
     files: Dict[str, bytes] = field(repr=False)
     predictor: Any = field(repr=False)
     metadata: Dict[str, Any] = field(default_factory=dict, repr=False)
+    #: The factories the driver trusted for this model; executors load with exactly these.
+    allowlist: Allowlist = field(default_factory=Allowlist, repr=False)
 
     @property
     def signature(self) -> Dict[str, Any]:
@@ -34,13 +37,19 @@ class ResolvedModel:
 
 
 def resolve_model(model_ref, registry: Optional[str] = None,
-                  model_name: Optional[str] = None) -> ResolvedModel:
-    """Resolve ``model_ref`` (see module doc); ``model_name`` overrides the lineage name."""
+                  model_name: Optional[str] = None, trusted_factories=None) -> ResolvedModel:
+    """Resolve ``model_ref`` (see module doc); ``model_name`` overrides the lineage name.
+
+    ``trusted_factories`` (plus ``SPARKML_AIAAS_TRUSTED_FACTORIES`` here, on the driver)
+    is resolved once into the :class:`~sparkml_aiaas.models.trust.Allowlist` that the model
+    is loaded with, here and on every executor.
+    """
     from sparkml_aiaas.scoring.model_cache import artifact_files, files_digest, \
         predictor_from_files
 
     if isinstance(model_ref, ResolvedModel):
         return model_ref
+    allowlist = trusted(trusted_factories)
     if registry is not None:
         try:
             from sparkml_aiaas.registry import ModelRegistry
@@ -59,7 +68,9 @@ def resolve_model(model_ref, registry: Optional[str] = None,
     # The registry's own metadata and signature are not part of what is shipped and loaded.
     files = {rel: data for rel, data in artifact_files(path).items() if rel not in CONTROL_FILES}
     digest = files_digest(files)
-    predictor = predictor_from_files(files)  # verifies checksums and the format version
+    # Verifies checksums and the format version; refuses an untrusted factory, here on the
+    # driver, before any executor sees the model.
+    predictor = predictor_from_files(files, allowlist)
     metadata = getattr(predictor, "metadata", None) or {}
     if name is None:
         name = metadata.get("model_name") or os.path.basename(os.path.normpath(path))
@@ -67,4 +78,5 @@ def resolve_model(model_ref, registry: Optional[str] = None,
     if not metadata:
         raise ModelFormatError(f"model at {path!r} has no metadata")
     return ResolvedModel(name=model_name or name, version=version, path=path, digest=digest,
-                         files=files, predictor=predictor, metadata=metadata)
+                         files=files, predictor=predictor, metadata=metadata,
+                         allowlist=allowlist)

@@ -17,6 +17,12 @@ from sparkml_aiaas.errors import DataValidationError
 _RESULT_COL = "__sparkml_aiaas_result"
 
 
+def _ddl(outputs) -> str:
+    """The DDL of the output struct; names come from the model's metadata, so backticks in
+    them are escaped (a name cannot end the quoting and add fields)."""
+    return ", ".join("`" + name.replace("`", "``") + f"` {dtype}" for name, dtype in outputs)
+
+
 def _check_inputs(df, predictor) -> None:
     missing = [c for c in predictor.input_columns if c not in df.columns]
     if missing:
@@ -70,7 +76,7 @@ def transform_with_predictor(df, predictor, load=None):
             f"output column(s) {clashes} already exist in the data; rename them or set the "
             "model's output column params (predictionCol, probabilityCol, rawPredictionCol)"
         )
-    return_type = ", ".join(f"`{name}` {dtype}" for name, dtype in outputs)
+    return_type = _ddl(outputs)
 
     if load is None:
         def load():
@@ -147,11 +153,11 @@ def score_arrow_batch(predictor, batch, input_columns, outputs):
                                       names=list(batch.schema.names) + [n for n, _ in outputs])
 
 
-def _arrow_scorer(digest, files, input_columns, outputs, counter=None):
+def _arrow_scorer(digest, files, allowlist, input_columns, outputs, counter=None):
     def run(batches):
         from sparkml_aiaas.scoring.model_cache import get_predictor
 
-        predictor = get_predictor(digest, files)
+        predictor = get_predictor(digest, files, allowlist)
         for batch in batches:
             if counter is not None:
                 counter.add(batch.num_rows)
@@ -189,18 +195,21 @@ def transform_with_model(df, resolved, counter=None):
         # same doubles as the predictor (see sql_linear).
         return in_jvm
     files = broadcast_files(df.sparkSession, resolved.digest, resolved.files)
+    # The driver's allowlist goes with the files: executors trust exactly what it trusted.
+    allowlist = resolved.allowlist
     if any(_is_vector(f.dataType) for f in df.schema.fields):
         digest = resolved.digest
 
         def load():
             from sparkml_aiaas.scoring.model_cache import get_predictor
 
-            return get_predictor(digest, files)
+            return get_predictor(digest, files, allowlist)
         return transform_with_predictor(df, predictor, load)
     schema = T.StructType(list(df.schema.fields) + [
         T.StructField(name, _spark_type(dtype), True) for name, dtype in outputs])
     return df.mapInArrow(
-        _arrow_scorer(resolved.digest, files, list(predictor.input_columns), outputs, counter),
+        _arrow_scorer(resolved.digest, files, allowlist, list(predictor.input_columns), outputs,
+                      counter),
         schema)
 
 
@@ -230,7 +239,7 @@ class ModelUDF:
         return self.udf(F.struct(*fields))
 
 
-def spark_udf(spark, model_ref, registry=None) -> ModelUDF:
+def spark_udf(spark, model_ref, registry=None, trusted_factories=None) -> ModelUDF:
     """A pandas UDF that scores with a saved model (path) or registry reference.
 
     Calling convention::
@@ -245,23 +254,28 @@ def spark_udf(spark, model_ref, registry=None) -> ModelUDF:
     The result is a struct with the model's output columns (``prediction``,
     and for classifiers ``rawPrediction`` and ``probability``).  The model's
     files are broadcast and it is loaded once per Python worker.
+
+    ``trusted_factories``: torch network factories the model may name (plus
+    ``SPARKML_AIAAS_TRUSTED_FACTORIES`` on the driver); the executors load with exactly
+    the driver's list.
     """
     from pyspark.sql.functions import pandas_udf
 
     from sparkml_aiaas.scoring.model_cache import broadcast_files, get_predictor
     from sparkml_aiaas.scoring.resolve import resolve_model
 
-    resolved = resolve_model(model_ref, registry=registry)
+    resolved = resolve_model(model_ref, registry=registry, trusted_factories=trusted_factories)
     predictor = resolved.predictor
     outputs = predictor.output_columns
     inputs = list(predictor.input_columns)
     digest = resolved.digest
+    allowlist = resolved.allowlist
     files = broadcast_files(spark, digest, resolved.files)
-    return_type = ", ".join(f"`{name}` {dtype}" for name, dtype in outputs)
+    return_type = _ddl(outputs)
 
     @pandas_udf(return_type)
     def score_struct(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        model = get_predictor(digest, files)
+        model = get_predictor(digest, files, allowlist)
         for batch in batches:
             if list(batch.columns) != inputs and len(batch.columns) == len(inputs) and \
                     not set(inputs) <= set(batch.columns):

@@ -31,11 +31,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from sparkml_aiaas import __version__
-from sparkml_aiaas.errors import ConfigError, DataValidationError, SparkmlAiaasError
-from sparkml_aiaas.registry import ModelRegistry, parse_ref
+from sparkml_aiaas.errors import (
+    ConfigError,
+    DataValidationError,
+    ModelFormatError,
+    SparkmlAiaasError,
+)
+from sparkml_aiaas.models.trust import trusted
+from sparkml_aiaas.registry import ModelNotFoundError, ModelRegistry, parse_ref
+from sparkml_aiaas.serving.logs import ACCESS_LOGGER, access_line, request_target
 from sparkml_aiaas.serving.tokens import TokenRecord, TokenStore
 
 logger = logging.getLogger("sparkml_aiaas.serving")
+access_logger = logging.getLogger(ACCESS_LOGGER)
 
 _NUMERIC = {"tinyint", "smallint", "int", "bigint", "float", "double"}
 
@@ -107,7 +115,8 @@ class ServedModel:
     predictor: Any = None
     signature: List[Dict[str, str]] = field(default_factory=list)
     outputs: List[Dict[str, str]] = field(default_factory=list)
-    error: Optional[str] = None
+    error: Optional[str] = None  # the full reason, for the server log only (may name paths)
+    reason: Optional[str] = None  # a short reason a client may see (503 body)
     checked_at: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -123,9 +132,12 @@ def _signature(predictor) -> List[Dict[str, str]]:
 class ModelManager:
     """Loads the served models and follows alias moves (checked every ``check_seconds``)."""
 
-    def __init__(self, registry: ModelRegistry, refs: Sequence[str], check_seconds: float = 2.0):
+    def __init__(self, registry: ModelRegistry, refs: Sequence[str], check_seconds: float = 2.0,
+                 trusted_factories=None):
         self.registry = registry
         self.check_seconds = check_seconds
+        # Torch factories the served models may name (resolved once, with the environment).
+        self.trusted_factories = trusted(trusted_factories)
         self.models: Dict[str, ServedModel] = {}
         for ref in refs:
             name, version, alias = parse_ref(ref)
@@ -142,25 +154,25 @@ class ModelManager:
         if alias is not None:
             aliases = self.registry.aliases(name)
             if alias not in aliases:
-                raise SparkmlAiaasError(f"{name} has no alias {alias!r}")
+                raise ModelNotFoundError(f"{name} has no alias {alias!r}")
             return aliases[alias]
         if version is not None:
             return version
         versions = self.registry.versions(name)
         if not versions:
-            raise SparkmlAiaasError(f"no model named {name!r}")
+            raise ModelNotFoundError(f"no model named {name!r}")
         return versions[-1]
 
     def _load(self, served: ServedModel, version: int) -> None:
         mv = self.registry.resolve(f"{served.name}/{version}")  # verifies every checksum
-        predictor = self.registry.load_predictor(mv.ref)
+        predictor = self.registry.load_predictor(mv.ref, self.trusted_factories)
         served.predictor = predictor
         served.version = mv.version
         served.digest = mv.digest
         served.aliases = list(mv.aliases)
         served.signature = _signature(predictor)
         served.outputs = [{"name": n, "type": t} for n, t in predictor.output_columns]
-        served.error = None
+        served.error = served.reason = None
         logger.info("serving %s as %s (digest %s)", served.ref, mv.ref, mv.digest[:12])
 
     def refresh(self, served: ServedModel, force: bool = False) -> None:
@@ -179,7 +191,11 @@ class ModelManager:
                     self._load(served, target)
             except Exception as exc:  # noqa: BLE001 - keep serving the loaded version
                 served.error = f"{type(exc).__name__}: {exc}"
-                logger.exception("cannot load %s", served.ref)
+                served.reason = _short_reason(exc)
+                if isinstance(exc, SparkmlAiaasError):  # expected: the message says it all
+                    logger.error("cannot load %s: %s", served.ref, served.error)
+                else:
+                    logger.exception("cannot load %s", served.ref)
             served.checked_at = time.monotonic()
 
     def load_all(self, force: bool = False) -> None:
@@ -188,6 +204,16 @@ class ModelManager:
 
     def ready(self) -> bool:
         return all(s.predictor is not None for s in self.models.values())
+
+
+def _short_reason(exc: BaseException) -> str:
+    """Why a model could not be loaded, in words a client may see: no path, no detail (the
+    full message is in the server log)."""
+    if isinstance(exc, ModelNotFoundError):
+        return "its version or alias is not in the registry"
+    if isinstance(exc, ModelFormatError):
+        return "its files failed verification"
+    return "it could not be loaded"
 
 
 # --------------------------------------------------------------------------- validation
@@ -531,18 +557,21 @@ class _Guard:
             await self.app(scope, receive, send_wrapper)
         except Exception:  # noqa: BLE001 - logged with traceback, never sent to the client
             logger.exception("internal error in %s %s (request_id %s)", scope.get("method"),
-                             scope.get("path"), request_id)
+                             request_target(scope), request_id)
             status["code"] = 500
             if not status["sent"]:
                 await _error(500, "internal error", request_id)(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - started
             self.metrics.requests.labels(endpoint, scope.get("method", ""),
                                          str(status["code"])).inc()
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(endpoint).observe(elapsed)
             if status["code"] >= 500:
                 self.metrics.errors.labels(endpoint).inc()
+            # uvicorn's access log is off under `serve` (it would log query strings).
+            access_logger.info("%s", access_line(scope, status["code"], elapsed, request_id))
 
 
 # --------------------------------------------------------------------------- the app
@@ -550,7 +579,8 @@ def create_app(registry_root: str, models: Sequence[str], tokens_file: str, *,
                max_body_bytes: int = 1_000_000, max_records: int = 10_000,
                alias_check_seconds: float = 2.0, registry: Optional[ModelRegistry] = None,
                rate_limit: Optional[float] = None,
-               clock: Callable[[], float] = time.monotonic) -> FastAPI:
+               clock: Callable[[], float] = time.monotonic,
+               trusted_factories=None) -> FastAPI:
     """A FastAPI app serving ``models`` (``NAME@ALIAS``, ``NAME/VERSION`` or ``NAME``).
 
     Parameters
@@ -560,6 +590,8 @@ def create_app(registry_root: str, models: Sequence[str], tokens_file: str, *,
         instead, e.g. one with a signing key).
     tokens_file : str
         Bearer tokens (see :mod:`sparkml_aiaas.serving.tokens`); re-read on change.
+        Missing, unreadable, malformed or world-writable: :class:`ConfigError` here; if
+        it becomes so later, the last good tokens stay in use (and it is logged).
     max_body_bytes, max_records : int
         Larger request bodies / more records are refused with 413.
     alias_check_seconds : float
@@ -571,9 +603,14 @@ def create_app(registry_root: str, models: Sequence[str], tokens_file: str, *,
         ``Retry-After``.  None (default): no limit.
     clock : callable
         Monotonic seconds for the rate limiter (tests inject a fake clock).
+    trusted_factories : list of str, optional
+        Torch network factories (``"pkg.module:function"`` or ``"pkg.module:*"``) the
+        served models may name, plus ``SPARKML_AIAAS_TRUSTED_FACTORIES``; a model naming
+        any other is refused (before import) like a corrupt one.
     """
     registry = registry or ModelRegistry(registry_root)
-    manager = ModelManager(registry, list(models), check_seconds=alias_check_seconds)
+    manager = ModelManager(registry, list(models), check_seconds=alias_check_seconds,
+                           trusted_factories=trusted_factories)
     store = TokenStore(tokens_file)
     metrics = _Metrics()
     limiter = RateLimiter(rate_limit, clock=clock) if rate_limit is not None else None
@@ -635,8 +672,9 @@ def create_app(registry_root: str, models: Sequence[str], tokens_file: str, *,
         if served is None:
             raise HTTPException(404, f"model {name!r} is not served here")
         manager.refresh(served)
-        if served.predictor is None:
-            raise HTTPException(503, f"model {name!r} is not loaded: {served.error}")
+        if served.predictor is None:  # served.error (paths, details) is in the log only
+            raise HTTPException(503, f"model {name!r} is not available: "
+                                     f"{served.reason or 'it is not loaded'}")
         return served
 
     @app.get("/health", response_model=Health, tags=["ops"])
@@ -673,8 +711,10 @@ def create_app(registry_root: str, models: Sequence[str], tokens_file: str, *,
         """Score ``records`` with the served version of ``name``."""
         served = await run_in_threadpool(served_model, name)  # may load a moved alias's version
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            raise HTTPException(413, f"request body is {declared} bytes; the limit is "
+        # ASCII digits only ("²".isdigit() is True; int() of 5000 digits raises).
+        if declared is not None and re.fullmatch(r"[0-9]{1,30}", declared) and \
+                int(declared) > max_body_bytes:
+            raise HTTPException(413, f"request body is {int(declared)} bytes; the limit is "
                                      f"{max_body_bytes}")
         chunks, size = [], 0
         async for chunk in request.stream():

@@ -18,7 +18,14 @@ verification stays cheap.  Successful verifications are cached in memory
 (keyed by the token's sha256) until the file changes, so a busy client pays
 the KDF once.  The file is written atomically (temp file + ``os.replace``,
 mode 0600) and re-read whenever its mtime/size changes, so a revocation takes
-effect without restarting the server.  This module imports no FastAPI.
+effect without restarting the server.
+
+A file that cannot be trusted (unreadable, not JSON, a malformed record, a
+hash that is not 64 hex digits, a duplicate name, writable by every user) is
+refused by :class:`TokenStore` when the server starts; if it becomes so while
+the server runs, the last good records stay in use and the problem is logged
+once per change of the file.  Messages name the file and the token, never a
+salt, hash or token.  This module imports no FastAPI.
 """
 
 from __future__ import annotations
@@ -27,8 +34,11 @@ import datetime as _dt
 import hashlib
 import hmac
 import json
+import logging
 import os
+import re
 import secrets
+import stat
 import threading
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -43,6 +53,11 @@ __all__ = ["SCOPES", "TokenRecord", "TokenStore", "create_token", "revoke_token"
 SCOPES = frozenset({"predict", "admin"})
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
 _SCRYPT_MAXMEM = 64 * 1024 * 1024
+#: A stored hash is 32 bytes of scrypt output; a salt is whole bytes (16 from create_token).
+_HASH_RE = re.compile(r"[0-9a-fA-F]{64}")
+_SALT_RE = re.compile(r"(?:[0-9a-fA-F]{2}){8,64}")
+
+logger = logging.getLogger("sparkml_aiaas.serving.tokens")
 
 
 @dataclass(frozen=True)
@@ -103,23 +118,42 @@ def _validate_scopes(scopes: Sequence[str]) -> Tuple[str, ...]:
 
 
 def _parse(raw: Any, path: str) -> List[TokenRecord]:
+    """The records of a tokens file's JSON; ConfigError naming the file and record at fault
+    (never quoting a salt or hash)."""
     if not isinstance(raw, list):
         raise ConfigError(f"tokens file {path} must hold a JSON list")
-    records = []
-    for item in raw:
+    records: List[TokenRecord] = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise ConfigError(f"tokens file {path}: record {i} is not a JSON object")
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"tokens file {path}: record {i} has no name (a non-empty string)")
+        where = f"tokens file {path}: token {name!r}"
+        if any(r.name == name for r in records):
+            raise ConfigError(f"{where} appears twice; names must be unique")
+        salt, digest = item.get("salt"), item.get("hash")
+        if not isinstance(salt, str) or not _SALT_RE.fullmatch(salt):
+            raise ConfigError(f"{where}: salt must be 8 to 64 bytes in hex")
+        if not isinstance(digest, str) or not _HASH_RE.fullmatch(digest):
+            raise ConfigError(f"{where}: hash must be 64 hex digits (32 bytes of scrypt output)")
+        scopes = item.get("scopes")
+        if not isinstance(scopes, list) or not all(isinstance(x, str) for x in scopes):
+            raise ConfigError(f"{where}: scopes must be a list of strings")
         try:
-            record = TokenRecord(name=str(item["name"]), salt=str(item["salt"]),
-                                 hash=str(item["hash"]), scopes=_validate_scopes(item["scopes"]),
-                                 created=str(item.get("created", "")),
-                                 expires=str(item.get("expires") or ""))
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"tokens file {path}: malformed record ({exc})") from None
+            scopes = _validate_scopes(scopes)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        created, expires = item.get("created") or "", item.get("expires") or ""
+        if not isinstance(created, str) or not isinstance(expires, str):
+            raise ConfigError(f"{where}: created and expires must be strings (ISO 8601 UTC)")
+        record = TokenRecord(name=name, salt=salt, hash=digest, scopes=scopes,
+                             created=created, expires=expires)
         try:
             record.expires_at  # noqa: B018 - fail on load, not on a request
         except ValueError:
-            raise ConfigError(f"tokens file {path}: token {record.name!r} has an invalid "
-                              f"expires timestamp {record.expires!r} (expected ISO 8601 UTC, "
-                              "e.g. 2026-04-01T00:00:00.000Z)") from None
+            raise ConfigError(f"{where} has an invalid expires timestamp {record.expires!r} "
+                              "(expected ISO 8601 UTC, e.g. 2026-04-01T00:00:00.000Z)") from None
         records.append(record)
     return records
 
@@ -131,7 +165,12 @@ def load_tokens(path: str) -> List[TokenRecord]:
             raw = json.loads(fh.read() or b"[]")
     except FileNotFoundError:
         return []
-    except ValueError as exc:
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise ConfigError(f"tokens file {path} cannot be read: "
+                          f"{exc.strerror or type(exc).__name__}") from None
+    except RecursionError:
+        raise ConfigError(f"tokens file {path} is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise ConfigError(f"tokens file {path} is not valid JSON: {exc}") from None
     return _parse(raw, path)
 
@@ -198,31 +237,74 @@ def _match(records: Sequence[TokenRecord], token: str) -> Optional[TokenRecord]:
     return found
 
 
+#: A stamp no file has (``None`` is the stamp of a missing file).
+_NEVER = object()
+
+
 class TokenStore:
-    """The records of a tokens file, re-read when its mtime or size changes (thread-safe)."""
+    """The records of a tokens file, re-read when it changes (thread-safe).
+
+    Construction raises :class:`ConfigError` when the file is missing,
+    unreadable, malformed or writable by every user, so a server never starts
+    on it.  Afterwards each change of the file (mtime, size, inode or mode) is
+    re-read: a good file replaces the records; a bad one is logged (once) and
+    the last good records stay in use, so requests never fail on it.  A file
+    deleted while serving means no tokens (every request is refused).
+    """
 
     def __init__(self, path: str):
         self.path = path
         self._lock = threading.Lock()
-        self._stamp: Any = object()
-        self._records: List[TokenRecord] = []
         self._cache: Dict[bytes, TokenRecord] = {}
-        self.records()  # fail early on a malformed file
+        stamp = self._current_stamp()
+        if stamp is None:
+            raise ConfigError(f"tokens file {path} does not exist; create a token with "
+                              f"sparkml-aiaas tokens create --tokens-file {path}")
+        self._records: List[TokenRecord] = self._load()
+        if not self._records:
+            logger.warning("tokens file %s holds no tokens: every request will be refused "
+                           "until one is created", path)
+        self._stamp: Any = stamp
+        self._failed_stamp: Any = _NEVER  # the stamp of a change that could not be loaded
 
     def _current_stamp(self):
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError as exc:
+            return ("unreadable", exc.errno)
+        return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode)
+
+    def _load(self) -> List[TokenRecord]:
+        """:func:`load_tokens`, and refuse a file every user may write (anyone on the host
+        could add an admin token to it)."""
+        try:
+            mode = os.stat(self.path).st_mode
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise ConfigError(f"tokens file {self.path} cannot be read: "
+                              f"{exc.strerror or type(exc).__name__}") from None
+        if os.name == "posix" and mode & stat.S_IWOTH:
+            raise ConfigError(f"tokens file {self.path} is writable by every user (mode "
+                              f"{stat.S_IMODE(mode):04o}), so anyone on this machine could add "
+                              f"a token; chmod 600 {self.path}")
+        return load_tokens(self.path)
 
     def records(self) -> List[TokenRecord]:
         stamp = self._current_stamp()
         with self._lock:
-            if stamp != self._stamp:
-                self._records = load_tokens(self.path)
-                self._cache = {}
-                self._stamp = stamp
+            if stamp != self._stamp and stamp != self._failed_stamp:
+                try:
+                    records = self._load()
+                except ConfigError as exc:
+                    self._failed_stamp = stamp  # logged once per change, not per request
+                    logger.error("%s; still using the %d token(s) loaded before", exc,
+                                 len(self._records))
+                    return list(self._records)
+                self._records, self._cache = records, {}
+                self._stamp, self._failed_stamp = stamp, _NEVER
             return list(self._records)
 
     def verify(self, token: str) -> Optional[TokenRecord]:
