@@ -166,6 +166,23 @@ def test_line_mode_accounts_for_every_line_and_byte(content, header, cut, fmt):
             assert r["bad_encoding"] is None
 
 
+def _records_by_line(rows):
+    return sorted(
+        (r["line_in_block"], r["byte_in_block"], r["raw"], r["malformed"], r["bad_encoding"],
+         r["n_fields"], r["f0"], r["f1"])
+        for r in rows if r["kind"] == R.RECORD
+    )
+
+
+@pure
+@given(content=_byte_soup(), cut=st.integers(1, 4))
+def test_line_mode_does_not_depend_on_batch_boundaries(content, cut):
+    # A quote left open at the end of a batch is read on with the next batch.
+    spec = R.TextSpec(format="csv", header=True, names=("a", "b"))
+    whole = _run_split_lines(content, spec, 2, 10**6)
+    assert _records_by_line(_run_split_lines(content, spec, 2, cut)) == _records_by_line(whole)
+
+
 @pure
 @given(content=_byte_soup(), encoding=st.sampled_from(ENCODINGS), header=st.booleans())
 def test_whole_file_mode_accounts_for_every_line_and_byte(content, encoding, header):

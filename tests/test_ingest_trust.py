@@ -381,3 +381,23 @@ def test_json_lines_with_a_duplicate_key_are_malformed(spark, tmp_path):
         "malformed_record: invalid JSON (duplicate key: an undeclared key)",
     ]
     result.unpersist()
+
+
+@pytest.mark.parametrize("multiline", [False, True], ids=["line-mode", "whole-file-mode"])
+def test_a_line_inside_a_quoted_value_is_never_masked_by_position(spark, tmp_path, pii_key,
+                                                                  multiline):
+    # Found by the property test: line 4 opens a quoted value (after bad quoting in
+    # whole-file mode) that line 5 closes; line 5 alone has six fields, the e-mail under id.
+    data = (b'id,email,ssn,age,score,city\n"0,needle1@example.com,900-55-0001,0,1.5,paris\n'
+            b'0,needle2@example.com,900-55-0002,0,1.5,paris\n0,"x,\n'
+            b'needle3@example.com,y",900-55-0003,0,1.5,paris\n')
+    (tmp_path / "q.csv").write_bytes(data)
+    result = ingest(spark, str(tmp_path / "q.csv"), SCHEMA, options={"multiLine": multiline},
+                    pii=PII)
+    rows = result.rejected.collect()
+    result.unpersist()
+    line5 = [r for r in rows if r._line == 5]
+    assert line5 and line5[0]._reason.startswith("malformed_record: inside a quoted value")
+    assert line5[0]._raw.startswith(WHOLE_RECORD)
+    for row in rows:
+        assert b"needle" not in (row._raw + row._reason).encode(), row

@@ -247,12 +247,16 @@ def split_lines(batches: Iterator[pa.RecordBatch], spec: TextSpec, layout: Layou
     counter restarted at each new ``(file, split)`` gives the line within the
     split, and a byte counter the offset from the split's first line.  Only
     the split at offset 0 holds the file's header (read by the driver; here
-    it is only skipped).
+    it is only skipped).  Lines from a quote still open at the end of an
+    Arrow batch are held back and read with the next batch of the split (up
+    to :data:`_HELD_LINES`), so that the lines inside a quoted value are
+    recognised whatever the batch boundaries.
     """
     R._allow_large_fields()
     out = _Output(spec, layout)
     encoding = "ascii" if BL.codec_for(spec.encoding).name == "ascii" else "utf-8"
     split: Optional[_Split] = None
+    held: Optional[_Held] = None
     for batch in batches:
         values, files = batch.column(0), batch.column(1)
         starts = batch.column(2).to_numpy(zero_copy_only=False)
@@ -265,13 +269,46 @@ def split_lines(batches: Iterator[pa.RecordBatch], spec: TextSpec, layout: Layou
             key = (files[lo].as_py(), int(starts[lo]))
             if split is None or key != split.key:
                 if split is not None:
+                    yield from _flush(held, split, out, encoding)
+                    held = None
                     yield out.split_row(split)
                 split = _Split(key[0], key[1], spec.header and key[1] == 0)
                 if key[1] == 0 and key[0] in layout.bom_files:
                     split.bytes = len(_UTF8_BOM)  # dropped by Hadoop's line reader
-            yield from _segment_records(values.slice(lo, hi - lo), split, out, encoding)
+            lines, line_starts = _spark_lines(values.slice(lo, hi - lo), split)
+            if held is not None:
+                lines = pa.concat_arrays([held.lines, lines])
+                line_starts = np.concatenate([held.starts, line_starts])
+            held = yield from _segment_records(lines, line_starts, split, out, encoding, True)
     if split is not None:
+        yield from _flush(held, split, out, encoding)
         yield out.split_row(split)
+
+
+#: Most lines held back while a quote opened near the end of a batch is still
+#: open; past it the quote is taken for a stray one.
+_HELD_LINES = R.QUOTED_LINES_LIMIT
+
+
+@dataclass
+class _Held:
+    lines: pa.Array
+    starts: np.ndarray
+
+
+def _flush(held: Optional[_Held], split: _Split, out: _Output, encoding: str):
+    if held is not None:
+        yield from _segment_records(held.lines, held.starts, split, out, encoding, False)
+
+
+def _spark_lines(values: pa.Array, split: _Split) -> tuple[pa.Array, np.ndarray]:
+    """Spark's lines as physical lines and their byte offsets in the split; counts the bytes."""
+    lengths = pc.binary_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
+    # Spark cut the lines at LF, so each is followed by exactly one byte (but maybe the last).
+    steps = lengths + 1
+    starts = split.bytes + np.concatenate([[0], np.cumsum(steps)[:-1]]).astype(np.int64)
+    split.bytes += int(steps.sum())
+    return _physical_lines(values, starts)
 
 
 def _physical_lines(values: pa.Array, starts: np.ndarray) -> tuple[pa.Array, np.ndarray]:
@@ -324,37 +361,64 @@ def _decodes(raw: bytes, encoding: str) -> bool:
     return True
 
 
-def _segment_records(values: pa.Array, split: _Split, out: _Output, encoding: str):
-    """Record batches for consecutive lines of one split; updates the split's totals.
+def _segment_records(
+    values: pa.Array, starts: np.ndarray, split: _Split, out: _Output, encoding: str,
+    may_hold: bool,
+):
+    """Record batches for consecutive physical lines of one split; updates the split's totals.
 
     Each kept line is emitted once, by the first of: undecodable bytes,
     inside a quoted value opened on an earlier line, quoting (Python's csv),
-    the Arrow fast path.
+    the Arrow fast path.  With ``may_hold``, lines from a quote that is still
+    open at the end are not read but returned (a :class:`_Held`), to be read
+    with the next lines of the split; otherwise returns None.
     """
     spec = out.spec
     lengths = pc.binary_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
-    # Spark cut the lines at LF, so each is followed by exactly one byte (but maybe the last).
-    steps = lengths + 1
-    starts = split.bytes + np.concatenate([[0], np.cumsum(steps)[:-1]]).astype(np.int64)
-    split.bytes += int(steps.sum())
-    physical, starts = _physical_lines(values, starts)
-    if physical is not values:
-        values = physical
-        lengths = pc.binary_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
-    first_line = split.lines
-    split.lines += len(values)
     texts, bad = _decoded(values, encoding)
     blank = (lengths == 0) | pc.utf8_is_space(texts).to_numpy(zero_copy_only=False)
     keep = np.flatnonzero(~blank)
-    split.blank += len(values) - len(keep)
-    if split.header_pending and len(keep):
-        split.header_pending = False
+    header = bool(split.header_pending and len(keep))
+    if header:
         keep = keep[1:]
+    lines = texts if len(keep) == len(texts) else pc.take(texts, pa.array(keep))
+    quoted_mask = parsed = errors = None
+    continued: dict = {}
+    if spec.format == "csv" and len(keep):
+        quoted = None
+        for char in (c for c in (spec.quotechar, spec.escapechar) if c is not None):
+            found = pc.match_substring(lines, char)
+            quoted = found if quoted is None else pc.or_(quoted, found)
+        if quoted is not None and pc.any(quoted).as_py():
+            quoted_mask = quoted.to_numpy(zero_copy_only=False)
+            slow = np.flatnonzero(quoted_mask)
+            parsed, errors = R.parse_csv_lines(pc.take(lines, pa.array(slow)).to_pylist(), spec)
+            opened = [int(slow[j]) for j, e in enumerate(errors)
+                      if e and e.startswith(R.UNCLOSED_QUOTE)]
+            if opened:
+                # Undecodable lines take part: their quotes may close a value.
+                continued, still_open, ends = R.quoted_continuations(
+                    lines.to_pylist(), opened, spec
+                )
+                held_from = _held_from(still_open, ends, len(lines)) if may_hold else None
+                if held_from is not None:
+                    cut = int(keep[held_from])
+                    held = _Held(values.slice(cut), starts[cut:])
+                    if cut:
+                        yield from _segment_records(
+                            values.slice(0, cut), starts[:cut], split, out, encoding, False
+                        )
+                    return held
+    # From here on the lines are read: count them.
+    first_line = split.lines
+    split.lines += len(values)
+    split.blank += int(blank.sum())
+    if header:
+        split.header_pending = False
     if not len(keep):
-        return
+        return None
     split.records += len(keep)
     where = _Where(first_line + np.arange(len(values), dtype=np.int64), starts, lengths).take(keep)
-    lines = texts if len(keep) == len(texts) else pc.take(texts, pa.array(keep))
     done = np.zeros(len(keep), dtype=bool) if bad is None else bad[keep]
     if done.any():
         undecodable = np.flatnonzero(done)
@@ -374,27 +438,19 @@ def _segment_records(values: pa.Array, split: _Split, out: _Output, encoding: st
                 parsed.append(got)
                 errors.append(error)
             yield out.python_records(split, where.take(todo), texts_py, parsed, errors)
-        return
-    special = [c for c in (spec.quotechar, spec.escapechar) if c is not None]
-    quoted = None
-    for char in special:
-        found = pc.match_substring(lines, char)
-        quoted = found if quoted is None else pc.or_(quoted, found)
-    if quoted is not None and pc.any(quoted).as_py():
-        quoted_mask = quoted.to_numpy(zero_copy_only=False)
-        slow = np.flatnonzero(quoted_mask & ~done)
-        texts_py = pc.take(lines, pa.array(slow)).to_pylist()
-        parsed, errors = R.parse_csv_lines(texts_py, spec)
-        opened = [
-            int(slow[j]) for j, e in enumerate(errors) if e and e.startswith(R.UNCLOSED_QUOTE)
-        ]
-        # Undecodable lines take part: their quotes may close a value.
-        continued = R.quoted_continuations(lines.to_pylist(), opened, spec) if opened else {}
+        return None
+    if quoted_mask is not None:
+        slow = np.flatnonzero(quoted_mask)
         for j, i in enumerate(slow.tolist()):
             if i in continued:
                 parsed[j], errors[j] = None, _continuation_message(i - continued[i])
-        if len(slow):
-            yield out.python_records(split, where.take(slow), texts_py, parsed, errors)
+        todo = ~done[slow]
+        if todo.any():
+            texts_py = pc.take(lines, pa.array(slow[todo])).to_pylist()
+            yield out.python_records(
+                split, where.take(slow[todo]), texts_py,
+                [f for f, t in zip(parsed, todo) if t], [e for e, t in zip(errors, todo) if t],
+            )
         done[slow] = True
         if continued:
             inside = np.flatnonzero(~done & np.isin(np.arange(len(lines)), list(continued)))
@@ -408,9 +464,24 @@ def _segment_records(values: pa.Array, split: _Split, out: _Output, encoding: st
     if done.any():
         fast = np.flatnonzero(~done)
         if not len(fast):
-            return
+            return None
         lines, where = pc.take(lines, pa.array(fast)), where.take(fast)
     yield from _unquoted_records(lines, where, split, out)
+    return None
+
+
+def _held_from(still_open: list, ends: dict, n_lines: int) -> Optional[int]:
+    """The first line to hold back: a quote still open at the end, and any value spanning it."""
+    held = next((k for k in still_open if n_lines - k <= _HELD_LINES), None)
+    if held is None:
+        return None
+    moved = True
+    while moved:  # a value opened earlier that runs past the cut is held back too
+        moved = False
+        for k, end in ends.items():
+            if k < held < end:
+                held, moved = k, True
+    return held if n_lines - held <= _HELD_LINES else None
 
 
 def _continuation_message(lines_above: int) -> str:

@@ -15,7 +15,7 @@ import io
 import json
 import lzma
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Sequence
 
 
 #: ``kind`` of an output row: a record, or the summary row that ends a split.
@@ -82,6 +82,8 @@ def is_blank(raw: str) -> bool:
     return not raw.strip()
 
 
+#: Most lines a quoted value is followed over, after bad quoting (or in line mode).
+QUOTED_LINES_LIMIT = 10_000
 #: How a line-mode error about a quote left open starts.
 UNCLOSED_QUOTE = "unclosed quote"
 
@@ -95,33 +97,42 @@ def describe_csv_error(exc: csv.Error, multiline: bool) -> str:
     return f"bad CSV quoting ({message})"
 
 
-def quoted_continuations(lines: list, opened: list, spec: TextSpec) -> dict:
-    """``{line: line that opened it}`` for the lines that continue a quoted value (line mode).
+def quoted_continuations(lines: list, opened: list, spec: TextSpec) -> tuple[dict, list, dict]:
+    """Which lines continue a quoted value (line mode), and which quotes no line closes.
 
     ``lines`` are consecutive lines (without line breaks) and ``opened`` the
     indices of those that leave a quote open.  Read as one CSV text, the value
-    opened on line ``k`` would run on to the line that closes it: the lines
-    after ``k`` up to that one are not records of their own, whatever their
-    field count says (a line inside a quoted value may even have the right
-    number of fields, with values from the wrong columns).  A quote that no
-    later line closes is a stray one: the lines after it are records.
+    opened on line ``k`` would run on to the line that closes it (or ends it
+    with bad quoting): the lines after ``k`` up to that one are not records of
+    their own, whatever their field count says (a line inside a quoted value
+    may even have the right number of fields, with values from the wrong
+    columns).  Every opened line is followed, also one inside another's value:
+    where a value ends is ambiguous there, and marking too many lines is safe.
+
+    Returns ``({line: line that opened it}, [openers never closed],
+    {opener: line after its value})``; the lines after a quote that no later
+    line closes are records (a stray quote).
     """
     found: dict = {}
+    never_closed: list = []
+    ends: dict = {}
     kwargs = spec.csv_kwargs()
     for k in sorted(opened):
-        if k in found:
-            continue
-        reader = csv.reader(iter(lines[k:]), **kwargs)
+        # A generator, not a slice: each reader reads only as far as its value runs.
+        stop = min(len(lines), k + QUOTED_LINES_LIMIT)
+        reader = csv.reader((lines[j] for j in range(k, stop)), **kwargs)
         try:
             next(reader)
         except csv.Error as exc:
             if "unexpected end of data" in str(exc):
-                continue  # never closed
+                never_closed.append(k)
+                continue
         except StopIteration:
             continue
-        for j in range(k + 1, k + reader.line_num):
-            found[j] = k
-    return found
+        ends[k] = k + reader.line_num
+        for j in range(k + 1, ends[k]):
+            found.setdefault(j, k)
+    return found, never_closed, ends
 
 
 def parse_csv_line(line: str, spec: TextSpec) -> tuple[Optional[list], Optional[str]]:
@@ -168,14 +179,26 @@ def parse_csv_lines(lines: list, spec: TextSpec) -> tuple[list, list]:
     return fields, errors
 
 
-def iter_csv_lines(lines: Iterable[str], spec: TextSpec) -> Iterator[LineSpan]:
+def iter_csv_lines(lines: Sequence[str], spec: TextSpec) -> Iterator[LineSpan]:
     """Yield ``(first line, end line, fields, error)`` for each record of a whole file.
 
     ``lines`` are the file's physical lines with their line breaks; a record
     spans lines ``first`` to ``end - 1`` (0-based), so quoted fields may span
-    lines.
+    lines.  After bad quoting the csv reader starts afresh on the next line,
+    but the bad line may have opened a quoted value that later lines close:
+    those lines are one more malformed record, never records of their own (a
+    line inside a quoted value may have the right field count, with values
+    from the wrong columns).
     """
-    reader = csv.reader(iter(lines), **spec.csv_kwargs())
+    kwargs = spec.csv_kwargs()
+    position = [0]  # the next line the reader takes; moved on to skip lines
+
+    def source():
+        while position[0] < len(lines):
+            position[0] += 1
+            yield lines[position[0] - 1]
+
+    reader = csv.reader(source(), **kwargs)
     start = 0
     while True:
         try:
@@ -185,8 +208,19 @@ def iter_csv_lines(lines: Iterable[str], spec: TextSpec) -> Iterator[LineSpan]:
         except csv.Error as exc:
             # The reader restarts cleanly on the next line after an error.
             fields, error = None, describe_csv_error(exc, multiline=True)
-        end = max(reader.line_num, start + 1)
+        end = max(position[0], start + 1)
         yield start, end, fields, error
+        if error is not None and not error.startswith(UNCLOSED_QUOTE):
+            last = end - 1
+            _, alone = parse_csv_line(strip_line_break(lines[last]), spec)
+            if alone and alone.startswith(UNCLOSED_QUOTE):
+                _, _, ends = quoted_continuations(lines, [last], spec)
+                if ends.get(last, 0) > end:
+                    inside = ends[last]
+                    yield end, inside, None, (
+                        "inside a quoted value opened on the line before (after bad quoting)"
+                    )
+                    position[0] = end = inside
         start = end
 
 
