@@ -190,3 +190,16 @@ def merge_stats(a: BlockStats, b: BlockStats) -> BlockStats:
         non_integer_labels=a.non_integer_labels + b.non_integer_labels,
         label_values=labels,
     )
+
+
+def single_class_message(label_col: str, label: float, rows: int, role: str = "training") -> str:
+    """The one error every classifier family raises when its labels hold a single class.
+
+    MLlib's logistic regression "trains" such data to an infinite intercept with a warning and
+    its LinearSVC refuses some of it; we refuse it everywhere, before any training step, because
+    a model that can only ever predict one class is a bug upstream (a filter, a split) and never
+    what the user meant.
+    """
+    return (f"label column {label_col!r} holds a single class ({label:g}) in all {rows} {role} "
+            "rows: a classifier needs at least two classes (check the filter or split that made "
+            "these rows)")
