@@ -147,7 +147,8 @@ def test_huber_values_match_explicit_formula():
     r = y - margin[:, 0]
     z = r / sigma
     huber = np.where(np.abs(z) <= eps, z * z, 2 * eps * np.abs(z) - eps * eps)
-    np.testing.assert_allclose(row_loss, sigma + huber * sigma, rtol=1e-14)
+    # MLlib's HuberAggregator: ½(σ + H(r/σ)·σ) per row.
+    np.testing.assert_allclose(row_loss, 0.5 * (sigma + huber * sigma), rtol=1e-14)
     assert dmargin.shape == (4, 1) and dextra.shape == (4, 1)
 
 
@@ -195,7 +196,7 @@ def test_loss_registry_and_options():
     assert LOSSES["huber"].n_params(4) == 6 and LOSSES["multinomial"].n_params(4, 3) == 15
     wide = get_loss("huber", epsilon=2.0)
     row_loss, _, _ = wide.evaluate(np.zeros((1, 1)), np.array([1.8]), np.zeros(1))
-    assert row_loss[0] == pytest.approx(1.0 + 1.8**2)  # quadratic at ε = 2, linear at 1.35
+    assert row_loss[0] == pytest.approx(0.5 * (1.0 + 1.8**2))  # quadratic at ε = 2
     with pytest.raises(ValueError, match="must be > 1.0"):
         huber_loss(1.0)
     with pytest.raises(ValueError, match="takes no options"):
@@ -335,8 +336,9 @@ def test_huber_matches_sklearn_huber_regressor(weighted):
     reg = 0.05
     fit = _fit_ours(LOSSES["huber"], X, y, w, reg)
     assert fit.success, fit.message
-    # sklearn minimizes Σ wᵢ(σ + H(rᵢ/σ)σ) + α‖w‖²: Σw times ours, so α = Σw·reg/2 (n·reg/2).
-    ref = HuberRegressor(epsilon=1.35, alpha=w.sum() * reg / 2, tol=1e-12, max_iter=10_000)
+    # MLlib: ½·mean_w(σ + H(rᵢ/σ)σ) + ½·reg‖w‖²; sklearn: Σ wᵢ(σ + H(rᵢ/σ)σ) + α‖w‖², which
+    # is 2Σw times MLlib's when α = Σw·reg (n·reg unweighted).
+    ref = HuberRegressor(epsilon=1.35, alpha=w.sum() * reg, tol=1e-12, max_iter=10_000)
     ref.fit(X, y, sample_weight=w)
     coef, b, extra = _unpack(LOSSES["huber"], fit.x, d, 1)
     np.testing.assert_allclose(coef[:, 0], ref.coef_, atol=1e-4)

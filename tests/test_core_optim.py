@@ -319,7 +319,9 @@ def test_fit_glm_squared_matches_ridge(fit_intercept):
     n, reg = len(y), 0.05
     fit = fit_numpy(SQUARED, X, y, reg_param=reg, standardization=False, tol=1e-14,
                     max_iter=1000, fit_intercept=fit_intercept)
-    sk = Ridge(alpha=n * reg, fit_intercept=fit_intercept, tol=1e-12).fit(X, y)
+    # MLlib's least squares divide the L2 part by the label's (population) standard
+    # deviation: ½ mean r² + reg/(2σ_y)‖w‖², i.e. Ridge's ‖r‖² + α‖w‖² with α = n·reg/σ_y.
+    sk = Ridge(alpha=n * reg / y.std(), fit_intercept=fit_intercept, tol=1e-12).fit(X, y)
     np.testing.assert_allclose(fit.coef[:, 0], sk.coef_, rtol=1e-6, atol=1e-8)
     assert fit.intercept[0] == pytest.approx(sk.intercept_ if fit_intercept else 0.0, abs=1e-7)
 
@@ -360,7 +362,10 @@ def test_fit_glm_elastic_net_matches_sklearn():
     reg, alpha = 0.1, 0.5
     fit = fit_numpy(SQUARED, X, y, reg_param=reg, elastic_net_param=alpha, standardization=False,
                     optimizer="gd", tol=1e-15, max_iter=20000)
-    sk = SkElasticNet(alpha=reg, l1_ratio=alpha, tol=1e-12, max_iter=100000).fit(X, y)
+    # sklearn: ½ mean r² + a·ρ‖w‖₁ + a(1−ρ)/2‖w‖²; ours: L1 reg·α, L2 reg(1−α)/σ_y.
+    l1, l2 = reg * alpha, reg * (1 - alpha) / y.std()
+    sk = SkElasticNet(alpha=l1 + l2, l1_ratio=l1 / (l1 + l2), tol=1e-12,
+                      max_iter=100000).fit(X, y)
     np.testing.assert_allclose(fit.coef[:, 0], sk.coef_, atol=1e-6)
     assert fit.intercept[0] == pytest.approx(sk.intercept_, abs=1e-6)
 

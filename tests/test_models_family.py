@@ -51,6 +51,8 @@ def _round_trip(model, df, tmp_path, outputs):
     for column in outputs:
         a, b, c = (np.stack(frame[column].to_numpy()) for frame in (before, after, local))
         np.testing.assert_array_equal(a, b)
+        if column == "rawPrediction" and c.ndim == 1:
+            c = np.column_stack([-c, c])  # the predictor's binary margin m; transform: [-m, m]
         np.testing.assert_array_equal(a, c)
     return loaded
 
@@ -79,6 +81,23 @@ def test_family_binomial_refuses_three_classes(df):
         LogisticRegression(featuresCols=COLS, labelCol="cls", family="binomial").fit(df)
     with pytest.raises(ConfigError, match="param family must be"):
         LogisticRegression(featuresCols=COLS, family="poisson").fit(df)
+
+
+@pytest.mark.parametrize("label", [0.0, 1.0])
+def test_one_class_labels_are_refused_by_every_classifier(df, label):
+    from pyspark.sql import functions as F
+
+    from sparkml_aiaas.core.stats import single_class_message
+    from sparkml_aiaas.errors import DataValidationError
+
+    one_class = df.withColumn("label", F.lit(label))
+    expected = single_class_message("label", label, N, "training")
+    for estimator in (LogisticRegression(featuresCols=COLS),
+                      LogisticRegression(featuresCols=COLS, family="multinomial"),
+                      LinearSVC(featuresCols=COLS)):
+        with pytest.raises(DataValidationError) as error:
+            estimator.fit(one_class)
+        assert str(error.value) == expected
 
 
 def test_newton_equals_lbfgs_in_far_fewer_passes(df):
@@ -119,7 +138,8 @@ def test_linear_svc_matches_pyspark_ml_objective(df, pdf, tmp_path):
     assert ours_value <= theirs_value * (1 + 1e-6)
     assert ours_value == pytest.approx(theirs_value, rel=1e-6)
     scored = ours.transform(df).orderBy("id").toPandas()
-    np.testing.assert_array_equal(scored["prediction"], (scored["rawPrediction"] > 0.0))
+    margin = np.stack(scored["rawPrediction"].to_numpy())[:, 1]  # MLlib's [-m, m]
+    np.testing.assert_array_equal(scored["prediction"], (margin > 0.0))
     loaded = _round_trip(ours, df, tmp_path, ["rawPrediction", "prediction"])
     assert isinstance(loaded, LinearSVCModel)
     with pytest.raises(ConfigError, match="'newton' does not support the hinge loss"):
@@ -128,7 +148,9 @@ def test_linear_svc_matches_pyspark_ml_objective(df, pdf, tmp_path):
 
 def test_huber_matches_scikit_learn(df, pdf, tmp_path):
     model = LinearRegression(featuresCols=COLS, labelCol="target", loss="huber", **EXACT).fit(df)
-    sk = HuberRegressor(epsilon=1.35, alpha=N * REG / 2, tol=1e-12, max_iter=10_000).fit(
+    # MLlib: ½·mean(σ + H(r/σ)σ) + ½·reg‖w‖²; sklearn: Σ(σ + H(r/σ)σ) + α‖w‖² = 2n × MLlib's
+    # when α = n·reg.
+    sk = HuberRegressor(epsilon=1.35, alpha=N * REG, tol=1e-12, max_iter=10_000).fit(
         pdf[COLS].to_numpy(), pdf["target"].to_numpy())
     np.testing.assert_allclose(model.coefficients, sk.coef_, atol=1e-4)
     assert model.intercept == pytest.approx(sk.intercept_, abs=1e-4)

@@ -117,8 +117,10 @@ def test_spark_minibatch_and_local_sgd(spark):
     df = spark.createDataFrame(pdf).cache()
     cols = ["a", "b", "c", "d"]
     exact = LogisticRegression(featuresCols=cols, regParam=0.01, tol=1e-12).fit(df)
+    # localSteps=1: exact mini-batch steps (the default, 0, passes over each block per job).
     adam = LogisticRegression(featuresCols=cols, regParam=0.01, optimizer="adam", stepSize=0.05,
-                              miniBatchFraction=0.5, maxIter=150, tol=0.0, seed=3).fit(df)
+                              miniBatchFraction=0.5, localSteps=1, maxIter=150, tol=0.0,
+                              seed=3).fit(df)
     local = LogisticRegression(featuresCols=cols, regParam=0.01, optimizer="momentum",
                                stepSize=0.05, miniBatchFraction=0.2, localSteps=5, maxIter=60,
                                tol=0.0, seed=3).fit(df)
@@ -136,3 +138,45 @@ def test_spark_minibatch_and_local_sgd(spark):
     np.testing.assert_array_equal(again.coefficients, local.coefficients)
     with pytest.raises(ConfigError, match="miniBatchFraction must be in"):
         LogisticRegression(featuresCols=cols, optimizer="sgd", miniBatchFraction=0.0).fit(df)
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_one_pass_rounds_stop_by_tol_near_the_optimum(problem, rule):
+    """The defaults of the mini-batch optimizers (issue 15): ``localSteps`` 0 makes a job one
+    pass over each block in batches of miniBatchFraction of its rows, each rule takes its own
+    step (DEFAULT_STEPS) when stepSize is unset, and the fit stops once the objective has not
+    improved by tol for nIterNoChange iterations."""
+    data_pass, local_rounds, _, optimum = problem
+    settings = StochasticSettings(mini_batch_fraction=0.1, local_steps=0, seed=1,
+                                  n_iter_no_change=10, default_step=True)
+    fit = fit_glm(data_pass, problem[2], loss=LOGISTIC, reg_param=0.01, optimizer=rule,
+                  step_size=1.0, max_iter=200, tol=1e-6, stochastic=settings,
+                  local_rounds=local_rounds)
+    assert fit.result.converged and fit.result.n_iter < 200, fit.result.message
+    assert "consecutive iterations" in fit.result.message
+    objective = _penalized_log_loss(problem, fit)
+    assert objective == pytest.approx(_penalized_log_loss(problem, optimum), rel=0.03)
+
+
+def _penalized_log_loss(problem, fit):
+    """Mean log-loss + the standardized L2 penalty (regParam 0.01) at a fit's coefficients."""
+    data_pass, _, stats, _ = problem
+    sums = data_pass(fit.coef, fit.intercept)
+    std = stats.std()
+    return sums.loss / sums.weight + 0.005 * float(np.sum((fit.coef.ravel() * std) ** 2))
+
+
+def test_one_pass_local_round_visits_each_row_once():
+    from sparkml_aiaas.core.first_order import RuleSettings, init_state
+    from sparkml_aiaas.core.regularizers import elastic_net
+    from sparkml_aiaas.core.standardization import ParameterSpace
+    from sparkml_aiaas.core.stochastic import RoundSpec
+
+    X, y, w = _data(n=95)
+    stats = block_stats(X, y, w)
+    space = ParameterSpace.build(stats.mean, stats.std(), 1, fit_intercept=True)
+    spec = RoundSpec(LOGISTIC, space, elastic_net(space, 0.0, 0.0, True), "sgd",
+                     RuleSettings(), 0.1, 0, 0.2, 0, 1)
+    x0 = np.zeros(space.n_vars)
+    _, state, used, _ = local_round(spec, X, y, w, x0, init_state("sgd", x0.size), 0)
+    assert used == 95 and int(state["t"]) == 5  # batches of round(0.2·95) = 19 rows

@@ -18,6 +18,12 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 RULES = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad")
+#: The linear models' step of each rule when ``stepSize`` is not set (its declared default,
+#: 1.0, is gd's first trial step).  Measured on standardized logistic regression
+#: (breast_cancer, regParam 0.01): each reaches the L-BFGS objective within ~3 %, full batch
+#: or with ``miniBatchFraction`` 0.1; adaptive rules and momentum oscillate at 1.0.
+DEFAULT_STEPS = {"sgd": 1.0, "momentum": 0.05, "nesterov": 0.05, "adam": 0.05,
+                 "rmsprop": 0.02, "adagrad": 0.5}
 SCHEDULES = ("constant", "inverse_time", "step_decay")
 
 State = Dict[str, np.ndarray]

@@ -9,6 +9,7 @@ the very same code with ``data_pass`` summing over numpy chunks.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from typing import Callable, List, Optional, Sequence
 
@@ -16,17 +17,20 @@ import numpy as np
 
 from sparkml_aiaas.core.checkpoint import FileCheckpoint
 from sparkml_aiaas.core.early_stopping import EarlyStopping
-from sparkml_aiaas.core.first_order import RuleSettings
+from sparkml_aiaas.core.first_order import DEFAULT_STEPS, RuleSettings
 from sparkml_aiaas.core.losses import Loss
 from sparkml_aiaas.core.stochastic import (STOCHASTIC_OPTIMIZERS, RoundSpec, smooth_objective,
                                            stochastic_minimize)
 from sparkml_aiaas.core.merge import LossGradient
+from sparkml_aiaas.core.objective import constant_label, identified, objective_scales
 from sparkml_aiaas.core.optimizers import (IterationCallback, OptimizeResult,
                                            minimize_objective)
 from sparkml_aiaas.core.regularizers import elastic_net
 from sparkml_aiaas.core.standardization import ParameterSpace
-from sparkml_aiaas.core.stats import BlockStats
+from sparkml_aiaas.core.stats import BlockStats, single_class_message
 from sparkml_aiaas.errors import DataValidationError
+
+logger = logging.getLogger("sparkml_aiaas.train")
 
 #: ``data_pass(coef, intercept, extra, with_hessian) -> LossGradient`` over all rows.
 DataPass = Callable[..., LossGradient]
@@ -86,7 +90,9 @@ def validate_training_stats(
         as MLlib does).
     role : str
         What the rows are for, as the messages say it: ``"training"`` or
-        ``"validation"`` (early stopping's held-out rows).
+        ``"validation"`` (early stopping's held-out rows).  Training rows of a
+        classifier loss (binary or class-index labels) must hold at least two
+        classes; held-out rows may hold one.
     """
     problems: List[str] = []
     if stats.count == 0:
@@ -135,6 +141,10 @@ def validate_training_stats(
         raise DataValidationError(
             f"the weights in column {weight_col!r} sum to zero: there is nothing to fit"
         )
+    if (role == "training" and loss.label_domain in ("binary", "class_index")
+            and stats.label_values is not None and stats.label_values.size == 1):
+        raise DataValidationError(single_class_message(
+            label_col, float(stats.label_values[0]), stats.count, role))
 
 
 def _class_index_problems(
@@ -189,7 +199,7 @@ def fit_fingerprint(stats: BlockStats, settings: dict) -> str:
     import json
 
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for value in (stats.count, stats.weight_sum, stats.label_sum):
+    for value in (stats.count, stats.weight_sum, stats.label_sum, stats.label_m2):
         digest.update(np.float64(value).tobytes())
     digest.update(np.ascontiguousarray(stats.mean, np.float64).tobytes())
     digest.update(np.ascontiguousarray(stats.m2, np.float64).tobytes())
@@ -220,7 +230,14 @@ def fit_glm(
     validation_pass: Optional[DataPass] = None,
     patience: int = 5,
 ) -> GLMFit:
-    """Minimize ``mean loss + reg_param·(α‖w‖₁ + (1−α)/2‖w‖²)`` with the named optimizer.
+    """Minimize pyspark.ml's objective for ``loss`` with the named optimizer.
+
+    That is ``mean_w loss + reg_param·(α‖s·w‖₁ + (1−α)/2·c·‖s·w‖²)`` with ``s`` the
+    features' standard deviations (1 without ``standardization``) and ``c`` = 1, except
+    for least squares, where MLlib scales the label: ``c = 1/σ_y`` and ``s`` are
+    population standard deviations (see :mod:`sparkml_aiaas.core.objective`).  A label
+    without spread (squared, huber) gets MLlib's untrained answer; multinomial models
+    are centered as MLlib centers them.
 
     Parameters
     ----------
@@ -263,8 +280,20 @@ def fit_glm(
         Original-scale ``coef (d, k)``, ``intercept (k,)``, the loss's ``extra``
         variables and the optimizer's record (and early stopping's).
     """
-    space = ParameterSpace.build(stats.mean, stats.std(), n_outputs, fit_intercept, loss.n_extra)
-    penalty = elastic_net(space, reg_param, elastic_net_param, standardization)
+    scales = objective_scales(loss.name, stats)
+    space = ParameterSpace.build(stats.mean, scales.feature_std, n_outputs, fit_intercept,
+                                 loss.n_extra)
+    constant = constant_label(loss.name, stats, fit_intercept, reg_param)
+    if constant is not None:
+        logger.warning("%s", constant.message)
+        coef = np.zeros((space.n_features, n_outputs))
+        intercept = np.full(n_outputs, constant.intercept)
+        extra = np.zeros(loss.n_extra)  # huber's log σ = 0: scale 1, as MLlib reports
+        x = space.from_model(coef, intercept, extra)
+        return GLMFit(coef, intercept, OptimizeResult(x, 0.0, 0, 0, True, constant.message, [0.0]),
+                      extra)
+    penalty = elastic_net(space, reg_param, elastic_net_param, standardization,
+                          l2_scale=scales.l2_scale)
     n_raw = space.n_raw
 
     def pass_at(theta: np.ndarray, with_hessian: bool):
@@ -315,14 +344,19 @@ def fit_glm(
             checkpoint=checkpoint, step_rule=step_rule, step_schedule=step_schedule,
             step_decay=step_decay, monitor=monitor,
         )
+
+    def model_at(x: np.ndarray):
+        coef, intercept = space.to_model(x)
+        return identified(loss.name, coef, intercept, fit_intercept, reg_param)
+
     if monitor is None:
-        coef, intercept = space.to_model(result.x)
+        coef, intercept = model_at(result.x)
         return GLMFit(coef, intercept, result, space.extra(result.x))
     best = monitor.best_iteration
     # history[i] is the objective after i iterations (both optimizer families).
     fun = result.history[best] if best < len(result.history) else result.fun
     result = replace(result, x=monitor.best_x, fun=float(fun))
-    coef, intercept = space.to_model(result.x)
+    coef, intercept = model_at(result.x)
     return GLMFit(coef, intercept, result, space.extra(result.x),
                   validation_history=monitor.history, best_iteration=best,
                   stopped_early=monitor.stopped_early)
@@ -330,7 +364,10 @@ def fit_glm(
 
 @dataclass(frozen=True)
 class StochasticSettings:
-    """Mini-batch settings: sampled fraction per step, local steps per job, rule constants."""
+    """Mini-batch settings: sampled fraction per step, local steps per job (0 = one pass over
+    each block per job when ``mini_batch_fraction < 1``, exact steps otherwise), rule
+    constants, and ``n_iter_no_change`` of the stopping rule on sampled mini-batches (None, or
+    ``mini_batch_fraction`` 1: the step-norm test only)."""
 
     mini_batch_fraction: float = 1.0
     local_steps: int = 1
@@ -338,12 +375,21 @@ class StochasticSettings:
     rule: RuleSettings = RuleSettings()
     schedule: str = "constant"
     decay: float = 0.0
+    n_iter_no_change: Optional[int] = None
+    #: True when the user left ``stepSize`` unset: the rule's own step
+    #: (:data:`~sparkml_aiaas.core.first_order.DEFAULT_STEPS`) replaces it.
+    default_step: bool = False
 
 
 def _fit_stochastic(data_pass, local_rounds, theta0, space, penalty, loss, optimizer,
                     settings: StochasticSettings, step_size, max_iter, tol, callback,
                     monitor=None):
     fraction, seed = settings.mini_batch_fraction, settings.seed
+    if settings.default_step:
+        step_size = DEFAULT_STEPS.get(optimizer, step_size)
+    local_steps = settings.local_steps
+    if local_steps <= 0 and fraction >= 1.0:
+        local_steps = 1  # one pass of the whole block: the exact full-batch step
 
     def gradient_fn(theta, iteration):
         coef, intercept = space.to_model(theta)
@@ -358,14 +404,17 @@ def _fit_stochastic(data_pass, local_rounds, theta0, space, penalty, loss, optim
         if local_rounds is None:
             raise ValueError("localSteps > 1 needs the engine's local rounds")
         spec = RoundSpec(loss, space, penalty, optimizer, settings.rule, step,
-                         settings.local_steps, fraction, seed, iteration)
+                         local_steps, fraction, seed, iteration)
         return local_rounds(spec, theta, state)
 
     result = stochastic_minimize(
         round_fn, gradient_fn, theta0, rule=optimizer, step_size=step_size,
-        settings=settings.rule, penalty=penalty, local_steps=settings.local_steps,
+        settings=settings.rule, penalty=penalty, local_steps=local_steps,
         max_iter=max_iter, tol=tol, schedule=settings.schedule, decay=settings.decay,
         callback=callback, monitor=monitor,
+        # Full batch the objective is exact and MLlib's step-norm test applies; an adaptive
+        # rule's early oscillation must not read as a plateau there.
+        n_iter_no_change=settings.n_iter_no_change if fraction < 1.0 else None,
     )
     final = result.history[-1] if result.history else float("nan")
     return OptimizeResult(result.x, final, result.n_iter, result.n_passes, result.converged,

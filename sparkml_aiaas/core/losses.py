@@ -15,8 +15,9 @@ The family
     Linear SVM hinge loss, labels 0/1 (MLlib ``LinearSVC``).
 ``huber``
     MLlib ``LinearRegression(loss="huber")`` / scikit-learn ``HuberRegressor``:
-    joint estimation of the coefficients and a scale ``σ``.  ``σ`` travels as
-    one *extra variable* (``Loss.n_extra == 1``), the parameter ``log σ``.
+    joint estimation of the coefficients and a scale ``σ``, with MLlib's factor
+    ½ (``½(σ + H(r/σ)·σ)`` per row).  ``σ`` travels as one *extra variable*
+    (``Loss.n_extra == 1``), the parameter ``log σ``.
 ``multinomial``
     Softmax cross-entropy over ``k`` classes, labels ``0 … k−1``.
 
@@ -98,26 +99,28 @@ def _hinge(margin: np.ndarray, y: np.ndarray) -> ArrayPair:
 
 # --------------------------------------------------------------------------- huber
 def _huber(margin: np.ndarray, y: np.ndarray, extra: np.ndarray, *, epsilon: float) -> ArrayTriple:
-    """MLlib/scikit-learn Huber loss with a jointly estimated scale ``σ = exp(extra[0])``.
+    """MLlib's Huber loss with a jointly estimated scale ``σ = exp(extra[0])``.
 
-    Per row, with ``r = y − m``::
+    Per row, with ``r = y − m``, MLlib's ``HuberAggregator``::
 
-        ℓ = σ + H_ε(r/σ)·σ = σ + r²/σ              if |r| ≤ εσ
-                           = σ + 2ε|r| − ε²σ        otherwise
+        ℓ = ½(σ + H_ε(r/σ)·σ) = ½(σ + r²/σ)              if |r| ≤ εσ
+                              = ½(σ + 2ε|r| − ε²σ)        otherwise
 
+    (scikit-learn's ``HuberRegressor`` sums the same without the ½).
     Returns the loss, ``dℓ/dm`` and ``dℓ/d(log σ) = σ·dℓ/dσ``.
     """
     sigma = float(np.exp(extra[0]))
     r = y - margin[:, 0]
     abs_r = np.abs(r)
-    # The same "outlier" test as scikit-learn's (|r| > εσ) so the split agrees exactly.
+    # The same "outlier" test as MLlib's and scikit-learn's (|r| > εσ) so the split agrees.
     inner = abs_r <= epsilon * sigma
     loss = np.where(
-        inner, sigma + r * r / sigma, sigma + 2.0 * epsilon * abs_r - epsilon**2 * sigma
+        inner, 0.5 * (sigma + r * r / sigma),
+        0.5 * (sigma + 2.0 * epsilon * abs_r - epsilon**2 * sigma),
     )
-    dmargin = np.where(inner, -2.0 * r / sigma, -2.0 * epsilon * np.sign(r))
-    # dℓ/dσ = 1 − r²/σ² (inner) or 1 − ε² (outer); times σ for the log σ variable.
-    dlog_sigma = np.where(inner, sigma - r * r / sigma, sigma * (1.0 - epsilon**2))
+    dmargin = np.where(inner, -r / sigma, -epsilon * np.sign(r))
+    # dℓ/dσ = ½(1 − r²/σ²) (inner) or ½(1 − ε²) (outer); times σ for the log σ variable.
+    dlog_sigma = np.where(inner, 0.5 * (sigma - r * r / sigma), 0.5 * sigma * (1.0 - epsilon**2))
     return loss, dmargin[:, None], dlog_sigma[:, None]
 
 
@@ -126,8 +129,8 @@ def _huber_curvature(
 ) -> ArrayTriple:
     """Second derivatives in ``(m, s = log σ)``.
 
-    Inner rows: ``ℓ_mm = 2/σ``, ``ℓ_ms = 2r/σ``, ``ℓ_ss = σ + r²/σ``;
-    outer rows: ``ℓ_mm = ℓ_ms = 0``, ``ℓ_ss = σ(1 − ε²)`` — negative for
+    Inner rows: ``ℓ_mm = 1/σ``, ``ℓ_ms = r/σ``, ``ℓ_ss = ½(σ + r²/σ)``;
+    outer rows: ``ℓ_mm = ℓ_ms = 0``, ``ℓ_ss = ½σ(1 − ε²)`` — negative for
     ``ε > 1``, so away from the optimum the full Hessian can be indefinite in
     the ``log σ`` direction (the objective is jointly convex in ``(w, σ)`` but
     not in ``(w, log σ)``).
@@ -135,9 +138,9 @@ def _huber_curvature(
     sigma = float(np.exp(extra[0]))
     r = y - margin[:, 0]
     inner = np.abs(r) <= epsilon * sigma
-    h_mm = np.where(inner, 2.0 / sigma, 0.0)
-    h_ms = np.where(inner, 2.0 * r / sigma, 0.0)
-    h_ss = np.where(inner, sigma + r * r / sigma, sigma * (1.0 - epsilon**2))
+    h_mm = np.where(inner, 1.0 / sigma, 0.0)
+    h_ms = np.where(inner, r / sigma, 0.0)
+    h_ss = np.where(inner, 0.5 * (sigma + r * r / sigma), 0.5 * sigma * (1.0 - epsilon**2))
     return h_mm[:, None, None], h_ms[:, None, None], h_ss[:, None, None]
 
 
@@ -269,9 +272,11 @@ class Loss:
 def huber_loss(epsilon: float = 1.35) -> Loss:
     """The Huber loss of MLlib's ``LinearRegression(loss="huber")`` with robustness ``epsilon``.
 
-    The objective MLlib minimizes is ``mean_w[σ + H_ε(rᵢ/σ)·σ] + ½·reg·‖w‖²``
-    over the coefficients *and* the scale ``σ > 0`` (scikit-learn's
-    ``HuberRegressor`` minimizes the sum with ``α‖w‖²``, so ``α = Σw·reg/2``).
+    The objective MLlib minimizes is ``½·mean_w[σ + H_ε(rᵢ/σ)·σ] + ½·reg·‖w‖²``
+    over the coefficients *and* the scale ``σ > 0``; this loss is the first term
+    per row.  scikit-learn's ``HuberRegressor`` minimizes
+    ``Σᵢ wᵢ[σ + H_ε(rᵢ/σ)·σ] + α‖w‖²``, which is ``2·Σw`` times MLlib's, so
+    ``α = Σw·reg`` (``n·reg`` unweighted; with ``standardization=False``).
     MLlib keeps ``σ`` positive with an L-BFGS-B bound and scikit-learn with an
     L-BFGS-B bound too; here the extra variable is ``s = log σ`` instead, so
     the plain unconstrained optimizers (L-BFGS, OWL-QN, gradient descent) can

@@ -1,5 +1,8 @@
 """Elastic-net penalty ``regParam · (α‖w‖₁ + (1−α)/2 ‖w‖²)`` in optimizer space.
 
+(For least squares the L2 part is further divided by the label's standard deviation,
+``l2_scale``, as MLlib does.)
+
 The penalty is on the coefficients, never the intercept.  With
 ``standardization=True`` it applies to the standardized coefficients (MLlib's
 default); with ``False`` to the original-scale ones, which in optimizer space
@@ -44,16 +47,24 @@ class ElasticNet:
 
 
 def elastic_net(
-    space: ParameterSpace, reg_param: float, elastic_net_param: float, standardization: bool
+    space: ParameterSpace, reg_param: float, elastic_net_param: float, standardization: bool,
+    *, l2_scale: float = 1.0,
 ) -> ElasticNet:
+    """The penalty in ``space``'s variables.
+
+    ``l2_scale`` multiplies the L2 part only: MLlib's least squares divide it by the
+    label's standard deviation (see :mod:`sparkml_aiaas.core.objective`).
+    """
     d, k = space.n_features, space.n_outputs
+    l2_reg = reg_param * (1.0 - elastic_net_param) * l2_scale
+    l1_reg = reg_param * elastic_net_param
     if standardization:
-        l2_per_feature = np.full(d, reg_param * (1.0 - elastic_net_param))
-        l1_per_feature = np.full(d, reg_param * elastic_net_param)
+        l2_per_feature = np.full(d, l2_reg)
+        l1_per_feature = np.full(d, l1_reg)
     else:
         inv = space.inv_scale
-        l2_per_feature = reg_param * (1.0 - elastic_net_param) * inv * inv
-        l1_per_feature = reg_param * elastic_net_param * inv
+        l2_per_feature = l2_reg * inv * inv
+        l1_per_feature = l1_reg * inv
     # A constant feature's variable is pinned at zero; it carries no penalty.
     pinned = space.scale <= 0
     l2_per_feature = np.where(pinned, 0.0, l2_per_feature)

@@ -35,6 +35,9 @@ class BlockStats:
     non_integer_labels: int = 0
     #: Sorted distinct label values while there are few of them (None once > 64).
     label_values: Optional[np.ndarray] = field(default_factory=lambda: np.empty(0))
+    #: ``Σ w (y − ȳ)²`` over the same rows as ``label_sum`` (the label's spread, for the
+    #: label scaling of MLlib's least squares).
+    label_m2: float = 0.0
 
     @staticmethod
     def empty(n_features: int) -> "BlockStats":
@@ -46,15 +49,34 @@ class BlockStats:
     def n_features(self) -> int:
         return int(self.mean.shape[0])
 
-    def variance(self) -> np.ndarray:
-        """Unbiased weighted variance (reliability weights), as MLlib's Summarizer."""
-        denom = self.weight_sum - self.weight_sq_sum / self.weight_sum if self.weight_sum else 0.0
+    def _denominator(self, population: bool) -> float:
+        """``Σw`` (population) or ``Σw − Σw²/Σw`` (unbiased, reliability weights)."""
+        if not self.weight_sum:
+            return 0.0
+        if population:
+            return self.weight_sum
+        return self.weight_sum - self.weight_sq_sum / self.weight_sum
+
+    def variance(self, population: bool = False) -> np.ndarray:
+        """Weighted feature variances: unbiased (reliability weights) as MLlib's Summarizer,
+        or with ``population=True`` divided by ``Σw`` as MLlib's ``WeightedLeastSquares``."""
+        denom = self._denominator(population)
         if denom <= 0:
             return np.zeros_like(self.m2)
         return np.maximum(self.m2 / denom, 0.0)
 
-    def std(self) -> np.ndarray:
-        return np.sqrt(self.variance())
+    def std(self, population: bool = False) -> np.ndarray:
+        return np.sqrt(self.variance(population))
+
+    @property
+    def label_mean(self) -> float:
+        """Weighted mean of the label (0 without weight)."""
+        return self.label_sum / self.weight_sum if self.weight_sum else 0.0
+
+    def label_std(self, population: bool = False) -> float:
+        """Weighted standard deviation of the label: unbiased, or over ``Σw`` (population)."""
+        denom = self._denominator(population)
+        return float(np.sqrt(max(self.label_m2 / denom, 0.0))) if denom > 0 else 0.0
 
 
 MAX_TRACKED_LABELS = 64
@@ -109,6 +131,9 @@ def block_stats(X: np.ndarray, y: np.ndarray, w: np.ndarray, bad_vector_rows: in
     stats.weight_sum = wsum
     stats.weight_sq_sum = float(np.dot(w, w))
     stats.label_sum = float(np.dot(w, y))
+    if wsum > 0:
+        centered_y = y - stats.label_sum / wsum
+        stats.label_m2 = float(np.dot(w, centered_y * centered_y))
     if wsum > 0 and is_sparse(X):
         stats.mean, stats.m2 = _csr_moments(X, w, wsum)
     elif wsum > 0:
@@ -160,13 +185,16 @@ def merge_stats(a: BlockStats, b: BlockStats) -> BlockStats:
     """Combine summaries of disjoint row sets (Chan et al.'s parallel variance)."""
     wsum = a.weight_sum + b.weight_sum
     if a.weight_sum == 0:
-        mean, m2 = b.mean, b.m2
+        mean, m2, label_m2 = b.mean, b.m2, b.label_m2
     elif b.weight_sum == 0:
-        mean, m2 = a.mean, a.m2
+        mean, m2, label_m2 = a.mean, a.m2, a.label_m2
     else:
+        share = a.weight_sum * b.weight_sum / wsum
         delta = b.mean - a.mean
         mean = a.mean + delta * (b.weight_sum / wsum)
-        m2 = a.m2 + b.m2 + delta * delta * (a.weight_sum * b.weight_sum / wsum)
+        m2 = a.m2 + b.m2 + delta * delta * share
+        label_delta = b.label_sum / b.weight_sum - a.label_sum / a.weight_sum
+        label_m2 = a.label_m2 + b.label_m2 + label_delta * label_delta * share
     if a.label_values is None or b.label_values is None:
         labels = None
     else:
@@ -189,6 +217,7 @@ def merge_stats(a: BlockStats, b: BlockStats) -> BlockStats:
         label_max=max(a.label_max, b.label_max),
         non_integer_labels=a.non_integer_labels + b.non_integer_labels,
         label_values=labels,
+        label_m2=label_m2,
     )
 
 

@@ -6,7 +6,10 @@ update rule to the global mini-batch gradient: exactly mini-batch SGD (or
 Adam, ...).  With ``local_steps > 1`` (local SGD) every task takes that many
 steps of the rule on its own block, starting from the broadcast variables and
 rule state, and the driver averages the tasks' variables and states weighted
-by the rows they used: many small steps, one job.
+by the rows they used: many small steps, one job.  With ``local_steps == 0``
+(one pass) every task visits its block once per job, in mini-batches of
+``round(fraction · rows)`` consecutive rows of a (seed, iteration, partition)
+permutation: an iteration is an epoch.
 
 The task side is :func:`local_round`, a pure function of a block; the tests
 run it on numpy chunks, the engine inside ``mapPartitions``.
@@ -69,14 +72,28 @@ def smooth_objective(space: ParameterSpace, penalty: ElasticNet, sums) -> Tuple[
 def local_round(spec: RoundSpec, X, y, w, x: np.ndarray, state: State, partition: int):
     """``local_steps`` update steps on one block: ``(x, state, rows used, loss sum)``.
 
-    Each step samples its own mini-batch of the block.  Rows used are the
-    averaging weights.
+    Each step samples its own mini-batch of the block (Bernoulli(fraction)).  With
+    ``local_steps == 0`` the steps are one pass over the block instead: a permutation
+    from (seed, iteration, partition) cut into ``ceil(1 / fraction)``-ish batches of
+    ``max(1, round(fraction · rows))`` rows.  Rows used are the averaging weights.
     """
     used = 0.0
     loss_sum = 0.0
-    for step in range(spec.local_steps):
-        rows = sample_rows(X.shape[0], spec.fraction,
-                           block_rng(spec.seed, spec.iteration, partition, step))
+    n = X.shape[0]
+    one_pass = spec.local_steps <= 0
+    if one_pass:
+        order = block_rng(spec.seed, spec.iteration, partition).permutation(n)
+        size = n if spec.fraction >= 1.0 else max(1, int(round(spec.fraction * n)))
+        steps = -(-n // size) if n else 0
+    else:
+        steps = spec.local_steps
+    for step in range(steps):
+        if one_pass:
+            rows = np.sort(order[step * size:(step + 1) * size])
+            rows = None if len(rows) == n else rows
+        else:
+            rows = sample_rows(n, spec.fraction,
+                               block_rng(spec.seed, spec.iteration, partition, step))
         Xs, ys, ws = (X, y, w) if rows is None else (take_rows(X, rows), y[rows], w[rows])
         if Xs.shape[0] == 0:
             continue
@@ -92,6 +109,43 @@ def local_round(spec: RoundSpec, X, y, w, x: np.ndarray, state: State, partition
         used += sums.weight
         loss_sum += sums.loss
     return x, state, used, loss_sum
+
+
+class NoImprovement:
+    """scikit-learn's stopping rule of its mini-batch MLPs, on one value per epoch (the
+    training loss, or a validation loss).
+
+    An epoch whose value is not below ``best − tol`` adds one to a count that an epoch
+    below it resets; :attr:`stop` once the count reaches ``n_iter_no_change`` (scikit-learn
+    stops one epoch later: when its count *exceeds* ``n_iter_no_change``).  A non-finite
+    value never improves.  :meth:`update` says whether the value is the lowest so far —
+    the epoch whose parameters early stopping keeps (no ``tol`` there, as scikit-learn).
+    """
+
+    def __init__(self, tol: float, n_iter_no_change: int):
+        if tol < 0 or n_iter_no_change < 1:
+            raise ValueError(f"need tol >= 0 and n_iter_no_change >= 1, got {tol}, "
+                             f"{n_iter_no_change}")
+        self.tol = float(tol)
+        self.n_iter_no_change = int(n_iter_no_change)
+        self.best = float("inf")
+        self.best_index = -1
+        self.count = 0
+        self.seen = 0
+
+    def update(self, value: float) -> bool:
+        value = float(value)
+        finite = bool(np.isfinite(value))
+        self.count = 0 if finite and value <= self.best - self.tol else self.count + 1
+        self.seen += 1
+        if finite and value < self.best:
+            self.best, self.best_index = value, self.seen - 1
+            return True
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.count >= self.n_iter_no_change
 
 
 @dataclass
@@ -120,6 +174,7 @@ def stochastic_minimize(
     decay: float = 0.0,
     callback=None,
     monitor=None,
+    n_iter_no_change: Optional[int] = None,
 ) -> StochasticResult:
     """Iterate mini-batch rounds until the variables stop moving.
 
@@ -127,8 +182,11 @@ def stochastic_minimize(
     iteration's global mini-batch serves ``local_steps == 1`` (the driver
     applies the rule); ``round_fn(x, state, iteration, step) -> (x, state,
     mean loss)`` serves local SGD (tasks apply it, the driver averages).
-    Stops when ``‖Δx‖ < tol·max(‖x‖, 1)`` (MLlib's GradientDescent rule: the
-    mini-batch objective is too noisy for a relative-change test), or when the
+    Stops when ``‖Δx‖ < tol·max(‖x‖, 1)`` (MLlib's GradientDescent rule), when
+    (with ``n_iter_no_change`` and ``tol > 0``) the iterations' objective has not
+    improved on its best by more than ``tol`` for ``n_iter_no_change`` consecutive
+    iterations (:class:`NoImprovement`, scikit-learn's rule: with a constant step the
+    variables never stop moving, the objective stops improving), or when the
     early-stopping ``monitor`` (:class:`~sparkml_aiaas.core.early_stopping.
     EarlyStopping`, evaluated at ``x0`` and after every iteration) says so;
     ``x`` is the last iterate, the monitor holds the best one.  The step of
@@ -141,6 +199,8 @@ def stochastic_minimize(
     history = []
     converged, message = False, "maximum number of iterations reached"
     iteration = 0
+    plateau = (NoImprovement(tol, n_iter_no_change)
+               if n_iter_no_change and tol > 0 else None)
     if monitor is not None:
         monitor.start(x)
     for iteration in range(1, max_iter + 1):
@@ -165,6 +225,13 @@ def stochastic_minimize(
         if moved < tol * max(float(np.linalg.norm(x)), 1.0):
             converged, message = True, f"step norm {moved:.3g} < tol·max(‖x‖, 1)"
             break
+        if plateau is not None:
+            plateau.update(objective)
+            if plateau.stop:
+                converged = True
+                message = (f"objective did not improve by more than tol={tol:g} for "
+                           f"{plateau.n_iter_no_change} consecutive iterations")
+                break
         if stop_early:
             message = monitor.message
             break
