@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from sparkml_aiaas.atomic import atomic_file
-from sparkml_aiaas.config import (TREE_MODEL_TYPES, InputSettings, ModelSettings,
-                                  QuickstartConfig, ScoreJobConfig, TrainJobConfig, TrainOutput)
+from sparkml_aiaas.config import (InputSettings, ModelSettings, QuickstartConfig, ScoreJobConfig,
+                                  TrainJobConfig, TrainOutput)
 from sparkml_aiaas.errors import ConfigError, SparkmlAiaasError
 
 logger = logging.getLogger("sparkml_aiaas.pipeline")
@@ -49,16 +49,10 @@ from sparkml_aiaas.scoring.batch import ScoreReport  # noqa: E402
 
 
 def build_estimator(settings: ModelSettings):
-    from sparkml_aiaas.models import LinearRegression, LinearSVC, LogisticRegression
+    from sparkml_aiaas.config import estimator_class
 
-    classes = {"logistic_regression": LogisticRegression, "linear_regression": LinearRegression,
-               "linear_svc": LinearSVC}
-    if settings.type in TREE_MODEL_TYPES:
-        from sparkml_aiaas.models.xgboost import ESTIMATORS as XGBOOST_ESTIMATORS
-
-        classes.update(XGBOOST_ESTIMATORS)
     try:
-        return classes[settings.type](**settings.spark_params())
+        return estimator_class(settings.type)(**settings.spark_params())
     except (TypeError, ValueError) as exc:  # pyspark's param type converters
         raise ConfigError(f"invalid model.params: {exc}") from None
 
@@ -228,15 +222,10 @@ def run_training(spark, config: TrainJobConfig) -> TrainReport:
                                           prediction_col=model.getPredictionCol())
         else:
             report_kind, score_col = "binary", model.getProbabilityCol()
-            # rawPrediction is [-m, m] (array<double>, which BinaryClassificationEvaluator
-            # does not read): its margin m ranks the rows as the probability does.
-            from pyspark.sql import functions as F
-
-            margin = "__sparkml_margin"
-            metrics = evaluate_binary(
-                scored.withColumn(margin, F.col(model.getRawPredictionCol())[1]),
-                label_col=config.model.label_col, raw_prediction_col=margin,
-                prediction_col=model.getPredictionCol())
+            # rawPrediction is the vector [-m, m], as MLlib's: the evaluator ranks by m.
+            metrics = evaluate_binary(scored, label_col=config.model.label_col,
+                                      raw_prediction_col=model.getRawPredictionCol(),
+                                      prediction_col=model.getPredictionCol())
     elif config.model.type in ("logistic_regression", "linear_svc"):
         report_kind = "binary"
         score_col = (model.getProbabilityCol() if config.model.type == "logistic_regression"
@@ -419,8 +408,9 @@ def run_quickstart(spark, config: Optional[QuickstartConfig] = None) -> Quicksta
     ordered = test.orderBy(config.split.key)
     trained_out = train_report.model.transform(ordered).toPandas()[probability]
     reloaded_out = reloaded.transform(ordered).toPandas()[probability]
-    identical = bool(np.array_equal(np.stack(trained_out.to_numpy()),
-                                    np.stack(reloaded_out.to_numpy())))
+    # transform gives ML vectors (DenseVector cells): compare their arrays.
+    identical = bool(np.array_equal(np.stack([v.toArray() for v in trained_out]),
+                                    np.stack([v.toArray() for v in reloaded_out])))
     logger.info("reload    %s: predictions %s", train_report.model_path,
                 "identical" if identical else "DIFFER")
     score_report = score_with_model(

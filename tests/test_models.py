@@ -172,7 +172,10 @@ def test_linear_regression_matches_ridge(df, pdf):
     reg = 0.1
     model = LinearRegression(featuresCols=COLS, labelCol="target", regParam=reg,
                              standardization=False, tol=1e-12, maxIter=300).fit(df)
-    sk = Ridge(alpha=N * reg, tol=1e-12).fit(pdf[COLS].to_numpy(), pdf["target"].to_numpy())
+    # MLlib divides the L2 part by the label's (population) standard deviation:
+    # ½ mean r² + reg/(2σ_y)‖w‖², i.e. Ridge's ‖r‖² + α‖w‖² with α = n·reg/σ_y.
+    target = pdf["target"].to_numpy()
+    sk = Ridge(alpha=N * reg / target.std(), tol=1e-12).fit(pdf[COLS].to_numpy(), target)
     np.testing.assert_allclose(model.coefficients, sk.coef_, rtol=1e-5, atol=1e-6)
     assert model.intercept == pytest.approx(sk.intercept_, rel=1e-6)
     assert isinstance(model, LinearRegressionModel)
@@ -243,7 +246,9 @@ def test_transform_keeps_every_input_column(lr_model, df, pdf):
     assert len(result) == N
     pd.testing.assert_frame_equal(result[df.columns], pdf[df.columns], check_dtype=False)
     margin = pdf[COLS].to_numpy() @ lr_model.coefficients + lr_model.intercept
-    np.testing.assert_allclose(result["rawPrediction"], margin, rtol=1e-12, atol=1e-14)
+    # MLlib's binary rawPrediction: the vector [-m, m].
+    np.testing.assert_allclose(np.stack(result["rawPrediction"]),
+                               np.column_stack([-margin, margin]), rtol=1e-12, atol=1e-14)
     prob = np.stack(result["probability"])
     np.testing.assert_allclose(prob[:, 1], 1.0 / (1.0 + np.exp(-margin)), rtol=1e-12)
     np.testing.assert_allclose(prob.sum(axis=1), 1.0)
@@ -253,7 +258,8 @@ def test_transform_keeps_every_input_column(lr_model, df, pdf):
 def test_vector_model_scores_like_column_model(lr_vector_model, lr_model, vdf):
     a = scored(lr_vector_model.transform(vdf), LR_OUTPUTS)
     b = scored(lr_model.transform(vdf), LR_OUTPUTS)
-    np.testing.assert_allclose(a["rawPrediction"], b["rawPrediction"], atol=1e-5)
+    np.testing.assert_allclose(np.stack(a["rawPrediction"]), np.stack(b["rawPrediction"]),
+                               atol=1e-5)
 
 
 def test_threshold_and_output_names(lr_model, df):
@@ -309,8 +315,10 @@ def test_load_predictor_equals_spark_transform(saved_lr, lr_model, df, pdf):
     local = predictor.predict(pdf)
     assert list(local.columns) == LR_OUTPUTS
     local["id"] = pdf["id"]
-    assert_same_outputs(local.sort_values("id").reset_index(drop=True),
-                        scored(lr_model.transform(df), LR_OUTPUTS), exact=False)
+    spark_out = scored(lr_model.transform(df), LR_OUTPUTS)
+    # transform's binary rawPrediction is MLlib's [-m, m]; the predictor gives m.
+    spark_out["rawPrediction"] = [v[1] for v in spark_out["rawPrediction"]]
+    assert_same_outputs(local.sort_values("id").reset_index(drop=True), spark_out, exact=False)
 
 
 def test_linear_regression_save_load_and_predictor(ols_model, vdf, pdf, tmp_path):

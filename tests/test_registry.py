@@ -64,9 +64,10 @@ def expected(fitted, df):
 
 
 def _spark_outputs(model, df):
+    """transform's outputs in the predictor's terms: the binary rawPrediction [-m, m] as m."""
     rows = model.transform(df).select("id", *OUTPUTS).orderBy("id").collect()
     return {
-        "rawPrediction": np.array([r["rawPrediction"] for r in rows], dtype=float),
+        "rawPrediction": np.array([r["rawPrediction"][1] for r in rows], dtype=float),
         "probability": np.array([list(r["probability"]) for r in rows], dtype=float),
         "prediction": np.array([r["prediction"] for r in rows], dtype=float),
     }

@@ -62,7 +62,8 @@ def model_dir(fitted, tmp_path_factory):
 @pytest.fixture(scope="module")
 def expected(fitted, df):
     rows = fitted.transform(df).select("id", *OUTPUTS).orderBy("id").collect()
-    return _outputs([r["rawPrediction"] for r in rows], [list(r["probability"]) for r in rows],
+    # transform's binary rawPrediction is [-m, m]; the predictor gives m.
+    return _outputs([r["rawPrediction"][1] for r in rows], [list(r["probability"]) for r in rows],
                     [r["prediction"] for r in rows])
 
 

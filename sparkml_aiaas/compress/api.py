@@ -367,6 +367,10 @@ def compress_model(model, out_path: str, method: str = "int8", sparsity: float =
                 frame = tuning["data"]
                 X = _network_inputs(dense_predictor, metadata, frame)
                 y = _labels(frame, label_col)
+                if spec.get("task") == "regression" and hasattr(dense_predictor,
+                                                                "network_targets"):
+                    # A standardized regressor's network outputs standardized labels.
+                    y = dense_predictor.network_targets(y.astype(np.float64))
                 task = spec.get("task", "classification")
                 losses = codec.fine_tune(network, X, y, task=task, epochs=int(tuning["epochs"]),
                                          lr=float(tuning["lr"]),

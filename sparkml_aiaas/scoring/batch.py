@@ -57,12 +57,34 @@ def with_lineage(scored, model_name: str, model_version, run_id: str,
     })
 
 
+def _wire_transform(model, df):
+    """``df`` scored by ``model`` in the wire types :func:`score` writes (``array<double>``,
+    a binary linear margin as a double), not ``transform``'s ML vectors.
+
+    One of our models (also as the last stage of a ``PipelineModel``, after the earlier
+    stages' ``transform``) runs its predictor; any other model, its own ``transform``.
+    """
+    from pyspark.ml import PipelineModel
+
+    from sparkml_aiaas.scoring.udf import transform_with_predictor
+
+    if isinstance(model, PipelineModel) and model.stages and \
+            hasattr(model.stages[-1], "predictor"):
+        df = PipelineModel(model.stages[:-1]).transform(df)
+        model = model.stages[-1]
+    if hasattr(model, "predictor"):
+        return transform_with_predictor(df, model.predictor())
+    return model.transform(df)
+
+
 def score_dataframe(df, model, model_name: str, model_version: str,
                     run_id: Optional[str] = None, scored_at: Optional[_dt.datetime] = None):
     """Score ``df`` with a fitted model and append lineage columns.
 
     Returns ``(scored_df, run_id)``.  ``scored_at`` is one timestamp for the
-    whole run (UTC), so every row of a run carries the same value.
+    whole run (UTC), so every row of a run carries the same value.  The output
+    columns have :func:`score`'s types (``array<double>``, not ``transform``'s
+    vectors), so that files written from it open in any Parquet reader.
     """
     check_signature(df, getattr(model, "signature", {}) or {})
     clashes = [c for c in LINEAGE_COLUMNS if c in df.columns]
@@ -70,7 +92,7 @@ def score_dataframe(df, model, model_name: str, model_version: str,
         raise DataValidationError(f"input already has lineage column(s) {clashes}")
     run_id = run_id or uuid.uuid4().hex
     scored_at = scored_at or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
-    return with_lineage(model.transform(df), model_name, model_version, run_id,
+    return with_lineage(_wire_transform(model, df), model_name, model_version, run_id,
                         scored_at), run_id
 
 

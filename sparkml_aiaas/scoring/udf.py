@@ -7,12 +7,15 @@ passes through untouched, so ids survive.
 
 from __future__ import annotations
 
+import logging
 from typing import Iterator
 
 import pandas as pd
 
 from sparkml_aiaas.columns import named_column, vector_as_array
 from sparkml_aiaas.errors import DataValidationError
+
+logger = logging.getLogger("sparkml_aiaas.scoring")
 
 _RESULT_COL = "__sparkml_aiaas_result"
 
@@ -48,8 +51,51 @@ def _input_struct(df, predictor):
     return F.struct(*fields)
 
 
+def _check_clashes(df, names) -> None:
+    clashes = [name for name in names if name in df.columns]
+    if clashes:
+        raise DataValidationError(
+            f"output column(s) {clashes} already exist in the data; rename them or set the "
+            "model's output column params (predictionCol, probabilityCol, rawPredictionCol)"
+        )
+
+
+def _predictor_struct(df, predictor, load=None, field_names=None):
+    """The iterator pandas UDF over ``df``: a struct of the predictor's outputs.
+
+    Its fields are ``field_names`` (by position; default the output column names), so
+    callers may read the outputs under names of their own choosing.
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    outputs = predictor.output_columns
+    names = [name for name, _ in outputs]
+    fields = list(field_names) if field_names is not None else names
+    if len(fields) != len(outputs):
+        raise ValueError(f"{len(fields)} field names for {len(outputs)} outputs")
+    rename = fields != names
+    return_type = _ddl([(field, dtype) for field, (_, dtype) in zip(fields, outputs)])
+
+    if load is None:
+        def load():
+            return predictor
+
+    @pandas_udf(return_type)
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = load()
+        for batch in batches:
+            out = model.predict(batch)
+            # predict() gives the output columns in output_columns order.
+            yield out.set_axis(fields, axis=1) if rename else out
+
+    return score(_input_struct(df, predictor))
+
+
 def transform_with_predictor(df, predictor, load=None):
-    """Append the predictor's output columns to ``df``.
+    """Append the predictor's output columns to ``df``, in their wire types.
+
+    What ``score()`` writes (``array<double>`` and ``double`` columns any Parquet reader
+    opens); ``model.transform`` uses :func:`transform_like_mllib` instead.
 
     Parameters
     ----------
@@ -67,31 +113,44 @@ def transform_with_predictor(df, predictor, load=None):
         Every column of ``df`` followed by the output columns.
     """
     from pyspark.sql import functions as F
-    from pyspark.sql.functions import pandas_udf
 
     outputs = predictor.output_columns
-    clashes = [name for name, _ in outputs if name in df.columns]
-    if clashes:
-        raise DataValidationError(
-            f"output column(s) {clashes} already exist in the data; rename them or set the "
-            "model's output column params (predictionCol, probabilityCol, rawPredictionCol)"
-        )
-    return_type = _ddl(outputs)
-
-    if load is None:
-        def load():
-            return predictor
-
-    @pandas_udf(return_type)
-    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        model = load()
-        for batch in batches:
-            yield model.predict(batch)
-
-    scored = df.withColumn(_RESULT_COL, score(_input_struct(df, predictor)))
+    _check_clashes(df, [name for name, _ in outputs])
+    scored = df.withColumn(_RESULT_COL, _predictor_struct(df, predictor, load))
     return scored.select(
         *[named_column(c) for c in df.columns],
         *[F.col(_RESULT_COL)[name].alias(name) for name, _ in outputs],
+    )
+
+
+def transform_like_mllib(df, predictor, omit=(), load=None):
+    """``model.transform``: ``df`` with the predictor's outputs in pyspark.ml's output schema.
+
+    The pandas UDF computes the wire values (the numbers ``score()`` and serving give), and
+    :mod:`sparkml_aiaas.scoring.mllib_output` turns them into MLlib's types: dense vectors for
+    ``rawPrediction`` (a binary margin ``m`` as ``[-m, m]``) and ``probability``, a non-null
+    double ``prediction``, in MLlib's order and with its column metadata.  ``omit``: roles
+    whose ``*Col`` param is ``""`` (left out, as pyspark.ml does); with every output left
+    out, ``df`` comes back unchanged (its input columns checked).
+    """
+    from pyspark.sql import functions as F
+
+    from sparkml_aiaas.scoring.mllib_output import mllib_columns, output_layout
+
+    layout = output_layout(predictor, omit)
+    if not layout:
+        _check_inputs(df, predictor)
+        logger.warning("every output column param is empty: transform returns the input "
+                       "unchanged")
+        return df
+    _check_clashes(df, [out.name for out in layout])
+    # Internal field names: the UDF's struct never depends on the user's column names.
+    fields = [f"_{i}" for i in range(len(predictor.output_columns))]
+    index = {name: i for i, (name, _) in enumerate(predictor.output_columns)}
+    scored = df.withColumn(_RESULT_COL, _predictor_struct(df, predictor, load, fields))
+    return scored.select(
+        *[named_column(c) for c in df.columns],
+        *mllib_columns(layout, lambda out: F.col(_RESULT_COL)[fields[index[out.name]]]),
     )
 
 
