@@ -1,9 +1,11 @@
 """Typed job configuration, parsed once at the edge from YAML (``conf/*.yaml``).
 
-YAML keys are snake_case; model params are mapped to the estimators'
-camelCase Params through one explicit table (:data:`PARAM_ALIASES`).  Every
-model forbids unknown keys, so a typo fails with the field's name instead of
-being ignored.  CLI flags override values through dotted ``key=value`` pairs
+YAML keys are snake_case; a model's params are its estimator's camelCase
+Params in snake_case (``max_depth`` → ``maxDepth``), derived from the
+estimator's declared Params (:func:`model_param_aliases`), so a Param added to
+an estimator is configurable without a second list.  Every model forbids
+unknown keys, so a typo fails with the field's name instead of being ignored.
+CLI flags override values through dotted ``key=value`` pairs
 (:func:`apply_overrides`) before validation.
 """
 
@@ -16,40 +18,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sparkml_aiaas.errors import ConfigError
-
-#: snake_case YAML name → camelCase pyspark.ml Param name.
-PARAM_ALIASES: Dict[str, str] = {
-    "max_iter": "maxIter",
-    "tol": "tol",
-    "step_size": "stepSize",
-    "reg_param": "regParam",
-    "elastic_net_param": "elasticNetParam",
-    "fit_intercept": "fitIntercept",
-    "standardization": "standardization",
-    "threshold": "threshold",
-    "optimizer": "optimizer",
-    "seed": "seed",
-    "aggregation_depth": "aggregationDepth",
-    "num_partitions": "numPartitions",
-    "block_format": "blockFormat",  # auto | dense | sparse
-    "block_dtype": "blockDtype",  # float64 | float32
-    "weight_col": "weightCol",
-    "mini_batch_fraction": "miniBatchFraction",
-    "local_steps": "localSteps",
-    "momentum": "momentum",
-    "beta1": "beta1",
-    "beta2": "beta2",
-    "checkpoint_dir": "checkpointDir",
-    "checkpoint_interval": "checkpointInterval",
-    "step_rule": "stepRule",  # gd only: backtracking | barzilai_borwein | schedule
-    "step_schedule": "stepSchedule",  # constant | inverse_time | step_decay
-    "step_decay": "stepDecay",
-    "validation_indicator_col": "validationIndicatorCol",  # early stopping on a boolean column
-    "patience": "patience",
-    "family": "family",  # logistic_regression only
-    "loss": "loss",  # linear_regression only: squaredError | huber
-    "epsilon": "epsilon",  # linear_regression with loss huber
-}
 
 MODEL_TYPES = ("logistic_regression", "linear_regression", "linear_svc")
 
@@ -119,28 +87,54 @@ class SplitSettings(_Strict):
     seed: int = 0
 
 
-#: Trained by xgboost.spark (sparkml_aiaas.models.xgboost); params are checked against
-#: the estimator's Params, named in snake_case (max_depth → maxDepth).
-TREE_MODEL_TYPES = ("xgboost_classifier", "xgboost_regressor", "random_forest_classifier",
-                    "random_forest_regressor")
+#: model type → the estimator class it trains, as ``module:name`` (imported when used).
+ESTIMATOR_CLASSES = {
+    "logistic_regression": "sparkml_aiaas.models.linear:LogisticRegression",
+    "linear_regression": "sparkml_aiaas.models.linear:LinearRegression",
+    "linear_svc": "sparkml_aiaas.models.linear:LinearSVC",
+    "xgboost_classifier": "sparkml_aiaas.models.xgboost:XGBoostClassifier",
+    "xgboost_regressor": "sparkml_aiaas.models.xgboost:XGBoostRegressor",
+    "random_forest_classifier": "sparkml_aiaas.models.xgboost:RandomForestClassifier",
+    "random_forest_regressor": "sparkml_aiaas.models.xgboost:RandomForestRegressor",
+}
 
 
-def tree_param_aliases(model_type: str, params: Dict[str, Any]) -> Dict[str, str]:
-    """``{snake_case: camelCase}`` for an XGBoost model type; ValueError names unknown params."""
-    from sparkml_aiaas.models.xgboost import ESTIMATORS, config_param_names
+def estimator_class(model_type: str) -> type:
+    """The estimator class of a model type (imports its module: pyspark, xgboost...)."""
+    import importlib
 
-    aliases = config_param_names(ESTIMATORS[model_type])
-    unknown = sorted(set(params) - set(aliases))
+    module, _, name = ESTIMATOR_CLASSES[model_type].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def model_param_aliases(model_type: str,
+                        params: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
+    """``{snake_case: camelCase}`` of the params a config may set for ``model_type``: its
+    estimator's Params but the columns the config's own keys set (``features``,
+    ``features_col``, ``label_col``).  ValueError names the ``params`` it does not know."""
+    from sparkml_aiaas.models.param_signature import config_param_names
+
+    aliases = config_param_names(estimator_class(model_type))
+    unknown = sorted(set(params or {}) - set(aliases))
     if unknown:
         raise ValueError(f"unknown model param(s) {unknown} for type {model_type!r}; known: "
                          f"{sorted(aliases)}")
     return aliases
 
 
+def __getattr__(name):
+    # PARAM_ALIASES, the table of the linear models' params older code imports: derived now.
+    if name == "PARAM_ALIASES":
+        return {k: v for model_type in MODEL_TYPES
+                for k, v in model_param_aliases(model_type).items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+ModelType = Literal[tuple(ESTIMATOR_CLASSES)]
+
+
 class ModelSettings(_Strict):
-    type: Literal["logistic_regression", "linear_regression", "linear_svc",
-                  "xgboost_classifier", "xgboost_regressor", "random_forest_classifier",
-                  "random_forest_regressor"] = "logistic_regression"
+    type: ModelType = "logistic_regression"
     label_col: str = "label"
     features: Optional[List[str]] = None
     features_col: Optional[str] = None
@@ -149,19 +143,9 @@ class ModelSettings(_Strict):
     @field_validator("params")
     @classmethod
     def _params_for_type(cls, value: Dict[str, Any], info):
-        # XGBoost / random forest types: the estimator's own Params decide (snake_case).
-        if info.data.get("type") in TREE_MODEL_TYPES:
-            tree_param_aliases(info.data["type"], value)
-            return value
-        return cls._known_params(value)
-
-    @classmethod
-    def _known_params(cls, value: Dict[str, Any]):
-        unknown = sorted(set(value) - set(PARAM_ALIASES))
-        if unknown:
-            raise ValueError(
-                f"unknown model param(s) {unknown}; known: {sorted(PARAM_ALIASES)}"
-            )
+        # The estimator's own Params decide (snake_case); an invalid type is reported alone.
+        if info.data.get("type") in ESTIMATOR_CLASSES:
+            model_param_aliases(info.data["type"], value)
         return value
 
     @model_validator(mode="after")
@@ -172,8 +156,7 @@ class ModelSettings(_Strict):
 
     def spark_params(self) -> Dict[str, Any]:
         """Constructor keywords of the estimator (camelCase)."""
-        aliases = tree_param_aliases(self.type, self.params) if self.type in TREE_MODEL_TYPES \
-            else PARAM_ALIASES
+        aliases = model_param_aliases(self.type, self.params)
         params = {aliases[k]: v for k, v in self.params.items()}
         params["labelCol"] = self.label_col
         if self.features:
@@ -370,7 +353,8 @@ class QuickstartConfig(_Strict):
     @field_validator("model_params")
     @classmethod
     def _known_params(cls, value):
-        return ModelSettings._known_params(value)
+        model_param_aliases("logistic_regression", value)  # the quickstart's model
+        return value
 
 
 C = TypeVar("C", bound=BaseModel)

@@ -94,10 +94,26 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 def test_every_alias_is_an_estimator_param():
+    from sparkml_aiaas.config import ESTIMATOR_CLASSES, estimator_class, model_param_aliases
     from sparkml_aiaas.models import LinearRegression, LinearSVC, LogisticRegression
 
+    # Derived from the estimators' Params: every Param but the columns the config sets itself.
+    for model_type in ESTIMATOR_CLASSES:
+        estimator = estimator_class(model_type)()
+        aliases = model_param_aliases(model_type)
+        assert sorted(aliases.values()) == sorted(
+            p.name for p in estimator.params
+            if p.name not in ("featuresCol", "featuresCols", "labelCol")), model_type
+    # The names configs have used stay valid, for the types they were meant for.
     only = {"threshold": (LogisticRegression, LinearSVC), "family": (LogisticRegression,),
             "loss": (LinearRegression,), "epsilon": (LinearRegression,)}
-    for name, camel in PARAM_ALIASES.items():
+    names = ["max_iter", "tol", "step_size", "reg_param", "elastic_net_param", "fit_intercept",
+             "standardization", "threshold", "optimizer", "seed", "aggregation_depth",
+             "num_partitions", "block_format", "block_dtype", "weight_col",
+             "mini_batch_fraction", "local_steps", "momentum", "beta1", "beta2",
+             "checkpoint_dir", "checkpoint_interval", "step_rule", "step_schedule", "step_decay",
+             "validation_indicator_col", "patience", "family", "loss", "epsilon"]
+    assert set(names) <= set(PARAM_ALIASES)
+    for name in names:
         for estimator in only.get(name, (LogisticRegression, LinearRegression, LinearSVC)):
-            assert estimator().hasParam(camel), (name, estimator)
+            assert estimator().hasParam(PARAM_ALIASES[name]), (name, estimator)

@@ -1,9 +1,14 @@
 """Linear models trained on the distributed gradient engine, as pyspark.ml stages.
 
-The objective is MLlib's: ``mean loss + regParam·(α‖w‖₁ + (1−α)/2‖w‖²)``
-(weighted mean with ``weightCol``; intercept not penalized), so results
-compare with pyspark.ml and scikit-learn.  ``_fit`` validates, builds the
-executor-resident blocks and hands a data-pass function to
+Each minimizes pyspark.ml's objective for the same params, so the same data give the same
+model as ``pyspark.ml``: the weighted mean loss plus
+``regParam·(α‖s⊙w‖₁ + (1−α)/2‖s⊙w‖²)`` on the coefficients scaled by the features'
+standard deviations ``s`` (``standardization``; the intercept is not penalized), with
+MLlib's family rules (least squares divide the L2 part by the label's standard deviation,
+huber's loss carries a factor ½; see :mod:`sparkml_aiaas.core.objective`).  The exact
+objectives, the scikit-learn mapping and what goes beyond MLlib are in ``docs/linear.md``;
+``tests/test_mllib_parity.py`` checks them against pyspark.ml itself.  ``_fit`` validates,
+builds the executor-resident blocks and hands a data-pass function to
 :func:`sparkml_aiaas.core.glm.fit_glm`; the math lives in ``core``.
 """
 
@@ -16,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
-from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLReadable, MLWritable
 
@@ -29,12 +33,15 @@ from sparkml_aiaas.errors import (ConfigError, DataValidationError, ModelFormatE
 from sparkml_aiaas.engine import DistributedDataPass, ResidentBlocks
 from sparkml_aiaas.engine.loop import DistributedLocalRounds
 from sparkml_aiaas.engine.progress import progress_bar
+from sparkml_aiaas.models.param_signature import KeywordParams
 from sparkml_aiaas.models.params import (LinearRegressionParams, LinearSVCParams,
                                          LogisticRegressionParams)
 from sparkml_aiaas.models.persistence import (ArtifactReader, ArtifactWriter, input_signature,
                                               restored_signature, restored_summary)
 from sparkml_aiaas.models.predictor import LinearPredictor
-from sparkml_aiaas.scoring.udf import transform_with_predictor
+from sparkml_aiaas.scoring.mllib_output import (omitted_outputs, output_names,
+                                                 predictor_outputs, transform_types)
+from sparkml_aiaas.scoring.udf import transform_like_mllib
 
 logger = logging.getLogger("sparkml_aiaas.train")
 
@@ -94,7 +101,7 @@ def split_by_indicator(dataset, column: str):
     return dataset.filter(~held_out), dataset.filter(held_out)
 
 
-class _LinearEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
+class _LinearEstimator(KeywordParams, Estimator, DefaultParamsReadable, DefaultParamsWritable):
     """Shared ``_fit``: validate → resident blocks → fit_glm → model."""
 
     _model_class: type = None  # set by subclasses
@@ -286,10 +293,11 @@ class _LinearModel(Model, MLWritable, MLReadable):
 
     @property
     def signature(self) -> Dict[str, Any]:
-        """Input columns and their Spark types, and output columns, as recorded at fit time."""
-        return dict(self._signature, outputs=[
-            {"name": n, "type": t} for n, t in self.predictor().output_columns
-        ])
+        """Input columns and their Spark types, as recorded at fit time, and the columns
+        ``transform`` appends with their types there (``vector``, ``double``: MLlib's; the
+        predictor's ``output_columns`` are the wire types score() and serving give)."""
+        return dict(self._signature, outputs=transform_types(
+            predictor_outputs(self.predictor()), omitted_outputs(self)))
 
     @property
     def hasSummary(self) -> bool:
@@ -302,7 +310,7 @@ class _LinearModel(Model, MLWritable, MLReadable):
         return self._summary
 
     def _output_names(self) -> Dict[str, str]:
-        return {"prediction": self.getPredictionCol()}
+        return output_names(self, ["prediction"])
 
     def _kind(self) -> str:
         return self._predictor_kind
@@ -321,7 +329,8 @@ class _LinearModel(Model, MLWritable, MLReadable):
         return 0.5
 
     def _transform(self, dataset):
-        return transform_with_predictor(dataset, self.predictor())
+        # pyspark.ml's output schema (vectors); score() keeps the predictor's wire types.
+        return transform_like_mllib(dataset, self.predictor(), omitted_outputs(self))
 
     # -- persistence -------------------------------------------------------
     def _artifact(self):
@@ -364,11 +373,11 @@ class _LinearModel(Model, MLWritable, MLReadable):
 class LogisticRegressionModel(_LinearModel, LogisticRegressionParams):
     """A fitted logistic regression, binomial or multinomial.
 
-    Output columns: ``rawPrediction`` (binomial: the margin, a double usable by
-    ``BinaryClassificationEvaluator``; multinomial: the ``k`` margins as
-    ``array<double>``), ``probability`` (``array<double>``, one entry per class)
-    and ``prediction`` (binomial: 1.0 when P(1) > threshold; multinomial: the
-    most probable class).
+    ``transform`` appends MLlib's columns: ``rawPrediction`` (a vector; binomial
+    ``[-m, m]`` with ``m`` the margin, multinomial the ``k`` margins), ``probability``
+    (a vector, one entry per class) and ``prediction`` (binomial: 1.0 when P(1) >
+    threshold; multinomial: the most probable class).  The predictor, ``score()`` and
+    serving give the same numbers as ``array<double>`` (binomial ``rawPrediction``: ``m``).
     """
 
     @property
@@ -382,67 +391,20 @@ class LogisticRegressionModel(_LinearModel, LogisticRegressionParams):
         return float(self.getThreshold())
 
     def _output_names(self) -> Dict[str, str]:
-        return {"prediction": self.getPredictionCol(), "probability": self.getProbabilityCol(),
-                "rawPrediction": self.getRawPredictionCol()}
+        return output_names(self, ["prediction", "probability", "rawPrediction"])
 
 
 class LogisticRegression(_LinearEstimator, LogisticRegressionParams):
     """Logistic regression (binomial or multinomial) on the distributed gradient engine.
 
-    Parameters
-    ----------
-    featuresCol : str, default "features"
-        A vector (or array of numbers) column.
-    featuresCols : list of str, default []
-        Numeric columns used directly; when non-empty it wins over featuresCol.
-    labelCol : str, default "label"
-        0/1 for the binomial family; class indices 0 … k−1 for the multinomial.
-    family : {"auto", "binomial", "multinomial"}, default "auto"
-        ``auto`` chooses binomial when the labels are 0/1, as MLlib does.
-    weightCol : str, optional
-        Non-negative row weights.
-    maxIter, tol : int, float
-        Stop after ``maxIter`` iterations or when the relative objective change
-        falls below ``tol``.
-    regParam, elasticNetParam : float
-        Penalty ``regParam·(α‖w‖₁ + (1−α)/2‖w‖²)``.
-    optimizer : {"lbfgs", "newton", "gd", "sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad"}
-        ``lbfgs`` (default; OWL-QN with L1), ``newton`` (the Hessian from the same
-        pass: few passes for few features), proximal gradient descent ``gd``, or
-        a mini-batch first-order rule.
-    stepSize : float, default 1.0
-        First step of ``gd`` (with ``stepRule="backtracking"`` halved whenever a
-        step fails to decrease enough), base step of ``stepSchedule``.
-    stepRule : {"backtracking", "barzilai_borwein", "schedule"}, default "backtracking"
-        Read by ``gd`` only: halve-until-decrease backtracking, the
-        Barzilai–Borwein step ``s·s / s·y`` as each trial step (same
-        backtracking as a safeguard; far fewer passes on ill-conditioned data),
-        or ``stepSchedule`` without any line search.
-    stepSchedule : {"constant", "inverse_time", "step_decay"}, default "constant"
-        Step of iteration ``t`` for the mini-batch optimizers and ``gd`` with
-        ``stepRule="schedule"``: ``stepSize``, ``stepSize/(1 + stepDecay·t)``
-        or ``stepSize·stepDecay^floor(t/10)``.
-    stepDecay : float, default 0.0
-        Decay of ``stepSchedule`` (>= 0; in (0, 1] for ``step_decay``).
-    validationIndicatorCol : str, optional
-        Early stopping: rows where this boolean column is true are held out of
-        training; the fit stops when their loss has not improved for
-        ``patience`` iterations and keeps the best iteration's coefficients
-        (``summary.bestIteration``, ``summary.validationLossHistory``).
-    patience : int, default 5
-        Non-improving iterations tolerated by early stopping.
-    standardization : bool, default True
-        Penalize standardized coefficients (as MLlib); coefficients are always
-        reported on the original scale.
-    numPartitions : int, default 0
-        Tasks per pass; 0 = one per core.
-    blockFormat : {"auto", "dense", "sparse"}, default "auto"
-        How the resident blocks store the features: ``auto`` keeps sparse vector
-        input (under 25 % non-zeros) as compressed sparse rows, decided per
-        partition; ``dense``/``sparse`` force one layout.
-    blockDtype : {"float64", "float32"}, default "float64"
-        ``float32`` halves the blocks' memory and the bytes a pass reads; passes
-        still compute in float64.
+    Labels are 0/1 for the binomial family and class indices 0 … k−1 for the
+    multinomial; row weights must be non-negative; labels holding a single class are
+    refused (``DataValidationError``).  The objective is pyspark.ml's
+    ``LogisticRegression``'s: ``mean_w log-loss + regParam·(α‖s⊙w‖₁ + (1−α)/2‖s⊙w‖²)``,
+    ``s`` the features' unbiased standard deviations (ones without ``standardization``).
+    Multinomial intercepts are centered across classes, and without a penalty each
+    feature's coefficients too, as MLlib does.  scikit-learn: ``LogisticRegression(C =
+    1/(n·regParam), l1_ratio = elasticNetParam)`` with ``standardization=False``.
 
     Examples
     --------
@@ -466,34 +428,6 @@ class LogisticRegression(_LinearEstimator, LogisticRegressionParams):
         top = stats.label_max if np.isfinite(stats.label_max) else 1
         return get_loss("multinomial"), max(int(top) + 1, 2)
 
-    @keyword_only
-    def __init__(self, *, featuresCol="features", featuresCols=None, labelCol="label",
-                 predictionCol="prediction", probabilityCol="probability",
-                 rawPredictionCol="rawPrediction", weightCol=None, maxIter=100, tol=1e-6,
-                 stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
-                 standardization=True, threshold=0.5, optimizer="lbfgs", family="auto",
-                 seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
-                 blockFormat=None, blockDtype=None,
-                 checkpointInterval=None, miniBatchFraction=None, localSteps=None,
-                 momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
-                 stepDecay=None, validationIndicatorCol=None, patience=None):
-        super().__init__()
-        self.setParams(**self._input_kwargs)
-
-    @keyword_only
-    def setParams(self, *, featuresCol="features", featuresCols=None, labelCol="label",
-                  predictionCol="prediction", probabilityCol="probability",
-                  rawPredictionCol="rawPrediction", weightCol=None, maxIter=100, tol=1e-6,
-                  stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
-                  standardization=True, threshold=0.5, optimizer="lbfgs", family="auto",
-                  seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
-                  blockFormat=None, blockDtype=None,
-                  checkpointInterval=None, miniBatchFraction=None, localSteps=None,
-                  momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
-                  stepDecay=None, validationIndicatorCol=None, patience=None):
-        kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
-        return self._set(**kwargs)
-
 
 class LinearRegressionModel(_LinearModel, LinearRegressionParams):
     """A fitted linear regression (squared error or huber); output column ``prediction``."""
@@ -509,12 +443,21 @@ class LinearRegressionModel(_LinearModel, LinearRegressionParams):
 class LinearRegression(_LinearEstimator, LinearRegressionParams):
     """Linear regression on the distributed gradient engine: squared error or huber.
 
-    ``loss="squaredError"``: ``1/2 mean_w (y − x·w − b)² + penalty``, MLlib's objective
-    with ``regParam = 0``; unlike MLlib the labels are not rescaled, so with
-    ``standardization=False`` the result equals scikit-learn's ``Ridge(alpha = n·regParam)``.
-    ``loss="huber"``: MLlib's / scikit-learn's ``HuberRegressor`` joint estimation of the
-    coefficients and a scale σ (``model.scale``), robustness ``epsilon`` (default 1.35).
-    Other parameters as :class:`LogisticRegression` (without the classifier ones).
+    Both minimize pyspark.ml's ``LinearRegression`` objective (its default
+    ``solver="auto"``):
+
+    ``loss="squaredError"``: ``½ mean_w (x·w + b − y)² + regParam·α‖s⊙w‖₁ +
+    regParam·(1−α)/(2σ_y)·‖s⊙w‖²``.  MLlib fits the label scaled by its standard deviation
+    ``σ_y``, which divides the L2 part by ``σ_y``; ``s`` and ``σ_y`` are population standard
+    deviations (up to 4096 features, MLlib's normal equations; unbiased beyond, its L-BFGS
+    path).  scikit-learn, ``standardization=False``: ``Ridge(alpha = n·regParam/σ_y)``,
+    ``Lasso(alpha = regParam)``.  A constant label gives MLlib's untrained model (zero
+    coefficients, the mean as intercept).
+
+    ``loss="huber"``: joint estimation of the coefficients and a scale σ (``model.scale``),
+    robustness ``epsilon``: ``½ mean_w(σ + H_ε(r/σ)·σ) + regParam/2·‖s⊙w‖²`` (the label is
+    not scaled; ``s`` unbiased); scikit-learn: ``HuberRegressor(alpha = n·regParam)``.
+    Beyond MLlib, which takes L2 only with huber, ``elasticNetParam`` > 0 adds an L1 part.
     """
 
     _model_class = LinearRegressionModel
@@ -524,35 +467,10 @@ class LinearRegression(_LinearEstimator, LinearRegressionParams):
             return get_loss("huber", epsilon=self.getEpsilon())
         return get_loss("squared")
 
-    @keyword_only
-    def __init__(self, *, featuresCol="features", featuresCols=None, labelCol="label",
-                 predictionCol="prediction", weightCol=None, maxIter=100, tol=1e-6,
-                 stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
-                 standardization=True, optimizer="lbfgs", loss="squaredError", epsilon=1.35,
-                 seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
-                 blockFormat=None, blockDtype=None,
-                 checkpointInterval=None, miniBatchFraction=None, localSteps=None,
-                 momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
-                 stepDecay=None, validationIndicatorCol=None, patience=None):
-        super().__init__()
-        self.setParams(**self._input_kwargs)
-
-    @keyword_only
-    def setParams(self, *, featuresCol="features", featuresCols=None, labelCol="label",
-                  predictionCol="prediction", weightCol=None, maxIter=100, tol=1e-6,
-                  stepSize=1.0, regParam=0.0, elasticNetParam=0.0, fitIntercept=True,
-                  standardization=True, optimizer="lbfgs", loss="squaredError", epsilon=1.35,
-                  seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
-                  blockFormat=None, blockDtype=None,
-                  checkpointInterval=None, miniBatchFraction=None, localSteps=None,
-                  momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
-                  stepDecay=None, validationIndicatorCol=None, patience=None):
-        kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
-        return self._set(**kwargs)
-
 
 class LinearSVCModel(_LinearModel, LinearSVCParams):
-    """A fitted linear SVM: ``rawPrediction`` (the margin) and ``prediction`` (margin > threshold)."""
+    """A fitted linear SVM: ``rawPrediction`` (``[-m, m]``, ``m`` the margin, as MLlib's) and
+    ``prediction`` (``m`` > threshold).  The predictor, ``score()`` and serving give ``m``."""
 
     _predictor_kind = "linear_svc"
 
@@ -560,16 +478,22 @@ class LinearSVCModel(_LinearModel, LinearSVCParams):
         return float(self.getThreshold())
 
     def _output_names(self) -> Dict[str, str]:
-        return {"prediction": self.getPredictionCol(),
-                "rawPrediction": self.getRawPredictionCol()}
+        return output_names(self, ["prediction", "rawPrediction"])
 
 
 class LinearSVC(_LinearEstimator, LinearSVCParams):
     """Linear support vector machine (hinge loss), labels 0/1, MLlib's ``LinearSVC`` objective:
-    ``mean_w max(0, 1 − y±(x·w + b)) + regParam·(α‖w‖₁ + (1−α)/2‖w‖²)``.
+    ``mean_w max(0, 1 − y±(x·w + b)) + regParam/2·‖s⊙w‖²`` (``y± = 2y − 1``, ``s`` the
+    features' unbiased standard deviations, ones without ``standardization``).
 
-    Like MLlib, it runs L-BFGS (OWL-QN with L1) on the non-smooth hinge; ``newton`` is refused
-    (the hinge has no curvature).  Other parameters as :class:`LogisticRegression`.
+    Beyond MLlib, which takes L2 only, ``elasticNetParam`` > 0 turns the penalty into
+    ``regParam·(α‖s⊙w‖₁ + (1−α)/2‖s⊙w‖²)``.  Like MLlib, it runs L-BFGS (OWL-QN with L1) on
+    the non-smooth hinge, which stops near the minimum rather than at it: models agree
+    with pyspark.ml in objective value, not to the last digits of the coefficients (see
+    ``docs/linear.md``).  ``newton`` is refused (the hinge has no curvature).  Labels
+    holding a single class are refused.  scikit-learn (``fitIntercept=False``,
+    ``standardization=False``): ``LinearSVC(loss="hinge", C = 1/(n·regParam),
+    fit_intercept=False)``.
     """
 
     _model_class = LinearSVCModel
@@ -582,29 +506,3 @@ class LinearSVC(_LinearEstimator, LinearSVCParams):
         if self.getOptimizer() == "newton":
             raise ConfigError("optimizer 'newton' does not support the hinge loss (it has no "
                               "curvature); use 'lbfgs', as MLlib's LinearSVC does, or 'gd'")
-
-    @keyword_only
-    def __init__(self, *, featuresCol="features", featuresCols=None, labelCol="label",
-                 predictionCol="prediction", rawPredictionCol="rawPrediction", weightCol=None,
-                 maxIter=100, tol=1e-6, stepSize=1.0, regParam=0.0, elasticNetParam=0.0,
-                 fitIntercept=True, standardization=True, threshold=0.0, optimizer="lbfgs",
-                 seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
-                 blockFormat=None, blockDtype=None,
-                 checkpointInterval=None, miniBatchFraction=None, localSteps=None,
-                 momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
-                 stepDecay=None, validationIndicatorCol=None, patience=None):
-        super().__init__()
-        self.setParams(**self._input_kwargs)
-
-    @keyword_only
-    def setParams(self, *, featuresCol="features", featuresCols=None, labelCol="label",
-                  predictionCol="prediction", rawPredictionCol="rawPrediction", weightCol=None,
-                  maxIter=100, tol=1e-6, stepSize=1.0, regParam=0.0, elasticNetParam=0.0,
-                  fitIntercept=True, standardization=True, threshold=0.0, optimizer="lbfgs",
-                  seed=None, aggregationDepth=2, numPartitions=0, checkpointDir=None,
-                  blockFormat=None, blockDtype=None,
-                  checkpointInterval=None, miniBatchFraction=None, localSteps=None,
-                  momentum=None, beta1=None, beta2=None, stepRule=None, stepSchedule=None,
-                  stepDecay=None, validationIndicatorCol=None, patience=None):
-        kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
-        return self._set(**kwargs)

@@ -35,13 +35,23 @@ from sparkml_aiaas.engine.blocks import BLOCK_DTYPES, BLOCK_FORMATS, FeatureSpec
 from sparkml_aiaas.errors import ConfigError
 
 
+def with_doc(param: Param, doc: str) -> Param:
+    """``param`` (a shared pyspark Param) redeclared with the doc of what it means here.
+
+    A class attribute of that name in a subclass wins, as any attribute does; getters,
+    persistence and grids go by the name, so nothing else changes.
+    """
+    return Param(Params._dummy(), param.name, doc, typeConverter=param.typeConverter)
+
+
 class HasFeaturesCols(Params):
     """Numeric feature columns used directly, without assembling a vector."""
 
     featuresCols: Param = Param(
         Params._dummy(),
         "featuresCols",
-        "numeric feature columns; when set (non-empty) it wins over featuresCol",
+        "numeric feature columns used directly, without assembling a vector; when "
+        "non-empty they win over featuresCol (a vector or array-of-numbers column)",
         typeConverter=TypeConverters.toListString,
     )
 
@@ -63,7 +73,9 @@ class HasOptimizer(Params):
     optimizer: Param = Param(
         Params._dummy(),
         "optimizer",
-        f"optimizer, one of {list(OPTIMIZERS)}",
+        f"optimizer, one of {list(OPTIMIZERS)}: 'lbfgs' (L-BFGS; OWL-QN with an L1 "
+        "penalty), 'newton' (the Hessian summed in the same pass: few passes for few "
+        "features), 'gd' (proximal gradient descent) or a mini-batch first-order rule",
         typeConverter=TypeConverters.toString,
     )
 
@@ -92,25 +104,20 @@ class HasNumPartitions(Params):
 
 
 class HasBlockStorage(Params):
-    """How the executor-resident training blocks store the features.
-
-    ``blockFormat``: ``"auto"`` (default) stores a partition as compressed
-    sparse rows when the features are a vector column and the partition's
-    first batch has under 25 % non-zero entries, else dense; ``"dense"`` and
-    ``"sparse"`` force one layout.  ``blockDtype``: ``"float64"`` (default)
-    or ``"float32"``, which halves the blocks' memory and the bytes each pass
-    reads (the passes still compute in float64; labels and weights stay
-    float64).
-    """
+    """How the executor-resident training blocks store the features."""
 
     blockFormat: Param = Param(
         Params._dummy(), "blockFormat",
-        f"layout of the training blocks, one of {list(BLOCK_FORMATS)}: 'auto' stores sparse "
-        "vector input as CSR, 'dense'/'sparse' force one layout",
+        f"layout of the training blocks, one of {list(BLOCK_FORMATS)}: 'auto' stores a "
+        "partition as compressed sparse rows when the features are a vector column and the "
+        "partition's first batch has under 25 % non-zero entries, else dense; "
+        "'dense'/'sparse' force one layout",
         typeConverter=TypeConverters.toString)
     blockDtype: Param = Param(
         Params._dummy(), "blockDtype",
-        f"type the training blocks store feature values in, one of {list(BLOCK_DTYPES)}",
+        f"type the training blocks store feature values in, one of {list(BLOCK_DTYPES)}: "
+        "'float32' halves the blocks' memory and the bytes each pass reads (passes still "
+        "compute in float64; labels and weights stay float64)",
         typeConverter=TypeConverters.toString)
 
     def __init__(self):
@@ -134,7 +141,15 @@ class HasStochasticParams(Params):
     localSteps: Param = Param(
         Params._dummy(), "localSteps",
         "update steps each task takes on its own block per Spark job before the driver "
-        "averages (local SGD); 1 = exact mini-batch steps", typeConverter=TypeConverters.toInt)
+        "averages (local SGD); 1 = exact mini-batch steps; 0 = one pass over the block in "
+        "mini-batches of miniBatchFraction of its rows (one job per epoch; exact steps when "
+        "miniBatchFraction is 1)", typeConverter=TypeConverters.toInt)
+    nIterNoChange: Param = Param(
+        Params._dummy(), "nIterNoChange",
+        "with miniBatchFraction < 1 the mini-batch optimizers stop once this many consecutive "
+        "iterations did not improve the objective on its best by more than tol (>= 1; tol 0 "
+        "turns the rule off)",
+        typeConverter=TypeConverters.toInt)
     momentum: Param = Param(Params._dummy(), "momentum", "momentum/nesterov coefficient",
                             typeConverter=TypeConverters.toFloat)
     beta1: Param = Param(Params._dummy(), "beta1", "adam's first-moment decay",
@@ -144,14 +159,17 @@ class HasStochasticParams(Params):
 
     def __init__(self):
         super().__init__()
-        self._setDefault(miniBatchFraction=1.0, localSteps=1, momentum=0.9, beta1=0.9,
-                         beta2=0.999)
+        self._setDefault(miniBatchFraction=1.0, localSteps=0, momentum=0.9, beta1=0.9,
+                         beta2=0.999, nIterNoChange=10)
 
     def getMiniBatchFraction(self) -> float:
         return self.getOrDefault(self.miniBatchFraction)
 
     def getLocalSteps(self) -> int:
         return self.getOrDefault(self.localSteps)
+
+    def getNIterNoChange(self) -> int:
+        return self.getOrDefault(self.nIterNoChange)
 
     def stochastic_settings(self):
         from sparkml_aiaas.core.first_order import RuleSettings
@@ -165,7 +183,8 @@ class HasStochasticParams(Params):
                             decay=float(self.getOrDefault("stepDecay")))
         return StochasticSettings(
             mini_batch_fraction=self.getMiniBatchFraction(), local_steps=self.getLocalSteps(),
-            seed=int(seed) & 0x7FFFFFFF,
+            seed=int(seed) & 0x7FFFFFFF, n_iter_no_change=self.getNIterNoChange(),
+            default_step=self.hasParam("stepSize") and not self.isSet("stepSize"),
             rule=RuleSettings(momentum=self.getOrDefault(self.momentum),
                               beta1=self.getOrDefault(self.beta1),
                               beta2=self.getOrDefault(self.beta2)),
@@ -173,29 +192,22 @@ class HasStochasticParams(Params):
 
 
 class HasStepControl(Params):
-    """How the first-order optimizers choose their step.
-
-    ``stepRule`` is read by ``optimizer="gd"`` only (the other optimizers
-    ignore it): ``"backtracking"`` (default: try the current step, halve it
-    until the objective decreases enough, keep it), ``"barzilai_borwein"``
-    (the Barzilai–Borwein step ``s·s / s·y`` as each iteration's trial step,
-    protected by the same backtracking; far fewer passes on ill-conditioned
-    data) or ``"schedule"`` (no line search: ``stepSchedule`` applied to
-    ``stepSize``).  ``stepSchedule``/``stepDecay`` serve the mini-batch
-    optimizers (sgd, momentum, …) and gd with ``stepRule="schedule"``: the step
-    of iteration ``t`` (0-based) is ``stepSize`` (``constant``),
-    ``stepSize / (1 + stepDecay·t)`` (``inverse_time``) or ``stepSize ·
-    stepDecay^floor(t / 10)`` (``step_decay``, ``stepDecay`` in (0, 1]).
-    """
+    """How the first-order optimizers choose their step."""
 
     stepRule: Param = Param(
         Params._dummy(), "stepRule",
-        f"step-size rule of optimizer 'gd' (ignored by the others), one of {list(STEP_RULES)}",
+        f"step-size rule of optimizer 'gd' (ignored by the others), one of {list(STEP_RULES)}: "
+        "'backtracking' tries the current step and halves it until the objective decreases "
+        "enough; 'barzilai_borwein' takes s·s / s·y as each iteration's trial step, under the "
+        "same backtracking (far fewer passes on ill-conditioned data); 'schedule' applies "
+        "stepSchedule to stepSize without a line search",
         typeConverter=TypeConverters.toString)
     stepSchedule: Param = Param(
         Params._dummy(), "stepSchedule",
         f"step schedule of the mini-batch optimizers and of gd with stepRule 'schedule', one of "
-        f"{list(SCHEDULES)}", typeConverter=TypeConverters.toString)
+        f"{list(SCHEDULES)}: the step of iteration t (0-based) is stepSize ('constant'), "
+        "stepSize / (1 + stepDecay·t) ('inverse_time') or stepSize · stepDecay^floor(t / 10) "
+        "('step_decay')", typeConverter=TypeConverters.toString)
     stepDecay: Param = Param(
         Params._dummy(), "stepDecay",
         "decay of stepSchedule (>= 0): inverse_time divides by 1 + stepDecay·t; step_decay "
@@ -227,6 +239,11 @@ class HasEarlyStopping(HasValidationIndicatorCol):
     Rows where the column is false or null are the training rows.
     """
 
+    validationIndicatorCol: Param = with_doc(
+        HasValidationIndicatorCol.validationIndicatorCol,
+        "early stopping: rows where this boolean column is true are held out of training; the "
+        "fit keeps the coefficients of the iteration with the lowest loss on them "
+        "(summary.bestIteration, summary.validationLossHistory)")
     patience: Param = Param(
         Params._dummy(), "patience",
         "early stopping: consecutive iterations without a lower validation loss before the fit "
@@ -248,6 +265,9 @@ class HasEarlyStopping(HasValidationIndicatorCol):
 
 
 class HasCheckpoint(HasCheckpointInterval):
+    checkpointInterval: Param = with_doc(
+        HasCheckpointInterval.checkpointInterval,
+        "iterations between two optimizer checkpoints written to checkpointDir (>= 1)")
     checkpointDir: Param = Param(
         Params._dummy(), "checkpointDir",
         "directory for optimizer checkpoints; a killed fit re-run with the same arguments "
@@ -269,6 +289,21 @@ class LinearModelParams(
     HasStochasticParams, HasStepControl, HasEarlyStopping,
 ):
     """Params of every linear model, with MLlib's defaults."""
+
+    tol: Param = with_doc(HasTol.tol, "stop when the relative change of the objective falls "
+                                      "below tol; on mini-batches (miniBatchFraction < 1) when "
+                                      "it has not improved by tol for nIterNoChange "
+                                      "iterations (>= 0)")
+    stepSize: Param = with_doc(
+        HasStepSize.stepSize,
+        "first step of optimizer 'gd' (with stepRule 'backtracking' halved whenever a step "
+        "fails to decrease the objective enough) and base step of stepSchedule (> 0); left "
+        "unset, the mini-batch optimizers take their own (sgd 1.0, momentum and nesterov "
+        "0.05, adam 0.05, rmsprop 0.02, adagrad 0.5)")
+    standardization: Param = with_doc(
+        HasStandardization.standardization,
+        "penalize the coefficients of the standardized features, as MLlib does; coefficients "
+        "are always reported on the original scale")
 
     def __init__(self):
         super().__init__()
@@ -295,7 +330,8 @@ class LinearModelParams(
              f"must be one of {list(BLOCK_DTYPES)}"),
             (self.getCheckpointInterval() >= 1, "checkpointInterval", "must be >= 1"),
             (0.0 < self.getMiniBatchFraction() <= 1.0, "miniBatchFraction", "must be in (0, 1]"),
-            (self.getLocalSteps() >= 1, "localSteps", "must be >= 1"),
+            (self.getLocalSteps() >= 0, "localSteps", "must be >= 0 (0 = one pass per job)"),
+            (self.getNIterNoChange() >= 1, "nIterNoChange", "must be >= 1"),
             (0.0 <= self.getOrDefault(self.momentum) < 1.0, "momentum", "must be in [0, 1)"),
             (0.0 <= self.getOrDefault(self.beta1) < 1.0, "beta1", "must be in [0, 1)"),
             (0.0 <= self.getOrDefault(self.beta2) < 1.0, "beta2", "must be in [0, 1)"),
@@ -335,8 +371,8 @@ class BinaryClassifierParams(LinearModelParams, HasProbabilityCol, HasRawPredict
 class HasFamily(Params):
     family: Param = Param(
         Params._dummy(), "family",
-        "label distribution: 'auto' (binomial for labels 0/1, else multinomial), 'binomial' or "
-        "'multinomial'", typeConverter=TypeConverters.toString,
+        "label distribution: 'auto' (binomial for labels 0/1, else multinomial, as MLlib "
+        "chooses), 'binomial' or 'multinomial'", typeConverter=TypeConverters.toString,
     )
 
     def __init__(self):
@@ -386,7 +422,9 @@ class LinearRegressionParams(LinearModelParams):
 
 
 class LinearSVCParams(LinearModelParams, HasRawPredictionCol, HasThreshold):
-    """A linear SVM: ``prediction`` is 1 when the margin (``rawPrediction``) > threshold."""
+    threshold: Param = with_doc(
+        HasThreshold.threshold, "prediction is 1.0 when the margin (rawPrediction) exceeds "
+                                "threshold, else 0.0")
 
     def __init__(self):
         super().__init__()

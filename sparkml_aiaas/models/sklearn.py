@@ -5,7 +5,7 @@ cheap job), decide a seeded Bernoulli sampling fraction, check that the
 sample fits the driver budget ``maxSampleBytes`` *before* collecting it,
 collect only the feature and label columns through Arrow and fit the
 scikit-learn estimator in the driver.  The fitted model scores through
-:func:`~sparkml_aiaas.scoring.udf.transform_with_predictor` with the
+:func:`~sparkml_aiaas.scoring.udf.transform_like_mllib` with the
 Spark-free :class:`~sparkml_aiaas.models.sklearn_predictor.SklearnPredictor`,
 the same code batch scoring and serving run.  Any already-fitted scikit-learn
 classifier or regressor (a Pipeline included) can be wrapped with
@@ -28,16 +28,17 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (HasFeaturesCol, HasLabelCol, HasPredictionCol,
                                      HasProbabilityCol, HasRawPredictionCol, HasSeed)
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLReadable, MLWritable
 
+from sparkml_aiaas.core.stats import single_class_message
 from sparkml_aiaas.engine.blocks import training_frame
 from sparkml_aiaas.errors import ConfigError, DataValidationError
-from sparkml_aiaas.models.params import HasFeaturesCols
+from sparkml_aiaas.models.param_signature import KeywordParams
+from sparkml_aiaas.models.params import HasFeaturesCols, with_doc
 from sparkml_aiaas.models.persistence import (ArtifactReader, ArtifactWriter, input_signature,
                                               restored_signature, restored_summary)
 from sparkml_aiaas.models.sklearn_predictor import (
@@ -52,7 +53,9 @@ from sparkml_aiaas.models.sklearn_predictor import (
     safe_dumps,
     spec_json,
 )
-from sparkml_aiaas.scoring.udf import transform_with_predictor
+from sparkml_aiaas.scoring.mllib_output import (omitted_outputs, output_names,
+                                                 predictor_outputs, transform_types)
+from sparkml_aiaas.scoring.udf import transform_like_mllib
 
 logger = logging.getLogger("sparkml_aiaas.train")
 
@@ -103,9 +106,10 @@ class SklearnParams(HasFeaturesCol, HasFeaturesCols, HasLabelCol, HasPredictionC
 
     estimator: Param = Param(
         Params._dummy(), "estimator",
-        "the scikit-learn estimator to fit: an unfitted estimator object (kept as its JSON "
-        "spec: class path under 'sklearn.' and get_params(deep=False))",
-        typeConverter=_to_spec)
+        "the scikit-learn estimator to fit: an unfitted estimator object, e.g. "
+        "SVC(kernel='linear') or a Pipeline of scikit-learn steps, kept as its JSON spec "
+        "(class path under 'sklearn.' and get_params(deep=False)); a None random_state is "
+        "set to seed", typeConverter=_to_spec)
     maxSampleBytes: Param = Param(
         Params._dummy(), "maxSampleBytes",
         "budget in bytes of the driver-side training sample as a float64 matrix (features + "
@@ -117,8 +121,11 @@ class SklearnParams(HasFeaturesCol, HasFeaturesCols, HasLabelCol, HasPredictionC
         "reach it); 0 means no row cap", typeConverter=TypeConverters.toInt)
     sampleFraction: Param = Param(
         Params._dummy(), "sampleFraction",
-        "fraction of the rows sampled for training (Bernoulli, seeded by seed), in (0, 1]",
+        "fraction of the rows sampled for training (Bernoulli, seeded by seed), in (0, 1]; "
+        "lowered to honour maxSampleRows",
         typeConverter=TypeConverters.toFloat)
+    seed: Param = with_doc(HasSeed.seed, "seed of the training sample, and the random_state "
+                                         "of an estimator whose random_state is None")
 
     def __init__(self):
         super().__init__()
@@ -226,13 +233,16 @@ def _sample_arrays(table, n_features: int, vector_input: bool):
     return values.reshape(table.num_rows, n_features), y
 
 
-def _check_class_labels(y: np.ndarray, label_col: str) -> np.ndarray:
-    """Class indices 0..k-1 as int64, or :class:`DataValidationError` naming what is wrong."""
+def _check_class_labels(y: np.ndarray, label_col: str, role: str = "training") -> np.ndarray:
+    """Class indices 0..k-1 as int64, or :class:`DataValidationError` naming what is wrong
+    (``role``: what the rows are, for the message)."""
     if not np.isfinite(y).all():
         raise DataValidationError(
             f"label column {label_col!r} holds null or NaN values in the training sample; "
             "filter them out first")
     labels = np.unique(y)
+    if len(labels) < 2:
+        raise DataValidationError(single_class_message(label_col, labels[0], len(y), role))
     if (labels != np.round(labels)).any() or labels[0] < 0:
         raise DataValidationError(
             f"label column {label_col!r} must hold class indices 0, 1, ..., k-1; the sample "
@@ -244,17 +254,13 @@ def _check_class_labels(y: np.ndarray, label_col: str) -> np.ndarray:
             f"label column {label_col!r} must hold class indices 0..k-1 with every class "
             f"present; the training sample lacks class(es) {missing[:10]} (too rare for the "
             "sampling fraction, or labels not indexed: use StringIndexer)")
-    if len(labels) < 2:
-        raise DataValidationError(
-            f"label column {label_col!r} holds a single class ({int(labels[0])}) in the "
-            "training sample; a classifier needs at least two")
     return y.astype(np.int64)
 
 
 # ---------------------------------------------------------------------------- estimators
 
 
-class _SklearnEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
+class _SklearnEstimator(KeywordParams, Estimator, DefaultParamsReadable, DefaultParamsWritable):
     """Shared ``_fit``: count -> plan the sample (size guard) -> collect via Arrow -> fit."""
 
     _model_class: type = None
@@ -299,7 +305,9 @@ class _SklearnEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable)
                 f"the training sample is empty ({total} rows, fraction {plan.fraction:.6g}); "
                 "raise sampleFraction or maxSampleRows")
         if self._task == "classifier":
-            y = _check_class_labels(y, label_col)
+            # A sample of all rows is the training data; a smaller one may have missed a class.
+            y = _check_class_labels(y, label_col, "training" if plan.fraction >= 1.0
+                                    else "sampled training")
         elif not np.isfinite(y).all():
             raise DataValidationError(
                 f"label column {label_col!r} holds null or NaN values in the training sample; "
@@ -428,9 +436,11 @@ class _SklearnModel(Model, MLWritable, MLReadable):
 
     @property
     def signature(self) -> Dict[str, Any]:
-        """Input columns and their Spark types, and output columns."""
-        return dict(self._signature, outputs=[
-            {"name": n, "type": t} for n, t in self.predictor().output_columns])
+        """Input columns and their Spark types, and the columns ``transform`` appends with
+        their types there (MLlib's ``vector``/``double``; the predictor's ``output_columns``
+        are the wire types score() and serving give)."""
+        return dict(self._signature, outputs=transform_types(
+            predictor_outputs(self.predictor()), omitted_outputs(self)))
 
     @property
     def hasSummary(self) -> bool:
@@ -444,7 +454,7 @@ class _SklearnModel(Model, MLWritable, MLReadable):
         return self._summary
 
     def _output_names(self) -> Dict[str, str]:
-        return {"prediction": self.getPredictionCol()}
+        return output_names(self, ["prediction"])
 
     def predictor(self) -> SklearnPredictor:
         """The Spark-free predictor with this model's estimator and params."""
@@ -456,7 +466,8 @@ class _SklearnModel(Model, MLWritable, MLReadable):
 
     def _transform(self, dataset):
         _check_feature_types(dataset, self.feature_spec())
-        return transform_with_predictor(dataset, self.predictor())
+        # pyspark.ml's output schema (vectors); score() keeps the predictor's wire types.
+        return transform_like_mllib(dataset, self.predictor(), omitted_outputs(self))
 
     # -- persistence ---------------------------------------------------------------------
     def _artifact(self):
@@ -508,33 +519,14 @@ class SklearnClassificationModel(_SklearnModel, SklearnClassifierParams):
         return len(self.estimator_.classes_)
 
     def _output_names(self) -> Dict[str, str]:
-        return {"prediction": self.getPredictionCol(), "probability": self.getProbabilityCol(),
-                "rawPrediction": self.getRawPredictionCol()}
+        return output_names(self, ["prediction", "probability", "rawPrediction"])
 
 
 class SklearnClassifier(_SklearnEstimator, SklearnClassifierParams):
     """Train a scikit-learn classifier on a seeded driver-side sample of a DataFrame.
 
-    Parameters
-    ----------
-    estimator : unfitted scikit-learn classifier
-        E.g. ``SVC(kernel="linear")``, ``RandomForestClassifier(n_estimators=100)``
-        or a Pipeline of scikit-learn steps.  Kept as a JSON spec; a None
-        ``random_state`` is set to ``seed``.
-    featuresCols : list of str
-        Numeric feature columns (wins over featuresCol when non-empty).
-    featuresCol : str, default "features"
-        A vector or ``array<double>`` column.
-    labelCol : str, default "label"
-        Class indices 0, 1, ..., k-1 (every class present in the sample).
-    maxSampleBytes : int, default 512 MiB
-        Budget of the sample as a float64 matrix: ``rows × (features + 1) × 8``.
-    maxSampleRows : int, default 0
-        Expected sample rows at most (0: no cap).
-    sampleFraction : float, default 1.0
-        Bernoulli fraction (lowered to honour maxSampleRows).
-    seed : int, default 0
-        Seed of the sample (and of an unset ``random_state``).
+    Labels are class indices 0, 1, ..., k-1, at least two classes and every class
+    present in the sample.
 
     Examples
     --------
@@ -547,22 +539,6 @@ class SklearnClassifier(_SklearnEstimator, SklearnClassifierParams):
 
     _model_class = SklearnClassificationModel
     _task = "classifier"
-
-    @keyword_only
-    def __init__(self, *, estimator=None, featuresCol="features", featuresCols=None,
-                 labelCol="label", predictionCol="prediction", probabilityCol="probability",
-                 rawPredictionCol="rawPrediction", maxSampleBytes=DEFAULT_MAX_SAMPLE_BYTES,
-                 maxSampleRows=0, sampleFraction=1.0, seed=0):
-        super().__init__()
-        self.setParams(**self._input_kwargs)
-
-    @keyword_only
-    def setParams(self, *, estimator=None, featuresCol="features", featuresCols=None,
-                  labelCol="label", predictionCol="prediction", probabilityCol="probability",
-                  rawPredictionCol="rawPrediction", maxSampleBytes=DEFAULT_MAX_SAMPLE_BYTES,
-                  maxSampleRows=0, sampleFraction=1.0, seed=0):
-        kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
-        return self._set(**kwargs)
 
 
 # --------------------------------------------------------------------------- regressor
@@ -577,25 +553,9 @@ class SklearnRegressionModel(_SklearnModel, SklearnParams):
 class SklearnRegressor(_SklearnEstimator, SklearnParams):
     """Train a scikit-learn regressor (e.g. ``Ridge``, ``RandomForestRegressor``) on a sample.
 
-    Parameters as :class:`SklearnClassifier` without the classifier ones; the
-    label is any numeric column (no nulls in the sample).
+    The label is any numeric column (no nulls in the sample); sampled as
+    :class:`SklearnClassifier` samples.
     """
 
     _model_class = SklearnRegressionModel
     _task = "regressor"
-
-    @keyword_only
-    def __init__(self, *, estimator=None, featuresCol="features", featuresCols=None,
-                 labelCol="label", predictionCol="prediction",
-                 maxSampleBytes=DEFAULT_MAX_SAMPLE_BYTES, maxSampleRows=0, sampleFraction=1.0,
-                 seed=0):
-        super().__init__()
-        self.setParams(**self._input_kwargs)
-
-    @keyword_only
-    def setParams(self, *, estimator=None, featuresCol="features", featuresCols=None,
-                  labelCol="label", predictionCol="prediction",
-                  maxSampleBytes=DEFAULT_MAX_SAMPLE_BYTES, maxSampleRows=0, sampleFraction=1.0,
-                  seed=0):
-        kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
-        return self._set(**kwargs)

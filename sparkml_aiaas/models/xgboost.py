@@ -11,8 +11,10 @@ distributed training to ``xgboost.spark.SparkXGBClassifier`` /
 ``SparkXGBRegressor`` (a barrier stage of ``numWorkers`` tasks that build each
 tree together through allreduce).  Only the resulting booster is kept: the
 fitted models score through :class:`~sparkml_aiaas.models.xgboost_predictor.XGBoostPredictor`
-(``transform_with_predictor``), the same code that batch scoring and serving
+(``transform_like_mllib``), the same code that batch scoring and serving
 run, and save it as XGBoost's UBJ format (``model.ubj``), never a pickle.
+Trees grow with ``tree_method="hist"``; null cells of ``featuresCols`` and NaN
+entries of a ``featuresCol`` vector are XGBoost's missing values.
 
 Already-trained boosters (``xgboost.Booster`` or a scikit-learn ``XGBModel``)
 are wrapped with ``XGBoostClassificationModel.from_booster`` /
@@ -26,21 +28,24 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
-from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import (HasFeaturesCol, HasLabelCol, HasPredictionCol,
                                      HasProbabilityCol, HasRawPredictionCol, HasWeightCol)
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLReadable, MLWritable
 
+from sparkml_aiaas.core.stats import single_class_message
 from sparkml_aiaas.errors import ConfigError, DataValidationError, ModelFormatError
+from sparkml_aiaas.models.param_signature import KeywordParams
 from sparkml_aiaas.models.params import HasFeaturesCols
 from sparkml_aiaas.models.artifact import as_int, predictor_section
 from sparkml_aiaas.models.persistence import (ArtifactReader, ArtifactWriter, input_signature,
                                               restored_signature, restored_summary)
 from sparkml_aiaas.models.xgboost_predictor import (BOOSTER_FILE, XGBoostPredictor,
                                                     booster_from_bytes, booster_kind)
-from sparkml_aiaas.scoring.udf import transform_with_predictor
+from sparkml_aiaas.scoring.mllib_output import (omitted_outputs, output_names,
+                                                 predictor_outputs, transform_types)
+from sparkml_aiaas.scoring.udf import transform_like_mllib
 
 logger = logging.getLogger("sparkml_aiaas.train")
 
@@ -103,19 +108,23 @@ def _to_dict(value):
 class _TreeParams(HasFeaturesCol, HasFeaturesCols, HasLabelCol, HasWeightCol, HasPredictionCol):
     """Params shared by the boosted and the forest models (defaults = XGBoost's)."""
 
-    maxDepth = _int_param("maxDepth", "maximum depth of a tree (>= 1)")
-    minChildWeight = _float_param("minChildWeight", "minimum sum of hessians in a child (>= 0)")
-    regLambda = _float_param("regLambda", "L2 penalty on leaf values (>= 0)")
-    regAlpha = _float_param("regAlpha", "L1 penalty on leaf values (>= 0)")
-    gamma = _float_param("gamma", "minimum loss reduction to make a split (>= 0)")
-    maxBin = _int_param("maxBin", "histogram bins per feature (>= 2)")
+    maxDepth = _int_param("maxDepth", "maximum depth of a tree (>= 1; xgboost's max_depth)")
+    minChildWeight = _float_param("minChildWeight", "minimum sum of hessians in a child (>= 0; "
+                                                    "xgboost's min_child_weight)")
+    regLambda = _float_param("regLambda", "L2 penalty on leaf values (>= 0; xgboost's "
+                                          "reg_lambda)")
+    regAlpha = _float_param("regAlpha", "L1 penalty on leaf values (>= 0; xgboost's reg_alpha)")
+    gamma = _float_param("gamma", "minimum loss reduction to make a split (>= 0; xgboost's "
+                                  "gamma)")
+    maxBin = _int_param("maxBin", "histogram bins per feature (>= 2; xgboost's max_bin)")
     subsample = _float_param("subsample", "fraction of rows sampled per tree, in (0, 1]")
     colsampleBytree = _float_param("colsampleBytree", "fraction of columns sampled per tree, in (0, 1]")
     colsampleBynode = _float_param("colsampleBynode", "fraction of columns sampled per split, in (0, 1]")
     seed = _int_param("seed", "random seed of XGBoost's sampling")
     numWorkers = _int_param(
         "numWorkers", "Spark tasks that train together in the barrier stage; 0 = every free "
-        "task slot, capped by the input's partitions")
+        "task slot, capped by the input's partitions; checked before the job starts (enough "
+        "free slots, no dynamic allocation)")
     xgbParams = Param(Params._dummy(), "xgbParams",
                       "other xgboost parameters by their xgboost name (e.g. "
                       "{'max_delta_step': 1}); the ones the Params above set are refused",
@@ -303,6 +312,8 @@ def _check_training_data(frame, label_col: str, weight_col: Optional[str], class
     if not classifier:
         return rows, 0
     low, high = stats["label_min"], stats["label_max"]
+    if stats["distinct"] < 2:
+        raise DataValidationError(single_class_message(label_col, low, rows))
     if stats["fractional"] or low < 0:
         raise DataValidationError(
             f"label column {label_col!r} must hold class indices 0, 1, …, k-1 (integers >= 0); "
@@ -314,10 +325,6 @@ def _check_training_data(frame, label_col: str, weight_col: Optional[str], class
             f"{label_col!r} has values up to {high}; use objective 'multi:softprob' (or 'auto') "
             "for more classes")
     num_classes = int(high) + 1
-    if stats["distinct"] < 2:
-        raise DataValidationError(
-            f"label column {label_col!r} holds a single class ({low}): a classifier needs at "
-            "least two")
     if stats["distinct"] != num_classes:
         # xgboost.spark counts the distinct labels to choose num_class.
         raise DataValidationError(
@@ -330,7 +337,7 @@ def _check_training_data(frame, label_col: str, weight_col: Optional[str], class
     return rows, num_classes
 
 
-class _XGBoostEstimator(Estimator, DefaultParamsReadable, DefaultParamsWritable):
+class _XGBoostEstimator(KeywordParams, Estimator, DefaultParamsReadable, DefaultParamsWritable):
     """Shared ``_fit``: validate → barrier check → xgboost.spark → our Model."""
 
     _model_class: type = None
@@ -443,8 +450,11 @@ class _XGBoostModel(Model, MLWritable, MLReadable):
 
     @property
     def signature(self) -> Dict[str, Any]:
-        return {**self._signature, "outputs": [{"name": n, "type": t}
-                                               for n, t in self.predictor().output_columns]}
+        """Input columns and their Spark types, and the columns ``transform`` appends with
+        their types there (MLlib's ``vector``/``double``; the predictor's ``output_columns``
+        are the wire types score() and serving give)."""
+        return {**self._signature, "outputs": transform_types(
+            predictor_outputs(self.predictor()), omitted_outputs(self))}
 
     @property
     def summary(self) -> Optional[XGBoostTrainingSummary]:
@@ -466,11 +476,9 @@ class _XGBoostModel(Model, MLWritable, MLReadable):
                 f"{type(self).__name__} holds a {kind} booster, not a {self._kind()} one")
 
     def _output_names(self) -> Dict[str, str]:
-        names = {"prediction": self.getPredictionCol()}
-        if self._classifier:
-            names.update(probability=self.getProbabilityCol(),
-                         rawPrediction=self.getRawPredictionCol())
-        return names
+        roles = ["prediction", "probability", "rawPrediction"] if self._classifier \
+            else ["prediction"]
+        return output_names(self, roles)
 
     def predictor(self) -> XGBoostPredictor:
         """The Spark-free predictor: what transform, batch scoring and serving run."""
@@ -483,7 +491,8 @@ class _XGBoostModel(Model, MLWritable, MLReadable):
                                 output_names=self._output_names())
 
     def _transform(self, dataset):
-        return transform_with_predictor(dataset, self.predictor())
+        # pyspark.ml's output schema (vectors); score() keeps the predictor's wire types.
+        return transform_like_mllib(dataset, self.predictor(), omitted_outputs(self))
 
     # -- persistence -------------------------------------------------------------
     def _artifact(self):
@@ -616,162 +625,43 @@ class RandomForestRegressionModel(_XGBoostModel, _ForestParams, _TreeParams, _Re
 
 
 # ------------------------------------------------------------------------------- estimators
-_COMMON_DOC = """
-    Parameters
-    ----------
-    featuresCols : list of str
-        Numeric columns used directly (null = missing); wins over ``featuresCol``.
-    featuresCol : str, default "features"
-        A vector or array-of-numbers column (NaN entries = missing).
-    labelCol : str, default "label"
-    weightCol : str, optional
-        Non-negative row weights.
-    maxDepth, minChildWeight, regLambda, regAlpha, gamma, maxBin : XGBoost's tree params
-        (``max_depth``, ``min_child_weight``, ``reg_lambda``, ``reg_alpha``, ``gamma``,
-        ``max_bin``), XGBoost's defaults.  Trees are grown with ``tree_method="hist"``.
-    subsample, colsampleBytree, colsampleBynode : float in (0, 1]
-        Row sampling per tree, column sampling per tree / per split.
-    seed : int, default 0
-    numWorkers : int, default 0
-        Barrier tasks training together; 0 = all free task slots, capped by the input's
-        partitions.  Checked before the job starts (free slots, no dynamic allocation).
-    xgbParams : dict, optional
-        Any other xgboost parameter by its xgboost name (e.g. ``{"max_delta_step": 1}``).
-"""
-
-
 class XGBoostClassifier(_XGBoostEstimator, _TreeParams, _BoostingParams, _ClassifierParams):
     """Gradient-boosted trees classifier, trained distributed by ``xgboost.spark``.
 
-    Labels are class indices 0 … k-1; ``objective`` ``auto`` (default) picks
-    ``binary:logistic`` for two classes and ``multi:softprob`` for more.
-    ``numRound`` (default 100) rounds at learning rate ``eta`` (default 0.3).
+    Labels are class indices 0 … k-1, at least two classes; ``objective``
+    ``auto`` picks ``binary:logistic`` for two classes and ``multi:softprob``
+    for more.  ``numRound`` rounds at learning rate ``eta``.
     """
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC  # None under python -OO
     _model_class = XGBoostClassificationModel
     _classifier = True
-
-    @keyword_only
-    def __init__(self, *, featuresCol="features", featuresCols=None, labelCol="label",
-                 predictionCol="prediction", probabilityCol="probability",
-                 rawPredictionCol="rawPrediction", weightCol=None, objective=None, numRound=None,
-                 eta=None, maxDepth=None, minChildWeight=None, regLambda=None, regAlpha=None,
-                 gamma=None, maxBin=None, subsample=None, colsampleBytree=None,
-                 colsampleBynode=None, seed=None, numWorkers=None, xgbParams=None):
-        super().__init__()
-        self.setParams(**self._input_kwargs)
-
-    @keyword_only
-    def setParams(self, *, featuresCol="features", featuresCols=None, labelCol="label",
-                  predictionCol="prediction", probabilityCol="probability",
-                  rawPredictionCol="rawPrediction", weightCol=None, objective=None,
-                  numRound=None, eta=None, maxDepth=None, minChildWeight=None, regLambda=None,
-                  regAlpha=None, gamma=None, maxBin=None, subsample=None, colsampleBytree=None,
-                  colsampleBynode=None, seed=None, numWorkers=None, xgbParams=None):
-        return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
 
 class XGBoostRegressor(_XGBoostEstimator, _TreeParams, _BoostingParams, _RegressorParams):
     """Gradient-boosted trees regressor, trained distributed by ``xgboost.spark``.
 
-    ``objective`` default ``reg:squarederror``; ``numRound`` rounds at ``eta``.
+    ``numRound`` rounds at learning rate ``eta``.
     """
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC  # None under python -OO
     _model_class = XGBoostRegressionModel
-
-    @keyword_only
-    def __init__(self, *, featuresCol="features", featuresCols=None, labelCol="label",
-                 predictionCol="prediction", weightCol=None, objective=None, numRound=None,
-                 eta=None, maxDepth=None, minChildWeight=None, regLambda=None, regAlpha=None,
-                 gamma=None, maxBin=None, subsample=None, colsampleBytree=None,
-                 colsampleBynode=None, seed=None, numWorkers=None, xgbParams=None):
-        super().__init__()
-        self.setParams(**self._input_kwargs)
-
-    @keyword_only
-    def setParams(self, *, featuresCol="features", featuresCols=None, labelCol="label",
-                  predictionCol="prediction", weightCol=None, objective=None, numRound=None,
-                  eta=None, maxDepth=None, minChildWeight=None, regLambda=None, regAlpha=None,
-                  gamma=None, maxBin=None, subsample=None, colsampleBytree=None,
-                  colsampleBynode=None, seed=None, numWorkers=None, xgbParams=None):
-        return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
 
 class RandomForestClassifier(_XGBoostEstimator, _ForestParams, _TreeParams, _ClassifierParams):
-    """Random forest classifier built with XGBoost: ``numTrees`` (default 100) trees
-    grown in one boosting round at learning rate 1 (``num_parallel_tree``), each on a
-    ``subsample`` (default 0.8) of the rows, choosing each split among a
-    ``colsampleBynode`` (default 0.8) fraction of the columns.  ``maxDepth`` default 6.
+    """Random forest classifier built with XGBoost: ``numTrees`` trees grown in one
+    boosting round at learning rate 1 (``num_parallel_tree``), each on a ``subsample``
+    of the rows, choosing each split among a ``colsampleBynode`` fraction of the
+    columns (XGBoost's random forest recipe).
 
     Unlike Breiman's forest the trees' leaf values are XGBoost's regularized
     Newton steps on the logistic loss (summed margins, not averaged votes), and
     sampling is without replacement.
     """
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC  # None under python -OO
     _model_class = RandomForestClassificationModel
     _classifier = True
-
-    @keyword_only
-    def __init__(self, *, featuresCol="features", featuresCols=None, labelCol="label",
-                 predictionCol="prediction", probabilityCol="probability",
-                 rawPredictionCol="rawPrediction", weightCol=None, objective=None, numTrees=None,
-                 maxDepth=None, minChildWeight=None, regLambda=None, regAlpha=None, gamma=None,
-                 maxBin=None, subsample=None, colsampleBytree=None, colsampleBynode=None,
-                 seed=None, numWorkers=None, xgbParams=None):
-        super().__init__()
-        self.setParams(**self._input_kwargs)
-
-    @keyword_only
-    def setParams(self, *, featuresCol="features", featuresCols=None, labelCol="label",
-                  predictionCol="prediction", probabilityCol="probability",
-                  rawPredictionCol="rawPrediction", weightCol=None, objective=None,
-                  numTrees=None, maxDepth=None, minChildWeight=None, regLambda=None,
-                  regAlpha=None, gamma=None, maxBin=None, subsample=None, colsampleBytree=None,
-                  colsampleBynode=None, seed=None, numWorkers=None, xgbParams=None):
-        return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
 
 class RandomForestRegressor(_XGBoostEstimator, _ForestParams, _TreeParams, _RegressorParams):
     """Random forest regressor built with XGBoost (see :class:`RandomForestClassifier`)."""
 
-    __doc__ = (__doc__ or "") + _COMMON_DOC  # None under python -OO
     _model_class = RandomForestRegressionModel
-
-    @keyword_only
-    def __init__(self, *, featuresCol="features", featuresCols=None, labelCol="label",
-                 predictionCol="prediction", weightCol=None, objective=None, numTrees=None,
-                 maxDepth=None, minChildWeight=None, regLambda=None, regAlpha=None, gamma=None,
-                 maxBin=None, subsample=None, colsampleBytree=None, colsampleBynode=None,
-                 seed=None, numWorkers=None, xgbParams=None):
-        super().__init__()
-        self.setParams(**self._input_kwargs)
-
-    @keyword_only
-    def setParams(self, *, featuresCol="features", featuresCols=None, labelCol="label",
-                  predictionCol="prediction", weightCol=None, objective=None, numTrees=None,
-                  maxDepth=None, minChildWeight=None, regLambda=None, regAlpha=None, gamma=None,
-                  maxBin=None, subsample=None, colsampleBytree=None, colsampleBynode=None,
-                  seed=None, numWorkers=None, xgbParams=None):
-        return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
-
-
-def config_param_names(estimator_class) -> Dict[str, str]:
-    """``{snake_case: camelCase}`` of the Params a job config may set for this estimator
-    (everything but the column Params the config's own keys set)."""
-    import re
-
-    skip = {"featuresCol", "featuresCols", "labelCol"}
-    names = {}
-    for param in estimator_class().params:
-        if param.name in skip:
-            continue
-        names[re.sub(r"([A-Z])", r"_\1", param.name).lower()] = param.name
-    return names
-
-
-ESTIMATORS = {"xgboost_classifier": XGBoostClassifier, "xgboost_regressor": XGBoostRegressor,
-              "random_forest_classifier": RandomForestClassifier,
-              "random_forest_regressor": RandomForestRegressor}
