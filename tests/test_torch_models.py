@@ -155,8 +155,11 @@ def test_full_batch_spark_equals_single_process_torch(spark, optimizer, lr):
     from sparkml_aiaas.models import TorchClassifier
 
     X, y = _toy(300)
+    # Raw features (the default standardizes them inside the model) and full batch: each
+    # job is one exact step, as single-process torch.
     model = TorchClassifier(hiddenLayers=[8], numClasses=3, optimizer=optimizer, stepSize=lr,
-                            batchSize=0, maxEpochs=5, seed=11, numPartitions=2).fit(_frame(spark, X, y))
+                            batchSize=0, maxEpochs=5, seed=11, numPartitions=2,
+                            standardization=False).fit(_frame(spark, X, y))
     assert model.summary.numJobs == 5 and model.summary.numPartitions == 2
     reference = _single_process(X, y, MLP, 11, optimizer, lr, 5)
     assert np.abs(get_vector(model.network()) - reference).max() < 1e-5
@@ -232,7 +235,8 @@ def test_mlp_regressor_fits_a_function_in_a_saved_pipeline(spark, tmp_path):
     model = Pipeline(stages=[
         Preprocessor(numericCols=["a", "b"], scaling="standard"),
         TorchRegressor(featuresCol="features", labelCol="y", hiddenLayers=[32, 32],
-                       stepSize=0.02, batchSize=20, localSteps=15, maxEpochs=10, seed=0),
+                       stepSize=0.02, batchSize=20, localSteps=15, maxEpochs=10, seed=0,
+                       validationFraction=0.0),
     ]).fit(frame)
     assert model.stages[-1].summary.numJobs == 10
     pred = model.transform(frame).orderBy("id").toPandas()["prediction"].to_numpy()
@@ -269,7 +273,10 @@ def test_save_load_identical_in_spark_and_spark_free(digits, digits_model, tmp_p
     assert meta["family"] == "torch" and meta["weights"] == "dense"
     assert meta["architecture"] == {"type": "cnn", "input_shape": [1, 8, 8], "num_classes": 10}
     with np.load(os.path.join(path, "arrays.npz"), allow_pickle=False) as arrays:
-        assert all(k.startswith("state.") for k in arrays.files)
+        # The weights, and the input standardization the network was trained behind.
+        assert {k for k in arrays.files if not k.startswith("state.")} == {
+            "scaling.input_mean", "scaling.input_scale", "scaling.target"}
+    assert meta["scaling"] == "standard"
     assert loaded.getNumClasses() == 10 and loaded.summary.numJobs == 10
     # A weights format nobody can decode is a clear error naming it, not a guess.
     bad = dict(predictor.metadata, predictor=dict(meta, weights="int8-mystery"))

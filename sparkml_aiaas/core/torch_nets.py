@@ -264,27 +264,46 @@ def _as_tensor(array: np.ndarray, device) -> torch.Tensor:
     return tensor.to(device)
 
 
-def _row_losses(module: nn.Module, X, y, task: str, input_shape: Sequence[int], device):
-    """Per-row losses (cross-entropy on logits, or squared error) of a chunk of rows."""
-    inputs = _as_tensor(X, device).reshape((-1, *input_shape))
-    out = module(inputs)
+def _row_outputs(module: nn.Module, X, input_shape: Sequence[int], device,
+                 scaling: Optional["Scaling"]):
+    inputs = _as_tensor(X, device)
+    if scaling is not None and scaling.input_mean is not None:
+        shift, factor = scaling.tensors(device)
+        inputs = (inputs - shift) * factor
+    return module(inputs.reshape((-1, *input_shape)))
+
+
+def _losses_of(out, y, task: str, device, scaling: Optional["Scaling"]):
     if task == "classification":
         target = torch.from_numpy(np.asarray(y).astype(np.int64)).to(device)
         return nn.functional.cross_entropy(out, target, reduction="none")
-    target = _as_tensor(y, device).reshape(-1)
+    target = np.asarray(y, dtype=np.float64)
+    if scaling is not None:
+        target = scaling.targets(target)
+    target = _as_tensor(target, device).reshape(-1)
     return (out.reshape(-1) - target) ** 2
+
+
+def _row_losses(module: nn.Module, X, y, task: str, input_shape: Sequence[int], device,
+                scaling: Optional["Scaling"] = None):
+    """Per-row losses (cross-entropy on logits, or squared error) of a chunk of rows, on
+    inputs (and regression targets) standardized by ``scaling``."""
+    out = _row_outputs(module, X, input_shape, device, scaling)
+    return _losses_of(out, y, task, device, scaling)
 
 
 def block_loss_grad(module: nn.Module, X, y, w, *, task: str, input_shape: Sequence[int],
                     device="cpu", rows: Optional[np.ndarray] = None,
-                    chunk: int = GRAD_CHUNK_ROWS) -> LossGradient:
+                    chunk: int = GRAD_CHUNK_ROWS,
+                    scaling: Optional["Scaling"] = None) -> LossGradient:
     """Weighted sums over (some rows of) one block: ``Σ wᵢ·lossᵢ``, its gradient with respect
     to the flat parameters, ``Σ wᵢ`` and the row count, as a mergeable
     :class:`~sparkml_aiaas.core.merge.LossGradient`.
 
     The parameters must already hold the broadcast values.  ``rows`` (sorted indices)
     restricts the sums to a mini-batch; the block is read in chunks of ``chunk`` rows
-    (slices of a memory map: no copy) while autograd accumulates the gradient.
+    (slices of a memory map: no copy) while autograd accumulates the gradient.  ``scaling``
+    standardizes the inputs (and regression targets) on the fly.
     """
     n_total = X.shape[0] if rows is None else len(rows)
     module.zero_grad(set_to_none=True)
@@ -298,7 +317,8 @@ def block_loss_grad(module: nn.Module, X, y, w, *, task: str, input_shape: Seque
             idx = rows[start:start + chunk]
             Xc, yc, wc = X[idx], np.asarray(y)[idx], np.asarray(w)[idx]
         weights = torch.from_numpy(np.asarray(wc, dtype=np.float32)).to(device)
-        loss = (_row_losses(module, Xc, yc, task, input_shape, device) * weights).sum()
+        loss = (_row_losses(module, Xc, yc, task, input_shape, device, scaling)
+                * weights).sum()
         loss.backward()
         loss_sum += float(loss.detach())
         weight_sum += float(np.sum(wc, dtype=np.float64))
@@ -306,10 +326,46 @@ def block_loss_grad(module: nn.Module, X, y, w, *, task: str, input_shape: Seque
     return LossGradient(loss_sum, grad, weight_sum, int(n_total))
 
 
-def epoch_order(n: int, seed: int, epoch: int, partition: int) -> np.ndarray:
+def epoch_order(n: int, seed: int, epoch: int, partition: int,
+                rows: Optional[np.ndarray] = None) -> np.ndarray:
     """The order in which a block's rows are visited in one epoch: a permutation drawn from
-    (seed, epoch, partition), so a retried or rebuilt task sees the same mini-batches."""
-    return block_rng(seed, epoch, partition).permutation(n)
+    (seed, epoch, partition), so a retried or rebuilt task sees the same mini-batches.
+    ``rows`` (the block's training rows, when some are held out) restricts it to them."""
+    if rows is None:
+        return block_rng(seed, epoch, partition).permutation(n)
+    return rows[block_rng(seed, epoch, partition).permutation(len(rows))]
+
+
+#: The ``iteration`` of :func:`block_rng` that draws the held-out rows (epochs never get here).
+_VALIDATION_STREAM = 0xFFFFFFFF
+
+
+def validation_split(n: int, fraction: float, seed: int, partition: int,
+                     y: Optional[np.ndarray] = None) -> Tuple[Optional[np.ndarray],
+                                                              Optional[np.ndarray]]:
+    """``(training rows, held-out rows)`` of a block of ``n`` rows, sorted; ``(None, None)``
+    when ``fraction`` is 0 (every row trains).
+
+    A pure function of (seed, partition, the block's rows): the same rows are held out in
+    every epoch, on a retry and on a rebuilt block.  With labels ``y`` (a classifier) each
+    class of the block gives ``round(fraction · its rows)`` rows (stratified); otherwise
+    ``round(fraction · n)`` rows are drawn.
+    """
+    if fraction <= 0 or n == 0:
+        return None, None
+    order = block_rng(seed, _VALIDATION_STREAM, partition).permutation(n)
+    if y is None:
+        held = order[:int(round(fraction * n))]
+    else:
+        labels = np.asarray(y)[order]
+        grouped = order[np.argsort(labels, kind="stable")]
+        sorted_labels = np.sort(labels, kind="stable")
+        _, starts, counts = np.unique(sorted_labels, return_index=True, return_counts=True)
+        held = np.concatenate([grouped[s:s + int(round(fraction * c))]
+                               for s, c in zip(starts, counts)]) if len(starts) else order[:0]
+    mask = np.zeros(n, dtype=bool)
+    mask[held] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
 def seed_torch(seed: int, epoch: int, job: int, partition: int) -> None:
@@ -329,24 +385,35 @@ def batch_rows(order: np.ndarray, position: int, batch_size: int) -> np.ndarray:
 
 def local_steps(module: nn.Module, X, y, w, x: np.ndarray, state: State, *, task: str,
                 input_shape: Sequence[int], rule: str, settings: RuleSettings, step: float,
-                steps: int, batch_size: int, order: np.ndarray, position: int,
-                device="cpu") -> Tuple[np.ndarray, State, float, float]:
+                steps: Optional[int], batch_size: int, order: np.ndarray, position: int,
+                device="cpu",
+                scaling: Optional["Scaling"] = None) -> Tuple[np.ndarray, State, float, float]:
     """``steps`` updates of the engine's rule (``apply_update``, as the linear models' local
     SGD) on successive mini-batches of one block, from ``(x, state)``.
 
     Each step takes the weighted mean loss of ``batch_size`` rows starting at ``position +
-    s·batch_size`` of the epoch ``order``.  Returns ``(x, state, weight used, loss sum)``
-    — what :func:`sparkml_aiaas.core.stochastic.round_sums` turns into mergeable sums.
+    s·batch_size`` of the epoch ``order`` (wrapping around its end).  ``steps=None``: one
+    pass over ``order`` — ``ceil(len(order) / batch_size)`` steps, the last on the rows
+    left (scikit-learn's batches); ``position`` is then ignored.  Returns ``(x, state,
+    weight used, loss sum)`` — what :func:`sparkml_aiaas.core.stochastic.round_sums` turns
+    into mergeable sums.
     """
     used, loss_sum = 0.0, 0.0
     x = np.asarray(x, dtype=np.float64)
-    if X.shape[0] == 0:
+    n = order.shape[0]
+    if X.shape[0] == 0 or n == 0:
         return x, state, used, loss_sum
-    for s in range(steps):
-        rows = batch_rows(order, position + s * max(batch_size, 0), batch_size)
+    size = n if batch_size <= 0 else batch_size
+    count = -(-n // size) if steps is None else steps
+    for s in range(count):
+        if steps is None:
+            rows = np.sort(order[s * size:(s + 1) * size])
+        else:
+            rows = batch_rows(order, position + s * max(batch_size, 0), batch_size)
         set_vector(module, x)
         sums = block_loss_grad(module, X, y, w, task=task, input_shape=input_shape,
-                               device=device, rows=rows, chunk=max(len(rows), 1))
+                               device=device, rows=rows, chunk=max(len(rows), 1),
+                               scaling=scaling)
         if sums.weight <= 0:
             continue
         _, grad = sums.mean()
@@ -354,6 +421,137 @@ def local_steps(module: nn.Module, X, y, w, x: np.ndarray, state: State, *, task
         used += sums.weight
         loss_sum += sums.loss
     return x, state, used, loss_sum
+
+
+def block_evaluate(module: nn.Module, X, y, w, *, task: str, input_shape: Sequence[int],
+                   rows: np.ndarray, device="cpu", scaling: Optional["Scaling"] = None,
+                   chunk: int = GRAD_CHUNK_ROWS) -> np.ndarray:
+    """Held-out rows' ``[Σ wᵢ·lossᵢ, Σ wᵢ, Σ wᵢ·correctᵢ]`` (correct: the arg-max class is
+    the label; 0 for a regressor) at the module's parameters, in eval mode (no dropout)
+    and without autograd.  Blocks' results add up."""
+    sums = np.zeros(3)
+    if len(rows) == 0:
+        return sums
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(rows), chunk):
+                idx = rows[start:start + chunk]
+                Xc, yc = X[idx], np.asarray(y)[idx]
+                wc = np.asarray(w, dtype=np.float64)[idx]
+                out = _row_outputs(module, Xc, input_shape, device, scaling)
+                losses = _losses_of(out, yc, task, device, scaling)
+                sums[0] += float(np.dot(losses.detach().cpu().numpy().astype(np.float64), wc))
+                sums[1] += float(wc.sum())
+                if task == "classification":
+                    hit = out.argmax(dim=1).cpu().numpy() == np.asarray(yc).astype(np.int64)
+                    sums[2] += float(wc[hit].sum())
+    finally:
+        module.train(was_training)
+    return sums
+
+
+# --------------------------------------------------------------------------- standardization
+class Scaling:
+    """The standardization a network trains and predicts behind (scikit-learn's
+    ``StandardScaler`` inside the model): inputs ``(x − input_mean) / input_scale`` per
+    feature (per channel values repeated over the channel's features), regression targets
+    ``(y − target_mean) / target_scale``; predictions are mapped back with
+    :meth:`outputs`.  Arrays are float64; a zero spread gives scale 1 (centred only)."""
+
+    def __init__(self, input_mean: Optional[np.ndarray] = None,
+                 input_scale: Optional[np.ndarray] = None, target_mean: float = 0.0,
+                 target_scale: float = 1.0):
+        self.input_mean = None if input_mean is None else np.asarray(input_mean, np.float64)
+        self.input_scale = None if input_scale is None else np.asarray(input_scale, np.float64)
+        self.target_mean = float(target_mean)
+        self.target_scale = float(target_scale)
+        self._tensors: Dict[str, Any] = {}
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_tensors"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._tensors = {}
+
+    @classmethod
+    def from_moments(cls, mean: np.ndarray, variance: np.ndarray, input_shape: Sequence[int],
+                     target_mean: float = 0.0, target_std: float = 1.0) -> "Scaling":
+        """Per feature from the features' weighted ``mean`` and population ``variance`` when
+        ``input_shape`` is flat (one dimension); per channel (the first axis, e.g. ``[C, H,
+        W]``) otherwise, so that an image keeps its spatial contrast."""
+        mean = np.asarray(mean, np.float64)
+        variance = np.maximum(np.asarray(variance, np.float64), 0.0)
+        shape = [int(s) for s in input_shape]
+        if len(shape) >= 2:
+            channels = shape[0]
+            m = mean.reshape(channels, -1)
+            second = (variance + mean * mean).reshape(channels, -1).mean(axis=1)
+            channel_mean = m.mean(axis=1)
+            channel_var = np.maximum(second - channel_mean * channel_mean, 0.0)
+            per = m.shape[1]
+            mean = np.repeat(channel_mean, per)
+            variance = np.repeat(channel_var, per)
+        std = np.sqrt(variance)
+        scale = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)
+        target_std = float(target_std)
+        if not np.isfinite(target_std) or target_std <= 0:
+            target_std = 1.0
+        return cls(mean, scale, float(target_mean), target_std)
+
+    def tensors(self, device):
+        """``(shift, factor)`` float32 tensors: standardized = (x − shift)·factor."""
+        key = str(device)
+        cached = self._tensors.get(key)
+        if cached is None:
+            shift = torch.from_numpy(self.input_mean.astype(np.float32)).to(device)
+            factor = torch.from_numpy((1.0 / self.input_scale).astype(np.float32)).to(device)
+            cached = self._tensors[key] = (shift, factor)
+        return cached
+
+    def inputs(self, X: np.ndarray) -> np.ndarray:
+        """Standardized float32 features of raw rows (computed in float64)."""
+        X = np.asarray(X)
+        if self.input_mean is None:
+            return np.ascontiguousarray(X, dtype=np.float32)
+        return ((X.astype(np.float64) - self.input_mean) / self.input_scale).astype(np.float32)
+
+    def targets(self, y: np.ndarray) -> np.ndarray:
+        return (np.asarray(y, np.float64) - self.target_mean) / self.target_scale
+
+    def outputs(self, out: np.ndarray) -> np.ndarray:
+        """A regressor's network outputs back in the label's units."""
+        return np.asarray(out, np.float64) * self.target_scale + self.target_mean
+
+    def to_arrays(self) -> Dict[str, np.ndarray]:
+        arrays = {"scaling.target": np.array([self.target_mean, self.target_scale])}
+        if self.input_mean is not None:
+            arrays["scaling.input_mean"] = self.input_mean
+            arrays["scaling.input_scale"] = self.input_scale
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Dict[str, np.ndarray], n_features: int) -> "Scaling":
+        """The scaling :meth:`to_arrays` stored; ``ValueError`` naming what is wrong."""
+        target = np.asarray(arrays.get("scaling.target", [0.0, 1.0]), np.float64).reshape(-1)
+        mean, scale = arrays.get("scaling.input_mean"), arrays.get("scaling.input_scale")
+        if target.shape != (2,) or not np.all(np.isfinite(target)) or target[1] <= 0:
+            raise ValueError("scaling.target must hold a finite mean and a positive scale")
+        if (mean is None) != (scale is None):
+            raise ValueError("scaling.input_mean and scaling.input_scale come together")
+        if mean is not None:
+            mean = np.asarray(mean, np.float64).reshape(-1)
+            scale = np.asarray(scale, np.float64).reshape(-1)
+            if mean.shape != (n_features,) or scale.shape != (n_features,):
+                raise ValueError(f"scaling arrays must hold {n_features} values (one per "
+                                 f"feature), got {mean.shape} and {scale.shape}")
+            if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))
+                    and np.all(scale > 0)):
+                raise ValueError("scaling.input_mean must be finite and scaling.input_scale "
+                                 "finite and positive")
+        return cls(mean, scale, target[0], target[1])
 
 
 def predict_outputs(module: nn.Module, X: np.ndarray, input_shape: Sequence[int],

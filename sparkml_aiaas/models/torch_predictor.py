@@ -100,6 +100,25 @@ def _network(spec: Dict[str, Any], state: Dict[str, np.ndarray], digest: str,
     return module
 
 
+def _scaling_of(spec: Dict[str, Any], arrays: Dict[str, np.ndarray]):
+    """The stored standardization (``predictor.scaling == "standard"``), or None for a model
+    without one (all models saved before it existed)."""
+    kind = spec.get("scaling")
+    if kind is None:
+        return None
+    if kind != "standard":
+        raise ModelFormatError(f"unknown torch input scaling {_shown(kind)}; expected "
+                               "'standard'")
+    from sparkml_aiaas.core.torch_nets import Scaling
+
+    shape = spec.get("input_shape")
+    try:
+        n_features = int(np.prod([int(s) for s in shape])) if shape else 0
+        return Scaling.from_arrays(arrays, n_features)
+    except (TypeError, ValueError) as exc:
+        raise ModelFormatError(f"torch model scaling arrays are damaged: {exc}") from None
+
+
 class TorchPredictor:
     """Predictions of a torch network from columns of a pandas DataFrame.
 
@@ -122,6 +141,11 @@ class TorchPredictor:
         The factories this predictor may import (see :mod:`sparkml_aiaas.models.trust`).
         Default: exactly the one ``architecture`` names -- whoever constructs a predictor
         from code chose it; :meth:`from_artifact` passes the loading call's allowlist.
+    scaling : sparkml_aiaas.core.torch_nets.Scaling, optional
+        The standardization the network was trained behind (``standardization=True``):
+        features are standardized (in float64, then rounded to float32) before the network
+        and a regressor's outputs mapped back to the label's units.  None (every model saved
+        before it existed): the network takes the raw features.
     """
 
     #: load_predictor passes its allowlist: the architecture may name code.
@@ -132,7 +156,7 @@ class TorchPredictor:
                  vector_col: Optional[str] = None, num_classes: int = 0,
                  output_names: Optional[Dict[str, str]] = None,
                  metadata: Optional[Dict[str, Any]] = None,
-                 trusted_factories=None, where: str = "this torch model"):
+                 trusted_factories=None, where: str = "this torch model", scaling=None):
         if not isinstance(architecture, dict):
             raise ModelFormatError(f"a torch architecture must be a spec dict, got "
                                    f"{_shown(architecture)}")
@@ -161,6 +185,12 @@ class TorchPredictor:
                                    f"{self.num_classes}")
         self.output_names = name_map(output_names, "output_names")
         self.metadata = metadata
+        self.scaling = scaling
+        if scaling is not None and scaling.input_mean is not None \
+                and scaling.input_mean.shape != (self.n_features,):
+            raise ModelFormatError(f"the input scaling holds {scaling.input_mean.shape[0]} "
+                                   f"values, but input_shape {self.input_shape} needs "
+                                   f"{self.n_features}")
         self._digest = _digest(self.architecture, self.state)
         self._module = None
 
@@ -222,6 +252,23 @@ class TorchPredictor:
                 f"{self.input_shape}); found sizes {sorted(sizes)} (-1 = null)")
         return np.stack([np.asarray(c, dtype=np.float32) for c in cells])
 
+    def network_inputs(self, frame: pd.DataFrame) -> np.ndarray:
+        """What the network is fed for the rows of ``frame``: the features, standardized when
+        the model has a :attr:`scaling` (float32, ``(n, prod(input_shape))``)."""
+        return self._scaled(np.ascontiguousarray(self.features(frame), dtype=np.float32))
+
+    def network_targets(self, y: np.ndarray) -> np.ndarray:
+        """A regressor's labels in the units its network outputs (standardized with
+        :attr:`scaling`); class labels unchanged."""
+        if self.task == "regression" and self.scaling is not None:
+            return self.scaling.targets(y)
+        return np.asarray(y)
+
+    def _scaled(self, X: np.ndarray) -> np.ndarray:
+        if self.scaling is None or self.scaling.input_mean is None:
+            return X
+        return self.scaling.inputs(X)
+
     def predict_arrays(self, X: np.ndarray) -> Dict[str, np.ndarray]:
         """Output arrays keyed by canonical output name; rows with a non-finite feature get NaN."""
         from sparkml_aiaas.core.torch_nets import predict_outputs
@@ -231,6 +278,7 @@ class TorchPredictor:
             raise DataValidationError(
                 f"expected {self.n_features} features (input shape {self.input_shape}), got "
                 f"shape {X.shape}")
+        bad = ~np.isfinite(X).all(axis=1)
         if _in_spark_task():
             import torch
 
@@ -239,11 +287,15 @@ class TorchPredictor:
         if X.shape[0] == 0:
             out = np.empty((0, k))
         else:
-            out = predict_outputs(self.network, X, self.input_shape, INFERENCE_BATCH_ROWS)
-        bad = ~np.isfinite(X).all(axis=1)
+            out = predict_outputs(self.network, self._scaled(X), self.input_shape,
+                                  INFERENCE_BATCH_ROWS)
         if bad.any():
             out[bad] = np.nan
         if self.task == "regression":
+            if self.scaling is not None:
+                # float32-rounded like every output (the same numbers on every path).
+                return {"prediction": self.scaling.outputs(out[:, 0]).astype(np.float32)
+                        .astype(np.float64)}
             return {"prediction": out[:, 0]}
         shifted = out - out.max(axis=1, keepdims=True)
         exp = np.exp(shifted)
@@ -291,7 +343,9 @@ class TorchPredictor:
                      for k, v in decode_state(metadata, arrays).items()}
         if not state:
             raise ModelFormatError("torch model artifact holds no 'state.*' arrays")
+        scaling = _scaling_of(spec, arrays)
         return cls(
+            scaling=scaling,
             architecture=architecture, state=state, task=spec.get("task"),
             input_shape=spec.get("input_shape"), feature_cols=spec.get("feature_cols"),
             vector_col=spec.get("vector_col"), num_classes=spec.get("num_classes") or 0,
