@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 
+def quoted(name: str) -> str:
+    """``name`` as a Spark SQL identifier taken literally (dots and backticks included):
+    the one place a column name is quoted for SQL text."""
+    return "`" + name.replace("`", "``") + "`"
+
+
 def named_column(name: str):
     """A top-level column by its exact name (dots and backticks are not parsed)."""
     from pyspark.sql import functions as F
 
-    return F.col("`" + name.replace("`", "``") + "`")
+    return F.col(quoted(name))
 
 
 def vector_as_array(col):

@@ -274,7 +274,7 @@ def test_threshold_and_output_names(lr_model, df):
 def test_null_vector_at_scoring_time_is_reported(lr_vector_model, vdf):
     frame = vdf.where("id < 10").withColumn(
         "features", F.when(F.col("id") == 3, F.lit(None)).otherwise(F.col("features")))
-    with pytest.raises(Exception, match=r"must hold vectors of size 4; found sizes \[-1, 4\]"):
+    with pytest.raises(Exception, match=r"column 'features' must hold vectors of size 4 .*found a null vector"):
         lr_vector_model.transform(frame).collect()
 
 

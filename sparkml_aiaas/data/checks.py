@@ -27,6 +27,7 @@ from typing import Any, Optional, Sequence
 
 from pyspark.sql import types as T
 
+from sparkml_aiaas.columns import quoted as quote_identifier
 from sparkml_aiaas.data.schema import NUMERIC_TYPES, ColumnConstraints
 
 __all__ = [
@@ -77,9 +78,6 @@ class Check:
     #: Cut the value to MAX_VALUE_CHARS (it is data, maybe long).
     truncate: bool = True
 
-
-def quote_identifier(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
 
 
 def sql_string(text: str) -> str:

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from pyspark.sql import types as T
 
+from sparkml_aiaas.columns import quoted
 from sparkml_aiaas.errors import ConfigError
 
 __all__ = ["ColumnConstraints", "DeclaredSchema", "parse_schema", "parse_type", "to_ddl"]
@@ -178,7 +179,7 @@ def to_ddl(struct: T.StructType) -> str:
     """Render a StructType as the DDL this module parses (``id INT NOT NULL, x DOUBLE``)."""
     parts = []
     for f in struct.fields:
-        name = f.name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", f.name) else _backquote(f.name)
+        name = f.name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", f.name) else quoted(f.name)
         not_null = "" if f.nullable else " NOT NULL"
         parts.append(f"{name} {f.dataType.simpleString().upper()}{not_null}")
     return ", ".join(parts)
@@ -353,6 +354,3 @@ def _check_names(struct: T.StructType) -> None:
             raise ConfigError(f"schema declares column {f.name!r} twice")
         seen.add(f.name)
 
-
-def _backquote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"

@@ -15,6 +15,7 @@ from typing import Mapping
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from sparkml_aiaas.columns import quoted
 from sparkml_aiaas.errors import ConfigError, DataValidationError
 
 __all__ = ["split_by_key", "key_position"]
@@ -73,7 +74,7 @@ def split_by_key(
         raise DataValidationError(
             f"split key column {key_col!r} not found; columns are {df.columns}"
         )
-    position = key_position(F.col(_backquoted(key_col)), seed)
+    position = key_position(F.col(quoted(key_col)), seed)
     return {
         name: df.where((position >= low) & (position < high))
         for name, (low, high) in bounds.items()
@@ -105,6 +106,3 @@ def _cumulative_bounds(fractions: Mapping[str, float]) -> dict[str, tuple[float,
         low = high
     return bounds
 
-
-def _backquoted(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"

@@ -25,7 +25,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from sparkml_aiaas.columns import named_column, vector_as_array
+from sparkml_aiaas.columns import named_column, quoted, vector_as_array
 from sparkml_aiaas.core.stats import BlockStats, block_stats, merge_stats
 from sparkml_aiaas.errors import DataValidationError
 
@@ -123,10 +123,6 @@ def vector_size(df, column: str) -> int:
     return int(first["n"])
 
 
-def _quoted(name: str) -> str:
-    """``name`` as a SQL identifier taken literally (dots and backticks included)."""
-    return "`" + name.replace("`", "``") + "`"
-
 
 def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[str] = None,
                    keep_vectors: bool = False):
@@ -152,9 +148,9 @@ def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[s
             _check_numeric(df, column, "feature")
         # SQL strings, not Column objects: building three Column expressions per feature
         # costs a dozen py4j round trips each (a second for 50 features).
-        exprs = [f"CAST({_quoted(c)} AS DOUBLE) AS f{i}" for i, c in enumerate(spec.columns)]
-        exprs.append(f"CAST({_quoted(label_col)} AS DOUBLE) AS label")
-        exprs.append(f"CAST({_quoted(weight_col)} AS DOUBLE) AS weight" if weight_col
+        exprs = [f"CAST({quoted(c)} AS DOUBLE) AS f{i}" for i, c in enumerate(spec.columns)]
+        exprs.append(f"CAST({quoted(label_col)} AS DOUBLE) AS label")
+        exprs.append(f"CAST({quoted(weight_col)} AS DOUBLE) AS weight" if weight_col
                      else "CAST(1.0 AS DOUBLE) AS weight")
         return df.selectExpr(*exprs), len(spec.columns)
 

@@ -129,13 +129,20 @@ class LinearPredictor:
         """Output arrays keyed by canonical output name."""
         X = np.asarray(X, dtype=np.float64)
         if self.kind == "multinomial_logistic":
-            # einsum, not BLAS: each row's sum in one fixed order whatever the batch size or
-            # BLAS threading; row-major first, as einsum's order depends on the layout.
-            X = np.ascontiguousarray(X)
-            margins = np.einsum("ij,jk->ik", X, self.coefficients) + self.intercept
-            shifted = margins - margins.max(axis=1, keepdims=True)
-            exp = np.exp(shifted)
-            probability = exp / exp.sum(axis=1, keepdims=True)
+            # Each class's margin summed left to right over the features, the softmax's sum
+            # left to right over the classes, fdlibm's exp: one fixed order whatever the
+            # batch size or layout, and the very doubles of the Spark SQL that scores in the
+            # JVM (sql_linear).
+            margins = np.repeat(self.intercept[None, :], X.shape[0], axis=0)
+            for j in range(X.shape[1]):
+                margins = margins + X[:, j, None] * self.coefficients[j]
+            with np.errstate(invalid="ignore"):
+                shifted = margins - margins.max(axis=1, keepdims=True)
+            exp = fdlibm.exp(shifted)
+            total = exp[:, 0].copy()
+            for k in range(1, exp.shape[1]):
+                total = total + exp[:, k]
+            probability = exp / total[:, None]
             return {"rawPrediction": margins, "probability": probability,
                     "prediction": np.argmax(margins, axis=1).astype(np.float64)}
         margin = self.margin(X)

@@ -156,7 +156,7 @@ def transform_types(outputs: Sequence[Tuple[str, str, str]],
 # ------------------------------------------------------------------------- the conversion
 
 
-def mllib_column(value, out: OutputColumn):
+def mllib_column(value, out: OutputColumn, entries_never_null: bool = False):
     """The wire value ``value`` (a Column) of output ``out`` as MLlib gives it, aliased to
     ``out.name`` with MLlib's metadata.
 
@@ -164,6 +164,9 @@ def mllib_column(value, out: OutputColumn):
       null, though predictors never give one);
     * ``double`` rawPrediction (a binary margin ``m``) -> the vector ``[-m, m]``;
     * ``prediction`` -> the same double, null -> NaN (never null, as in MLlib).
+
+    ``entries_never_null``: the arrays hold no null entries (Spark SQL scoring's never do),
+    so they become vectors as they are, without a per-entry pass.
     """
     from pyspark.ml.functions import array_to_vector
     from pyspark.sql import functions as F
@@ -172,6 +175,8 @@ def mllib_column(value, out: OutputColumn):
     if out.role in VECTOR_ROLES and out.wire_type == "double":
         m = F.coalesce(value, nan)
         column = array_to_vector(F.array(-m, m))
+    elif out.role in VECTOR_ROLES and entries_never_null:
+        column = array_to_vector(value)
     elif out.role in VECTOR_ROLES:
         column = F.when(value.isNotNull(),
                         array_to_vector(F.transform(value, lambda x: F.coalesce(x, nan))))

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from sparkml_aiaas.columns import named_column, vector_as_array
+from sparkml_aiaas.columns import named_column, quoted, vector_as_array
 from sparkml_aiaas.errors import DataValidationError
 
 logger = logging.getLogger("sparkml_aiaas.scoring")
@@ -23,7 +23,7 @@ _RESULT_COL = "__sparkml_aiaas_result"
 def _ddl(outputs) -> str:
     """The DDL of the output struct; names come from the model's metadata, so backticks in
     them are escaped (a name cannot end the quoting and add fields)."""
-    return ", ".join("`" + name.replace("`", "``") + f"` {dtype}" for name, dtype in outputs)
+    return ", ".join(f"{quoted(name)} {dtype}" for name, dtype in outputs)
 
 
 def _check_inputs(df, predictor) -> None:
@@ -126,7 +126,9 @@ def transform_with_predictor(df, predictor, load=None):
 def transform_like_mllib(df, predictor, omit=(), load=None):
     """``model.transform``: ``df`` with the predictor's outputs in pyspark.ml's output schema.
 
-    The pandas UDF computes the wire values (the numbers ``score()`` and serving give), and
+    Linear models are scored as Spark SQL expressions (:mod:`~sparkml_aiaas.scoring.sql_linear`);
+    for the others the pandas UDF computes the wire values (the numbers ``score()`` and serving
+    give).  Either way
     :mod:`sparkml_aiaas.scoring.mllib_output` turns them into MLlib's types: dense vectors for
     ``rawPrediction`` (a binary margin ``m`` as ``[-m, m]``) and ``probability``, a non-null
     double ``prediction``, in MLlib's order and with its column metadata.  ``omit``: roles
@@ -144,6 +146,11 @@ def transform_like_mllib(df, predictor, omit=(), load=None):
                        "unchanged")
         return df
     _check_clashes(df, [out.name for out in layout])
+    from sparkml_aiaas.scoring.sql_linear import transform_like_mllib_sql
+
+    in_jvm = transform_like_mllib_sql(df, predictor, layout)
+    if in_jvm is not None:  # a linear model: Spark SQL arithmetic, no Python worker
+        return in_jvm
     # Internal field names: the UDF's struct never depends on the user's column names.
     fields = [f"_{i}" for i in range(len(predictor.output_columns))]
     index = {name: i for i, (name, _) in enumerate(predictor.output_columns)}
