@@ -539,6 +539,36 @@ def test_partition_mix_of_dense_and_sparse_blocks(mixed_df):
     np.testing.assert_allclose(mixed.coefficients, sk.coef_[0], rtol=1e-4, atol=1e-5)
 
 
+def test_auto_reads_dense_vectors_as_arrays_and_sparse_ones_as_structs(spark, sparse_df,
+                                                                       mixed_df, monkeypatch):
+    """The probe of the first rows picks the cheap array path for dense vector data."""
+    from sparkml_aiaas.engine import blocks as blocks_module
+
+    rng = np.random.default_rng(8)
+    dense_rows = _dense_vectors(rng, 300, 12)
+    dense = _frame(spark, dense_rows, (rng.uniform(size=300) < 0.5).astype(float),
+                   rng.normal(size=300))
+    assert not blocks_module.vectors_look_sparse(dense, "features", 12)
+    assert blocks_module.vectors_look_sparse(sparse_df, "features", N_FEATURES)
+    assert blocks_module.vectors_look_sparse(mixed_df[0], "features", 40)  # sparse rows first
+    seen = []
+    real = blocks_module.training_frame
+
+    def spy(*args, keep_vectors=False, **kwargs):
+        seen.append(keep_vectors)
+        return real(*args, keep_vectors=keep_vectors, **kwargs)
+
+    monkeypatch.setattr(blocks_module, "training_frame", spy)
+    with ResidentBlocks.build(dense, FeatureSpec(vector_col="features"), "label",
+                              num_partitions=2) as blocks:
+        assert _layouts(blocks) == ["dense", "dense"]
+        assert blocks.stats.count == 300
+    with ResidentBlocks.build(sparse_df, FeatureSpec(vector_col="features"), "label",
+                              num_partitions=2) as blocks:
+        assert _layouts(blocks) == ["csr", "csr"]
+    assert seen == [False, True]
+
+
 @pytest.fixture(scope="module")
 def small_problem(spark):
     rng = np.random.default_rng(9)

@@ -34,12 +34,15 @@ logger = logging.getLogger(__name__)
 KEY_SCHEMA = "partition INT, path STRING, rows LONG, stats BINARY"
 
 #: Values of the ``blockFormat`` param: ``auto`` stores a partition as CSR when its features
-#: come from a vector column and the partition's first batch is sparse enough, else dense.
+#: come from a vector column and are sparse enough (the data's first rows decide whether
+#: vectors are read as vectors at all; then each partition's first batch), else dense.
 BLOCK_FORMATS = ("auto", "dense", "sparse")
 #: Values of the ``blockDtype`` param (the type feature values are stored in).
 BLOCK_DTYPES = ("float64", "float32")
 #: ``auto`` stores CSR below this fraction of non-zero entries in the first batch.
 SPARSE_DENSITY_THRESHOLD = 0.25
+#: Rows ``auto`` looks at, before the build, to tell dense from sparse vector data.
+DENSITY_PROBE_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,25 @@ def vector_size(df, column: str) -> int:
         raise DataValidationError(f"feature column {column!r} holds no vectors (empty or all null)")
     return int(first["n"])
 
+
+
+def vectors_look_sparse(df, column: str, n_features: int,
+                        rows: int = DENSITY_PROBE_ROWS) -> bool:
+    """Whether the first ``rows`` non-null vectors of ``column`` hold under
+    :data:`SPARSE_DENSITY_THRESHOLD` non-zero entries (one small job).
+
+    Decides how a vector column is read for ``blockFormat="auto"``: Spark hands Python a
+    ``VectorUDT`` either as its struct encoding (indices and values: sparse data stays
+    sparse, but the JVM encodes it ~3.5x slower: 3.75 s against 1.09 s for 1M×50 here) or,
+    through ``vector_to_array``, as a dense array.
+    """
+    column_ref = named_column(column)
+    sample = [r[0] for r in df.select(column_ref).where(column_ref.isNotNull()).limit(rows)
+              .collect()]
+    if not sample:
+        return False
+    nonzeros = sum(int(v.numNonzeros()) for v in sample)
+    return nonzeros < SPARSE_DENSITY_THRESHOLD * len(sample) * max(n_features, 1)
 
 
 def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[str] = None,
@@ -507,8 +529,12 @@ class ResidentBlocks:
         options = BlockOptions(block_format, block_dtype)
         spark = df.sparkSession
         sc = spark.sparkContext
+        keep_vectors = options.format == "sparse" or (
+            options.format == "auto" and spec.vector_col in df.columns
+            and _type_name(df.schema[spec.vector_col].dataType) == "VectorUDT"
+            and vectors_look_sparse(df, spec.vector_col, vector_size(df, spec.vector_col)))
         frame, n_features = training_frame(df, spec, label_col, weight_col,
-                                           keep_vectors=options.format != "dense")
+                                           keep_vectors=keep_vectors)
         target = num_partitions if num_partitions > 0 else max(sc.defaultParallelism, 1)
         fit_id = f"{sc.applicationId}-{uuid.uuid4().hex[:12]}"
         make_keys, source = _direct_parquet_keys(df, spec, label_col, weight_col, n_features,

@@ -109,8 +109,9 @@ class HasBlockStorage(Params):
     blockFormat: Param = Param(
         Params._dummy(), "blockFormat",
         f"layout of the training blocks, one of {list(BLOCK_FORMATS)}: 'auto' stores a "
-        "partition as compressed sparse rows when the features are a vector column and the "
-        "partition's first batch has under 25 % non-zero entries, else dense; "
+        "partition as compressed sparse rows when the features are a vector column whose "
+        "first 256 rows, and the partition's first batch, have under 25 % non-zero entries, "
+        "else dense; "
         "'dense'/'sparse' force one layout",
         typeConverter=TypeConverters.toString)
     blockDtype: Param = Param(
