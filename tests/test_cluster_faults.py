@@ -153,7 +153,12 @@ def test_fit_survives_a_killed_executor_bit_identically_and_cleans_up(tmp_path):
                SPARKML_AIAAS_PROGRESS="0")
     run = subprocess.run([sys.executable, str(script), str(local_dir)], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=600)
-    output = run.stdout + "\n--- stderr ---\n" + run.stderr[-8000:]
+    # Spark's shutdown noise can fill the stderr tail: keep the Python traceback (the cause)
+    # whole, wherever it is, and the tail after it.
+    start = run.stderr.find("Traceback (most recent call last)")
+    cause = run.stderr[start:start + 6000] if start >= 0 else ""
+    output = (run.stdout + "\n--- Python traceback ---\n" + cause + "\n--- stderr tail ---\n"
+              + run.stderr[-4000:])
     assert run.returncode == 0, output
     line = next((l for l in run.stdout.splitlines() if l.startswith("RESULT ")), None)
     assert line is not None, output
@@ -273,7 +278,12 @@ def _kill_group_when(proc, ready, what, timeout=300):
 def _run_to_result(command, env, cwd):
     run = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
                          start_new_session=True)
-    output = run.stdout + "\n--- stderr ---\n" + run.stderr[-8000:]
+    # Spark's shutdown noise can fill the stderr tail: keep the Python traceback (the cause)
+    # whole, wherever it is, and the tail after it.
+    start = run.stderr.find("Traceback (most recent call last)")
+    cause = run.stderr[start:start + 6000] if start >= 0 else ""
+    output = (run.stdout + "\n--- Python traceback ---\n" + cause + "\n--- stderr tail ---\n"
+              + run.stderr[-4000:])
     assert run.returncode == 0, output
     line = next((l for l in run.stdout.splitlines() if l.startswith("RESULT ")), None)
     assert line is not None, output
