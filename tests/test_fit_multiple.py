@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from pyspark.ml import Estimator
 from pyspark.ml.evaluation import BinaryClassificationEvaluator
+from pyspark.ml.feature import VectorAssembler
 from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 
 import sparkml_aiaas.models.fit_multiple as fit_multiple
@@ -112,15 +113,19 @@ CASES = {
                                                family="multinomial", weightCol="w"),
                     [{"regParam": 0.0}, {"regParam": 0.05, "elasticNetParam": 0.7},
                      {"maxIter": 3}]),
-    # both losses in one grid, three partitions
+    # both losses in one grid, three partitions, float32 blocks
     "regression": (lambda: LinearRegression(featuresCols=COLS, labelCol="target", maxIter=8,
-                                            numPartitions=3),
+                                            numPartitions=3, blockDtype="float32"),
                    [{"regParam": 0.05, "elasticNetParam": 0.7}, {"loss": "huber"},
                     {"loss": "huber", "regParam": 0.05, "fitIntercept": False},
                     {"optimizer": "gd"}]),
     "svc": (lambda: LinearSVC(featuresCols=COLS, maxIter=8),
             [{"regParam": 0.0}, {"regParam": 0.05, "elasticNetParam": 0.7},
              {"fitIntercept": False, "maxIter": 3}]),
+    # CSR blocks from a vector column: k = 1 and k = 2 chunk a CSR block differently
+    "sparse": (lambda: LogisticRegression(featuresCol="features", maxIter=5,
+                                          blockFormat="sparse"),
+               [{"family": "binomial"}, {"family": "multinomial"}, {"regParam": 0.05}]),
 }
 
 
@@ -144,6 +149,8 @@ def test_models_are_bit_identical_to_separate_fits_in_fewer_jobs(spark, df, case
     make, varied = CASES[case]
     est = make()
     maps = grid(est, varied)
+    if case == "sparse":
+        df = VectorAssembler(inputCols=COLS, outputCol="features").transform(df)
     sc = spark.sparkContext
     with job_group(sc) as shared:
         models = dict(est.fitMultiple(df, maps))
