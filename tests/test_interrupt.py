@@ -34,6 +34,11 @@ def fit_folders():
 
 
 # Passes 4, 5, ... sleep on the executors: a pass that is not cancelled outlasts the test.
+# "multiple": the same through fitMultiple's shared passes (one job for both maps).
+multiple = sys.argv[2] == "multiple"
+if multiple:
+    import sparkml_aiaas.engine.batched_pass as loop
+    loop.make_partition_fn = loop.make_batch_partition_fn
 original = loop.make_partition_fn
 made = [0]
 
@@ -54,6 +59,8 @@ def slow_partition_fn(*args, **kwargs):
 
 
 loop.make_partition_fn = slow_partition_fn
+if multiple:
+    loop.make_batch_partition_fn = slow_partition_fn
 
 n, d = 2000, 10
 df = spark.range(0, n, 1, 2).select(
@@ -62,7 +69,10 @@ df = spark.range(0, n, 1, 2).select(
 lr = LogisticRegression(featuresCols=[f"x{j}" for j in range(d)], optimizer="gd",
                         maxIter=1000, tol=0.0, numPartitions=2)
 try:
-    lr.fit(df)
+    if multiple:
+        dict(lr.fitMultiple(df, [{lr.regParam: 0.0}, {lr.regParam: 0.1}]))
+    else:
+        lr.fit(df)
 except KeyboardInterrupt:
     from tqdm import tqdm
     print("INTERRUPTED", flush=True)
@@ -81,7 +91,8 @@ def _read_lines(stream, lines: "queue.Queue[str]") -> None:
 
 
 @pytest.mark.cluster
-def test_ctrl_c_stops_the_fit_promptly_and_removes_its_blocks(tmp_path):
+@pytest.mark.parametrize("mode", ["fit", "multiple"])
+def test_ctrl_c_stops_the_fit_promptly_and_removes_its_blocks(tmp_path, mode):
     script = tmp_path / "interrupt_fit.py"
     script.write_text(SCRIPT)
     local_dir = tmp_path / "spark-local"
@@ -90,7 +101,7 @@ def test_ctrl_c_stops_the_fit_promptly_and_removes_its_blocks(tmp_path):
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
                SPARKML_AIAAS_PROGRESS="1")  # the progress bar on, to see that it is closed
     with open(stderr_path, "w") as stderr:
-        proc = subprocess.Popen([sys.executable, str(script), str(local_dir)], cwd=tmp_path,
+        proc = subprocess.Popen([sys.executable, str(script), str(local_dir), mode], cwd=tmp_path,
                                 env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     lines: "queue.Queue[str]" = queue.Queue()
     reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)

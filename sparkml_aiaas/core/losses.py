@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -394,6 +394,52 @@ def loss_gradient_sums(
                            w[start:stop], coef, intercept, extra, with_hessian)
         total = part if total is None else merge(total, part)
     return total
+
+
+
+class SumsRequest(NamedTuple):
+    """One model's share of a batched pass: the arguments of :func:`loss_gradient_sums`."""
+
+    loss: Loss
+    coef: np.ndarray
+    intercept: np.ndarray
+    extra: Optional[np.ndarray] = None
+    with_hessian: bool = False
+
+
+def loss_gradient_sums_many(requests: Sequence[SumsRequest], X, y: np.ndarray,
+                            w: np.ndarray) -> List[LossGradient]:
+    """:func:`loss_gradient_sums` of every request over the same block, bit for bit.
+
+    Each cache-sized chunk of rows is read (and, for a float32 block, upcast) once and
+    serves every request whose chunk size is the same, instead of each request sweeping
+    the whole block from memory.  Per request, the chunks, the kernel and the order of
+    the merges are exactly those of :func:`loss_gradient_sums`, so the sums are identical
+    to calling it once per request (``fitMultiple`` relies on that).
+    """
+    n = X.shape[0]
+    results: List[Optional[LossGradient]] = [None] * len(requests)
+    by_chunk_size: Dict[int, list] = {}
+    for index, request in enumerate(requests):
+        d, k = request.coef.shape
+        extra = request.loss.check_extra(request.extra)
+        if n == 0:
+            results[index] = LossGradient.zero(request.loss.n_params(d, k),
+                                               with_hessian=request.with_hessian)
+            continue
+        # The chunk size depends on k for a CSR block: group requests that chunk alike.
+        by_chunk_size.setdefault(_rows_per_chunk(X, k), []).append((index, request, extra))
+    for rows, members in by_chunk_size.items():
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            chunk = as_float64(row_slice(X, start, stop))
+            for index, request, extra in members:
+                part = _chunk_sums(request.loss, chunk, y[start:stop], w[start:stop],
+                                   request.coef, request.intercept, extra,
+                                   request.with_hessian)
+                total = results[index]
+                results[index] = part if total is None else merge(total, part)
+    return results
 
 
 #: Bytes of feature data per chunk of rows: comfortably inside a core's L2/L3 share.

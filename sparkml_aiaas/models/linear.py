@@ -30,7 +30,7 @@ from sparkml_aiaas.columns import named_column
 from sparkml_aiaas.core.losses import Loss, get_loss
 from sparkml_aiaas.errors import (ConfigError, DataValidationError, ModelFormatError,
                                   SparkmlAiaasError)
-from sparkml_aiaas.engine import DistributedDataPass, ResidentBlocks
+from sparkml_aiaas.engine import DistributedDataPass, FeatureSpec, ResidentBlocks
 from sparkml_aiaas.engine.loop import DistributedLocalRounds
 from sparkml_aiaas.engine.progress import progress_bar
 from sparkml_aiaas.models.param_signature import KeywordParams
@@ -77,6 +77,23 @@ class TrainingSummary:
     blockBuildSeconds: float = 0.0
     blockSource: str = ""
 
+    @classmethod
+    def of_fit(cls, fit, *, passes: int, blocks, build_seconds: float, wall_seconds: float,
+               rebuilt_partitions: int, validation_rows: int = 0) -> "TrainingSummary":
+        """The summary of ``fit`` (a :class:`~sparkml_aiaas.core.glm.GLMFit`) trained on
+        ``blocks`` in ``passes`` passes."""
+        result = fit.result
+        return cls(
+            objectiveHistory=[float(v) for v in result.history], totalIterations=result.n_iter,
+            numPasses=passes, numRows=blocks.stats.count, converged=result.converged,
+            message=result.message, wallTimeSeconds=wall_seconds,
+            rebuiltPartitions=rebuilt_partitions,
+            validationLossHistory=[float(v) for v in fit.validation_history],
+            bestIteration=fit.best_iteration, stoppedEarly=bool(fit.stopped_early),
+            numValidationRows=int(validation_rows),
+            blockBuildSeconds=build_seconds, blockSource=blocks.source,
+        )
+
 
 def split_by_indicator(dataset, column: str):
     """``(training rows, validation rows)`` of ``dataset`` by a boolean column.
@@ -102,7 +119,8 @@ def split_by_indicator(dataset, column: str):
 
 
 class _LinearEstimator(KeywordParams, Estimator, DefaultParamsReadable, DefaultParamsWritable):
-    """Shared ``_fit``: validate → resident blocks → fit_glm → model."""
+    """Shared ``_fit``: validate → resident blocks → fit_glm → model; ``fitMultiple`` takes
+    the same steps for several param maps over one set of blocks."""
 
     _model_class: type = None  # set by subclasses
 
@@ -133,12 +151,65 @@ class _LinearEstimator(KeywordParams, Estimator, DefaultParamsReadable, DefaultP
         return FileCheckpoint(self.getCheckpointDir(), fit_fingerprint(stats, settings),
                               self.getCheckpointInterval())
 
+    # -- the steps a fit takes, shared by _fit and fitMultiple (models/fit_multiple.py) ----
+    def _training_columns(self) -> Tuple[FeatureSpec, str, Optional[str]]:
+        """``(features, label column, weight column or None)``: what the blocks hold."""
+        weighted = self.isDefined(self.weightCol) and self.getWeightCol()
+        return self.feature_spec(), self.getLabelCol(), self.getWeightCol() if weighted else None
+
+    def _build_blocks(self, dataset) -> ResidentBlocks:
+        spec, label_col, weight_col = self._training_columns()
+        return ResidentBlocks.build(dataset, spec, label_col, weight_col, self.getNumPartitions(),
+                                    **self._block_options())
+
+    def _training_loss(self, blocks: ResidentBlocks) -> Tuple[Loss, int]:
+        """The loss and ``k`` for these blocks, after validating their rows for that loss."""
+        loss, n_outputs = self._choose_loss(self._loss(), blocks.stats)
+        _, label_col, weight_col = self._training_columns()
+        validate_training_stats(blocks.stats, loss, blocks.feature_names, label_col, weight_col,
+                                num_classes=n_outputs if n_outputs > 1 else None)
+        return loss, n_outputs
+
+    def _iteration_logger(self, name: str, progress=None):
+        def log_iteration(iteration: int, objective: float) -> None:
+            logger.info("%s iter %4d  objective %.10g", name, iteration, objective)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(objective=f"{objective:.8g}")
+
+        return log_iteration
+
+    def _run_glm(self, data_pass, stats, loss: Loss, n_outputs: int, callback, **engine):
+        """:func:`fit_glm` with this estimator's params; ``engine`` adds the single fit's
+        extras (checkpoint, local rounds, validation pass)."""
+        try:
+            return fit_glm(
+                data_pass, stats, loss=loss, n_outputs=n_outputs,
+                fit_intercept=self.getFitIntercept(),
+                standardization=self.getStandardization(), reg_param=self.getRegParam(),
+                elastic_net_param=self.getElasticNetParam(), optimizer=self.getOptimizer(),
+                max_iter=self.getMaxIter(), tol=self.getTol(), step_size=self.getStepSize(),
+                callback=callback, stochastic=self.stochastic_settings(),
+                step_rule=self.getStepRule(), step_schedule=self.getStepSchedule(),
+                step_decay=self.getStepDecay(), patience=self.getPatience(), **engine,
+            )
+        except ValueError as exc:
+            if isinstance(exc, SparkmlAiaasError):
+                raise
+            # An unsupported combination found by the math (e.g. newton on hinge).
+            raise ConfigError(str(exc)) from None
+
+    def _make_model(self, fit, signature: Dict[str, Any], summary: TrainingSummary):
+        model = self._model_class(
+            coefficients=fit.coef, intercept=fit.intercept, signature=signature,
+            summary=summary, extra=fit.extra,
+        )
+        self._copyValues(model)
+        return model
+
     def _fit(self, dataset):
         self.validate_params()
-        loss = self._loss()
-        spec = self.feature_spec()
-        weight_col = self.getWeightCol() if self.isDefined(self.weightCol) and self.getWeightCol() else None
-        label_col = self.getLabelCol()
+        spec, label_col, weight_col = self._training_columns()
         signature = input_signature(dataset, spec)
         validation_col = self.validation_col()
         if validation_col is not None:
@@ -147,39 +218,26 @@ class _LinearEstimator(KeywordParams, Estimator, DefaultParamsReadable, DefaultP
             train_df, validation_df = dataset, None
         started = time.perf_counter()
         kind = type(self).__name__
-
         progress = progress_bar(kind, self.getMaxIter())
-
-        def log_iteration(iteration: int, objective: float) -> None:
-            logger.info("%s iter %4d  objective %.10g", kind, iteration, objective)
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(objective=f"{objective:.8g}")
 
         # Both block sets are removed however the fit ends (ExitStack unwinds in reverse).
         with ExitStack() as stack:
             if progress is not None:
                 # Closed however the fit ends (Ctrl-C included), after the blocks are removed.
                 stack.callback(progress.close)
-            blocks = stack.enter_context(ResidentBlocks.build(
-                train_df, spec, label_col, weight_col, self.getNumPartitions(),
-                **self._block_options()))
+            blocks = stack.enter_context(self._build_blocks(train_df))
             build_seconds = time.perf_counter() - started
             if validation_col is not None and blocks.stats.count == 0:
                 raise DataValidationError(
                     f"validationIndicatorCol {validation_col!r} is true for every row: no rows "
                     "are left to train on")
-            loss, n_outputs = self._choose_loss(loss, blocks.stats)
-            validate_training_stats(blocks.stats, loss, blocks.feature_names, label_col, weight_col,
-                                    num_classes=n_outputs if n_outputs > 1 else None)
+            loss, n_outputs = self._training_loss(blocks)
             data_pass = DistributedDataPass(
                 blocks, loss, self.getAggregationDepth(), description=f"sparkml_aiaas {kind}"
             )
             validation_pass = validation_blocks = None
             if validation_df is not None:
-                validation_blocks = stack.enter_context(ResidentBlocks.build(
-                    validation_df, spec, label_col, weight_col, self.getNumPartitions(),
-                    **self._block_options()))
+                validation_blocks = stack.enter_context(self._build_blocks(validation_df))
                 if validation_blocks.stats.count == 0:
                     raise DataValidationError(
                         f"validationIndicatorCol {validation_col!r} is not true for any row: "
@@ -196,51 +254,32 @@ class _LinearEstimator(KeywordParams, Estimator, DefaultParamsReadable, DefaultP
             checkpoint = self._checkpoint(
                 blocks.stats, loss, n_outputs,
                 validation_blocks.stats if validation_blocks is not None else None)
-            try:
-                fit = fit_glm(
-                    data_pass, blocks.stats, loss=loss, n_outputs=n_outputs,
-                    fit_intercept=self.getFitIntercept(),
-                    standardization=self.getStandardization(), reg_param=self.getRegParam(),
-                    elastic_net_param=self.getElasticNetParam(), optimizer=self.getOptimizer(),
-                    max_iter=self.getMaxIter(), tol=self.getTol(), step_size=self.getStepSize(),
-                    callback=log_iteration, checkpoint=checkpoint,
-                    stochastic=self.stochastic_settings(),
-                    local_rounds=local_rounds,
-                    step_rule=self.getStepRule(), step_schedule=self.getStepSchedule(),
-                    step_decay=self.getStepDecay(),
-                    validation_pass=validation_pass, patience=self.getPatience(),
-                )
-            except ValueError as exc:
-                if isinstance(exc, SparkmlAiaasError):
-                    raise
-                # An unsupported combination found by the math (e.g. newton on hinge).
-                raise ConfigError(str(exc)) from None
-            rows, rebuilt = blocks.stats.count, blocks.rebuilt_partitions
+            fit = self._run_glm(data_pass, blocks.stats, loss, n_outputs,
+                                self._iteration_logger(kind, progress), checkpoint=checkpoint,
+                                local_rounds=local_rounds, validation_pass=validation_pass)
+            rebuilt = blocks.rebuilt_partitions
             validation_rows = 0
             if validation_blocks is not None:
                 validation_rows = validation_blocks.stats.count
                 rebuilt += validation_blocks.rebuilt_partitions
-        result = fit.result
         if fit.best_iteration is not None:
             logger.info("%s early stopping: best validation loss %.10g at iteration %d of %d%s",
                         kind, fit.validation_history[fit.best_iteration], fit.best_iteration,
-                        result.n_iter, " (stopped early)" if fit.stopped_early else "")
-        summary = TrainingSummary(
-            objectiveHistory=[float(v) for v in result.history], totalIterations=result.n_iter,
-            numPasses=data_pass.passes + local_rounds.passes, numRows=rows, converged=result.converged,
-            message=result.message, wallTimeSeconds=time.perf_counter() - started,
-            rebuiltPartitions=rebuilt,
-            validationLossHistory=[float(v) for v in fit.validation_history],
-            bestIteration=fit.best_iteration, stoppedEarly=bool(fit.stopped_early),
-            numValidationRows=int(validation_rows),
-            blockBuildSeconds=build_seconds, blockSource=blocks.source,
-        )
-        model = self._model_class(
-            coefficients=fit.coef, intercept=fit.intercept, signature=signature,
-            summary=summary, extra=fit.extra,
-        )
-        self._copyValues(model)
-        return model
+                        fit.result.n_iter, " (stopped early)" if fit.stopped_early else "")
+        summary = TrainingSummary.of_fit(
+            fit, passes=data_pass.passes + local_rounds.passes, blocks=blocks,
+            build_seconds=build_seconds, wall_seconds=time.perf_counter() - started,
+            rebuilt_partitions=rebuilt, validation_rows=validation_rows)
+        return self._make_model(fit, signature, summary)
+
+    def fitMultiple(self, dataset, paramMaps):
+        """Fit one model per param map; the maps share the training blocks and each pass
+        (one Spark job evaluates every model's pending step) when they can, with models
+        bit-identical to separate fits.  See ``docs/linear.md`` ("Model selection")."""
+        from sparkml_aiaas.models.fit_multiple import batched_fit_multiple
+
+        models = batched_fit_multiple(self, dataset, paramMaps)
+        return models if models is not None else super().fitMultiple(dataset, paramMaps)
 
 
 class _LinearModel(Model, MLWritable, MLReadable):
