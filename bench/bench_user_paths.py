@@ -219,6 +219,40 @@ def bench_transform(spark, n, d, partitions, repeats, data_dir, mllib):
     return rows
 
 
+# ------------------------------------------------------------------------------- tuning
+
+
+def bench_tuning(spark, n, d, partitions, data_dir, folds=3, seed=11):
+    """pyspark.ml's CrossValidator, 6 regParam × ``folds`` folds, over MLlib's
+    LogisticRegression and over ours (whose ``fitMultiple`` shares blocks and passes)."""
+    from pyspark.ml.classification import LogisticRegression as SparkLR
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+    from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
+
+    from sparkml_aiaas.models import LogisticRegression
+
+    df, columns = spark_data(spark, n, d, partitions, data_dir)
+    regs = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+    evaluator = BinaryClassificationEvaluator()
+    print(f"\n## tuning: pyspark.ml CrossValidator, {folds} folds × {len(regs)} regParam, "
+          f"{n:,}×{d} Parquet, local[{partitions}]", flush=True)
+    results = {}
+    for who, estimator, data in (
+            ("pyspark.ml LogisticRegression", SparkLR(), assembled(df, columns)),
+            ("ours (fitMultiple)", LogisticRegression(featuresCols=columns), df)):
+        grid = ParamGridBuilder().addGrid(estimator.regParam, regs).build()
+        cv = CrossValidator(estimator=estimator, estimatorParamMaps=grid, evaluator=evaluator,
+                            numFolds=folds, seed=seed)
+        start = time.perf_counter()
+        fitted = cv.fit(data)
+        elapsed = time.perf_counter() - start
+        best = int(np.argmax(fitted.avgMetrics))
+        results[who] = (elapsed, regs[best], fitted.avgMetrics)
+        print(f"{who:32s} {elapsed:6.2f} s  best regParam {regs[best]}  avgMetrics "
+              + " ".join(f"{m:.5f}" for m in fitted.avgMetrics), flush=True)
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
@@ -236,6 +270,9 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-fit", action="store_true")
     parser.add_argument("--skip-transform", action="store_true")
     parser.add_argument("--skip-mllib", action="store_true")
+    parser.add_argument("--tuning", action="store_true",
+                        help="also pyspark.ml's CrossValidator over MLlib's and our estimator")
+    parser.add_argument("--tuning-rows", type=int, default=300_000)
     parser.add_argument("--skip-sklearn", action="store_true")
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(),
                                                            "sparkml_aiaas_bench"))
@@ -255,6 +292,9 @@ def main(argv=None) -> int:
     if not args.skip_transform:
         bench_transform(spark, args.transform_rows, args.transform_features, args.partitions,
                         args.repeats, args.data_dir, not args.skip_mllib)
+    if args.tuning:
+        bench_tuning(spark, 20_000 if args.quick else args.tuning_rows, 20, args.partitions,
+                     args.data_dir)
     spark.stop()
     return 0
 
