@@ -59,6 +59,9 @@ def spark_data(spark, n: int, d: int, partitions: int, data_dir: str):
     columns = [f"x{j}" for j in range(d)]
     path = os.path.join(data_dir, f"logistic_{n}x{d}_{partitions}p_seed{SEED}.parquet")
     if not os.path.exists(os.path.join(path, "_SUCCESS")):
+        # The generator below is this module's: ship it, or a worker imported as
+        # bench_training (from bench_user_paths) cannot unpickle it.
+        spark.sparkContext.addPyFile(os.path.abspath(__file__))
 
         def generate(batches):
             for batch in batches:

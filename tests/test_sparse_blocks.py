@@ -19,7 +19,7 @@ from sparkml_aiaas.core.stats import block_stats, merge_stats
 from sparkml_aiaas.core.stochastic import RoundSpec, local_round, sample_rows
 from sparkml_aiaas.engine import FeatureSpec, ResidentBlocks
 from sparkml_aiaas.engine import block_files
-from sparkml_aiaas.engine.blocks import BlockOptions, _vector_batch_to_numpy, write_block
+from sparkml_aiaas.engine.block_rows import BlockOptions, _vector_batch_to_numpy, write_block
 from sparkml_aiaas.engine.loop import DistributedDataPass
 from sparkml_aiaas.errors import ConfigError, DataValidationError
 from sparkml_aiaas.models import LinearRegression, LinearSVC, LogisticRegression

@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -179,16 +179,28 @@ class PassBatcher:
                 self._cond.notify_all()
 
 
+class HeldOutRequest(NamedTuple):
+    """A request over grouped blocks (one block per partition and fold): the sums over
+    every group but ``held_out`` (None: over all rows)."""
+
+    sums: SumsRequest
+    held_out: Optional[int]
+
+
 class BatchedModelPass:
     """One model's ``data_pass(coef, intercept, extra, with_hessian) -> LossGradient`` whose
-    passes go through a :class:`PassBatcher` round as :class:`SumsRequest` payloads.
+    passes go through a :class:`PassBatcher` round as :class:`SumsRequest` payloads
+    (:class:`HeldOutRequest` ones when ``grouped``: the sums leave group ``held_out`` out).
 
     Mini-batches (``sample``) are not batched: their optimizers fall back to separate fits.
     """
 
-    def __init__(self, request: Callable[[SumsRequest], LossGradient], loss: Loss):
+    def __init__(self, request: Callable[[Any], LossGradient], loss: Loss,
+                 grouped: bool = False, held_out: Optional[int] = None):
         self._request = request
         self.loss = loss
+        self.grouped = grouped
+        self.held_out = held_out
 
     def __call__(self, coef: np.ndarray, intercept: np.ndarray,
                  extra: Optional[np.ndarray] = None, with_hessian: bool = False,
@@ -196,14 +208,47 @@ class BatchedModelPass:
         if sample is not None:
             raise ValueError("a batched pass does not sample mini-batches")
         # The same conversions as DistributedDataPass: the executors see the same arrays.
-        return self._request(SumsRequest(
+        request = SumsRequest(
             self.loss, np.asarray(coef, float), np.asarray(intercept, float),
-            None if extra is None else np.asarray(extra, float), bool(with_hessian)))
+            None if extra is None else np.asarray(extra, float), bool(with_hessian))
+        return self._request(HeldOutRequest(request, self.held_out) if self.grouped
+                             else request)
 
 
 def merge_each(a: List[LossGradient], b: List[LossGradient]) -> List[LossGradient]:
     """Merge two lists of per-request partials request by request (the single pass's merge)."""
     return [merge(x, y) for x, y in zip(a, b)]
+
+
+def merge_each_present(a: List[Optional[LossGradient]],
+                       b: List[Optional[LossGradient]]) -> List[Optional[LossGradient]]:
+    """:func:`merge_each` where a request may have no sums yet (None) on either side."""
+    return [y if x is None else x if y is None else merge(x, y) for x, y in zip(a, b)]
+
+
+def make_grouped_partition_fn(requests_broadcast):
+    """The function each task runs over grouped blocks: each :class:`HeldOutRequest`'s sums
+    over the blocks of every group but its held-out one, merged in key order (partition,
+    then group)."""
+
+    def run(index, key_rows):
+        from sparkml_aiaas.core.losses import loss_gradient_sums_many
+        from sparkml_aiaas.engine.loop import fold_blocks
+
+        requests = requests_broadcast.value
+
+        def compute(key, block):
+            group = key["group"]
+            active = [i for i, r in enumerate(requests) if r.held_out != group]
+            sums = loss_gradient_sums_many([requests[i].sums for i in active], *block)
+            out: List[Optional[LossGradient]] = [None] * len(requests)
+            for i, part in zip(active, sums):
+                out[i] = part
+            return out
+
+        yield index, fold_blocks(key_rows, compute, merge_each_present)
+
+    return run
 
 
 def make_batch_partition_fn(requests_broadcast):
@@ -231,10 +276,13 @@ class BatchedBlocksPass:
     """The Spark evaluator of a :class:`PassBatcher`: ``evaluate(requests) -> sums`` in one
     job over the resident blocks (one broadcast of all the requests per job)."""
 
-    def __init__(self, blocks, aggregation_depth: int = 2, description: str = "sparkml_aiaas"):
+    def __init__(self, blocks, aggregation_depth: int = 2, description: str = "sparkml_aiaas",
+                 grouped: bool = False):
         self.blocks = blocks
         self.aggregation_depth = aggregation_depth
         self.description = description
+        #: Requests are HeldOutRequests over grouped blocks.
+        self.grouped = grouped
         self.jobs = 0
 
     def __call__(self, requests: List[SumsRequest]) -> List[LossGradient]:
@@ -244,13 +292,19 @@ class BatchedBlocksPass:
         self.jobs += 1
         sc.setJobDescription(f"{self.description}: pass {self.jobs} ({len(requests)} models)")
         payload = sc.broadcast(list(requests))
+        if self.grouped:
+            partition_fn, merge_fn = make_grouped_partition_fn(payload), merge_each_present
+        else:
+            partition_fn, merge_fn = make_batch_partition_fn(payload), merge_each
         try:
-            sums = run_on_blocks(self.blocks, make_batch_partition_fn(payload), merge_each,
-                                 self.aggregation_depth)
+            sums = run_on_blocks(self.blocks, partition_fn, merge_fn, self.aggregation_depth)
         finally:
             payload.destroy()
             sc.setJobDescription(None)
+        plain = [r.sums if self.grouped else r for r in requests]
         if sums is None:  # no partition had rows
-            return [LossGradient.zero(r.loss.n_params(*r.coef.shape),
-                                      with_hessian=r.with_hessian) for r in requests]
-        return sums
+            sums = [None] * len(plain)
+        # A request none of whose blocks held rows (every row held out) sums to zero.
+        return [s if s is not None else LossGradient.zero(
+            r.loss.n_params(*r.coef.shape), with_hessian=r.with_hessian)
+            for s, r in zip(sums, plain)]

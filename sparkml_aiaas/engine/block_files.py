@@ -58,15 +58,17 @@ class BlockWriter:
     ``layout`` is ``"dense"`` or ``"csr"`` (see the module docstring); either
     layout accepts dense or ``scipy.sparse`` batches and converts them.
     ``dtype`` (float64 or float32) is the type the feature values are stored in.
+    ``group`` names one of several blocks of the partition (grouped blocks: one per fold).
     """
 
     def __init__(self, fit_id: str, partition: int, attempt: int, n_features: int, dtype=np.float64,
-                 layout: str = "dense"):
+                 layout: str = "dense", group: Optional[int] = None):
         if layout not in LAYOUTS:
             raise ValueError(f"block layout must be one of {LAYOUTS}, got {layout!r}")
         if np.dtype(dtype).name not in DTYPES:
             raise ValueError(f"block dtype must be one of {DTYPES}, got {np.dtype(dtype).name!r}")
-        self.path = os.path.join(fit_dir(fit_id), f"part-{partition:05d}-{attempt}")
+        name = f"part-{partition:05d}-{attempt}" + ("" if group is None else f"-g{group}")
+        self.path = os.path.join(fit_dir(fit_id), name)
         if os.path.exists(self.path):
             shutil.rmtree(self.path)
         os.makedirs(self.path)

@@ -26,45 +26,21 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from sparkml_aiaas.columns import named_column, quoted, vector_as_array
-from sparkml_aiaas.core.stats import BlockStats, block_stats, merge_stats
+from sparkml_aiaas.core.stats import BlockStats, merge_stats
+# The task side of the build lives in block_rows (no pyspark); re-exported for callers.
+from sparkml_aiaas.engine.block_rows import (BLOCK_DTYPES, BLOCK_FORMATS,  # noqa: F401
+                                             GROUP_COLUMN, SPARSE_DENSITY_THRESHOLD,
+                                             BlockOptions, write_block, write_grouped_blocks)
 from sparkml_aiaas.errors import DataValidationError
 
 logger = logging.getLogger(__name__)
 
 KEY_SCHEMA = "partition INT, path STRING, rows LONG, stats BINARY"
+#: Keys of grouped blocks (one block per partition and group, see write_grouped_blocks).
+GROUPED_KEY_SCHEMA = "partition INT, path STRING, rows LONG, stats BINARY, group INT"
 
-#: Values of the ``blockFormat`` param: ``auto`` stores a partition as CSR when its features
-#: come from a vector column and are sparse enough (the data's first rows decide whether
-#: vectors are read as vectors at all; then each partition's first batch), else dense.
-BLOCK_FORMATS = ("auto", "dense", "sparse")
-#: Values of the ``blockDtype`` param (the type feature values are stored in).
-BLOCK_DTYPES = ("float64", "float32")
-#: ``auto`` stores CSR below this fraction of non-zero entries in the first batch.
-SPARSE_DENSITY_THRESHOLD = 0.25
 #: Rows ``auto`` looks at, before the build, to tell dense from sparse vector data.
 DENSITY_PROBE_ROWS = 256
-
-
-@dataclass(frozen=True)
-class BlockOptions:
-    """How blocks store the features: ``format`` in :data:`BLOCK_FORMATS`, ``dtype`` in
-    :data:`BLOCK_DTYPES`.  Labels and weights are always float64."""
-
-    format: str = "auto"
-    dtype: str = "float64"
-
-    def __post_init__(self):
-        if self.format not in BLOCK_FORMATS:
-            raise ValueError(
-                f"param blockFormat must be one of {list(BLOCK_FORMATS)}, got {self.format!r}")
-        if self.dtype not in BLOCK_DTYPES:
-            raise ValueError(
-                f"param blockDtype must be one of {list(BLOCK_DTYPES)}, got {self.dtype!r}")
-
-    @property
-    def fixed_layout(self) -> Optional[str]:
-        """The block layout (``"dense"``/``"csr"``) when fixed, None when each partition decides."""
-        return {"dense": "dense", "sparse": "csr"}.get(self.format)
 
 
 # Spark SQL types that are safe to cast to double for training.
@@ -147,14 +123,15 @@ def vectors_look_sparse(df, column: str, n_features: int,
 
 
 def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[str] = None,
-                   keep_vectors: bool = False):
+                   keep_vectors: bool = False, group_col: Optional[str] = None):
     """Select and type the training columns; raise a clear error for missing or mistyped ones.
 
     Returns ``(frame, n_features)`` where ``frame`` has the features as
     double columns ``f0..f{d-1}`` or one ``array<double>`` column ``features``,
     then ``label`` and ``weight`` as doubles.  With ``keep_vectors`` a
     ``VectorUDT`` column stays a vector column instead (Arrow then carries its
-    struct encoding, so sparse vectors keep their indices and values).
+    struct encoding, so sparse vectors keep their indices and values).  With
+    ``group_col`` an int column :data:`GROUP_COLUMN` ends the frame (grouped blocks).
     """
     from pyspark.sql import functions as F
 
@@ -174,6 +151,8 @@ def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[s
         exprs.append(f"CAST({quoted(label_col)} AS DOUBLE) AS label")
         exprs.append(f"CAST({quoted(weight_col)} AS DOUBLE) AS weight" if weight_col
                      else "CAST(1.0 AS DOUBLE) AS weight")
+        if group_col:
+            exprs.append(f"CAST({quoted(group_col)} AS INT) AS {GROUP_COLUMN}")
         return df.selectExpr(*exprs), len(spec.columns)
 
     column = spec.vector_col
@@ -193,175 +172,10 @@ def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[s
             f"is {data_type.simpleString()}"
         )
     n_features = vector_size(df, column)
-    frame = df.select(array.alias("features"), label.alias("label"), weight.alias("weight"))
-    return frame, n_features
-
-
-def _arrow_batch_to_numpy(batch, n_features: int, vector_input: bool):
-    """One Arrow batch of a training frame → ``(X, y, w, bad_vector_rows)``."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    n = batch.num_rows
-    y = batch.column(batch.num_columns - 2).to_numpy(zero_copy_only=False).astype(np.float64)
-    w = batch.column(batch.num_columns - 1).to_numpy(zero_copy_only=False).astype(np.float64)
-    if not vector_input:
-        # Zero-copy column views stacked straight into a row-major X: measured here the
-        # fastest of stacking, a (d, n) copy plus a blocked transpose, and column writes.
-        X = np.stack([batch.column(j).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-                      for j in range(n_features)], axis=1)
-        return X, y, w, 0
-    vectors = batch.column(0)
-    lengths = pc.fill_null(pc.list_value_length(vectors), -1).to_numpy(zero_copy_only=False)
-    good = lengths == n_features
-    bad = int(n - good.sum())
-    if bad:
-        vectors = vectors.filter(pa.array(good))
-        y, w = y[good], w[good]
-    values = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    return values.reshape(-1, n_features), y, w, bad
-
-
-def _struct_fields(vectors) -> dict:
-    """The children of Arrow's encoding of ``VectorUDT`` (``type``: 0 sparse / 1 dense,
-    ``size``, ``indices``, ``values``), with the struct's offset and nulls applied."""
-    import pyarrow as pa
-
-    if isinstance(vectors, pa.ChunkedArray):
-        vectors = vectors.combine_chunks()
-    return {field.name: child for field, child in zip(vectors.type, vectors.flatten())}
-
-
-def _vector_batch_to_numpy(batch, n_features: int, layout: str):
-    """A batch whose features are ``VectorUDT`` structs → ``(X, y, w, bad_vector_rows)``,
-    ``X`` a CSR matrix for ``layout == "csr"`` (built from the indices and values, never
-    densified; explicit zeros are dropped) or a dense array."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import scipy.sparse as sp
-
-    def ints(array):
-        return pc.fill_null(array, -1).to_numpy(zero_copy_only=False)
-
-    n = batch.num_rows
-    y = batch.column(batch.num_columns - 2).to_numpy(zero_copy_only=False).astype(np.float64)
-    w = batch.column(batch.num_columns - 1).to_numpy(zero_copy_only=False).astype(np.float64)
-    vectors = batch.column(0)
-    fields = _struct_fields(vectors)
-    kind = ints(fields["type"])
-    n_values = ints(pc.list_value_length(fields["values"]))
-    # A sparse vector must have the model's size and as many indices as values; a dense
-    # one as many values as features.  Null vectors (kind -1) are bad rows too.
-    good = np.where(kind == 1, n_values == n_features,
-                    (kind == 0) & (ints(fields["size"]) == n_features)
-                    & (ints(pc.list_value_length(fields["indices"])) == n_values))
-    bad = int(n - good.sum())
-    if bad:
-        vectors = vectors.filter(pa.array(good))
-        y, w = y[good], w[good]
-        fields = _struct_fields(vectors)
-        kind = kind[good]
-    m = len(y)
-    values = fields["values"].flatten().to_numpy(zero_copy_only=False).astype(np.float64,
-                                                                              copy=False)
-    dense_row = kind == 1
-    if dense_row.all():
-        X = values.reshape(m, n_features)
-        return (sp.csr_matrix(X) if layout == "csr" else X), y, w, bad
-    lengths = pc.list_value_length(fields["values"]).to_numpy(zero_copy_only=False)
-    lengths = lengths.astype(np.int64)
-    columns = np.empty(values.size, dtype=np.int32)
-    dense_entry = np.repeat(dense_row, lengths)
-    columns[~dense_entry] = fields["indices"].flatten().to_numpy(zero_copy_only=False)
-    columns[dense_entry] = np.tile(np.arange(n_features, dtype=np.int32), int(dense_row.sum()))
-    if columns.size and (columns.min() < 0 or columns.max() >= n_features):
-        raise DataValidationError(
-            f"a sparse feature vector has an index outside 0..{n_features - 1}")
-    keep = values != 0.0  # NaN is kept (validation counts it)
-    if keep.all():
-        counts = lengths
-    else:
-        counts = np.bincount(np.repeat(np.arange(m), lengths)[keep], minlength=m)
-        values, columns = values[keep], columns[keep]
-    indptr = np.zeros(m + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    X = sp.csr_matrix((values, columns, indptr), shape=(m, n_features))
-    return (X.toarray() if layout == "dense" else X), y, w, bad
-
-
-def _batch_to_block_rows(batch, n_features: int, vector_input: bool, layout: str):
-    """One Arrow batch of a training frame → ``(X, y, w, bad_vector_rows)`` with ``X`` in the
-    block ``layout``: a dense array (``"dense"``) or a ``scipy.sparse`` CSR matrix (``"csr"``)."""
-    import pyarrow as pa
-
-    if vector_input and pa.types.is_struct(batch.column(0).type):
-        return _vector_batch_to_numpy(batch, n_features, layout)
-    X, y, w, bad = _arrow_batch_to_numpy(batch, n_features, vector_input)
-    if layout == "csr":
-        import scipy.sparse as sp
-
-        X = sp.csr_matrix(X)
-    return X, y, w, bad
-
-
-def _first_batch_layout(X, n_features: int) -> str:
-    """``auto``'s choice from a partition's first batch (decoded as CSR when it was vectors)."""
-    import scipy.sparse as sp
-
-    if not sp.issparse(X):
-        return "dense"
-    cells = max(1, X.shape[0]) * max(1, n_features)
-    return "csr" if X.nnz < SPARSE_DENSITY_THRESHOLD * cells else "dense"
-
-
-def write_block(fit_id: str, partition: int, attempt: int, n_features: int, vector_input: bool,
-                batches, options: BlockOptions = BlockOptions()) -> dict:
-    """Task side of a block build: write the training-frame ``batches`` of one partition as
-    its block and return its key (``partition``, ``path``, ``rows``, pickled ``stats``).
-
-    ``options`` sets the block's layout and value type; with ``format="auto"`` the
-    partition's first non-empty batch decides (CSR only for sparse enough vector input).
-    The statistics summarize the values as stored (after any float32 rounding).
-    """
-    import pyarrow as pa
-
-    from sparkml_aiaas.engine.block_files import BlockWriter
-
-    layout = options.fixed_layout
-    writer = None
-    stats = BlockStats.empty(n_features)
-    try:
-        for batch in batches:
-            if writer is None:
-                if layout is None and batch.num_rows == 0:
-                    continue  # an empty batch cannot decide the layout
-                # auto decodes vector structs as CSR (cheap) and then looks at the density.
-                probe = layout or ("csr" if vector_input
-                                   and pa.types.is_struct(batch.column(0).type) else "dense")
-                X, y, w, bad = _batch_to_block_rows(batch, n_features, vector_input, probe)
-                if layout is None:
-                    layout = _first_batch_layout(X, n_features)
-                    if layout == "dense" and probe == "csr":
-                        X = X.toarray()
-                writer = BlockWriter(fit_id, partition, attempt, n_features, options.dtype,
-                                     layout)
-            else:
-                X, y, w, bad = _batch_to_block_rows(batch, n_features, vector_input, layout)
-            # A value beyond float32's range becomes inf, which validation then reports.
-            with np.errstate(over="ignore"):
-                X = X.astype(writer.dtype, copy=False)
-            stats = merge_stats(stats, block_stats(X, y, w, bad))
-            writer.append(X, y, w)
-        if writer is None:
-            writer = BlockWriter(fit_id, partition, attempt, n_features, options.dtype,
-                                 layout or "dense")
-        path = writer.close()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    return {"partition": partition, "path": path, "rows": writer.rows,
-            "stats": pickle.dumps(stats, protocol=pickle.HIGHEST_PROTOCOL)}
+    columns = [array.alias("features"), label.alias("label"), weight.alias("weight")]
+    if group_col:
+        columns.append(named_column(group_col).cast("int").alias(GROUP_COLUMN))
+    return df.select(*columns), n_features
 
 
 def _make_block_writer(fit_id: str, n_features: int, vector_input: bool,
@@ -380,6 +194,26 @@ def _make_block_writer(fit_id: str, n_features: int, vector_input: bool,
             schema=pa.schema([("partition", pa.int32()), ("path", pa.string()),
                               ("rows", pa.int64()), ("stats", pa.binary())]),
         )
+
+    return write_partition
+
+
+def _make_grouped_block_writer(fit_id: str, n_features: int, vector_input: bool, groups: int,
+                               options: BlockOptions = BlockOptions()):
+    """The mapInArrow function that writes a partition's blocks, one per group, and yields
+    their keys (:data:`GROUPED_KEY_SCHEMA`), in group order."""
+
+    def write_partition(batches):
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        keys = write_grouped_blocks(fit_id, context.partitionId(), context.attemptNumber(),
+                                    n_features, vector_input, batches, groups, options)
+        yield pa.RecordBatch.from_pylist(
+            keys, schema=pa.schema([("partition", pa.int32()), ("path", pa.string()),
+                                    ("rows", pa.int64()), ("stats", pa.binary()),
+                                    ("group", pa.int32())]))
 
     return write_partition
 
@@ -505,6 +339,8 @@ class ResidentBlocks:
         #: "parquet" when the blocks were read straight from Parquet files, else "spark".
         self.source = source
         self.stats = stats
+        #: Grouped blocks: the statistics of each group's rows (list indexed by group).
+        self.group_stats: Optional[List[BlockStats]] = None
         self.n_features = n_features
         self.feature_names = feature_names
         self.fit_id = fit_id
@@ -518,13 +354,18 @@ class ResidentBlocks:
     @classmethod
     def build(cls, df, spec: FeatureSpec, label_col: str, weight_col: Optional[str] = None,
               num_partitions: int = 0, block_format: str = "auto",
-              block_dtype: str = "float64") -> "ResidentBlocks":
+              block_dtype: str = "float64", group_col: Optional[str] = None,
+              groups: int = 0) -> "ResidentBlocks":
         """Write the blocks (one Spark job) and gather their statistics.
 
         ``num_partitions`` of 0 means one partition per core of the cluster
         (``defaultParallelism``): one task per core per pass.  ``block_format``
         (:data:`BLOCK_FORMATS`) and ``block_dtype`` (:data:`BLOCK_DTYPES`) set how
         the blocks store the features (see :class:`BlockOptions`).
+
+        With ``group_col`` (an int column holding ``0 … groups − 1``, e.g. a
+        cross-validation fold) each partition writes one block per group, whose key
+        carries ``group``; :attr:`group_stats` then summarizes each group's rows.
         """
         options = BlockOptions(block_format, block_dtype)
         spark = df.sparkSession
@@ -534,17 +375,26 @@ class ResidentBlocks:
             and _type_name(df.schema[spec.vector_col].dataType) == "VectorUDT"
             and vectors_look_sparse(df, spec.vector_col, vector_size(df, spec.vector_col)))
         frame, n_features = training_frame(df, spec, label_col, weight_col,
-                                           keep_vectors=keep_vectors)
+                                           keep_vectors=keep_vectors, group_col=group_col)
         target = num_partitions if num_partitions > 0 else max(sc.defaultParallelism, 1)
         fit_id = f"{sc.applicationId}-{uuid.uuid4().hex[:12]}"
-        make_keys, source = _direct_parquet_keys(df, spec, label_col, weight_col, n_features,
-                                                 target, fit_id, options), "parquet"
+        make_keys, source = None, "parquet"
+        if not group_col:  # pyarrow reads the files' columns, not a computed group
+            make_keys = _direct_parquet_keys(df, spec, label_col, weight_col, n_features,
+                                             target, fit_id, options)
         if make_keys is None:
             frame = _deterministic_partitions(frame, target)
-            writer = _make_block_writer(fit_id, n_features, spec.vector_col is not None, options)
+            vector_input = spec.vector_col is not None
+            if group_col:
+                writer = _make_grouped_block_writer(fit_id, n_features, vector_input, groups,
+                                                    options)
+                schema = GROUPED_KEY_SCHEMA
+            else:
+                writer = _make_block_writer(fit_id, n_features, vector_input, options)
+                schema = KEY_SCHEMA
 
             def make_keys():
-                return frame.mapInArrow(writer, KEY_SCHEMA).rdd
+                return frame.mapInArrow(writer, schema).rdd
 
             source = "spark"
         blocks = cls(spark, make_keys, BlockStats.empty(n_features), n_features,
@@ -553,7 +403,8 @@ class ResidentBlocks:
         try:
             sc.addJobTag(blocks.job_tag)  # removed by cleanup()
             sc.setJobDescription(f"sparkml_aiaas: build training blocks ({fit_id})")
-            rows = sorted(keys.collect(), key=lambda r: r["partition"])
+            rows = sorted(keys.collect(),
+                          key=lambda r: (r["partition"], r["group"] if group_col else 0))
             blocks._keys_built = True
         except BaseException:
             blocks.cleanup()
@@ -562,6 +413,10 @@ class ResidentBlocks:
             sc.setJobDescription(None)
         parts = [pickle.loads(r["stats"]) for r in rows]
         blocks.stats = reduce(merge_stats, parts, BlockStats.empty(n_features))
+        if group_col:
+            blocks.group_stats = [
+                reduce(merge_stats, [p for p, r in zip(parts, rows) if r["group"] == g],
+                       BlockStats.empty(n_features)) for g in range(groups)]
         return blocks
 
     @property

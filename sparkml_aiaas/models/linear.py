@@ -79,13 +79,14 @@ class TrainingSummary:
 
     @classmethod
     def of_fit(cls, fit, *, passes: int, blocks, build_seconds: float, wall_seconds: float,
-               rebuilt_partitions: int, validation_rows: int = 0) -> "TrainingSummary":
+               rebuilt_partitions: int, validation_rows: int = 0,
+               num_rows: Optional[int] = None) -> "TrainingSummary":
         """The summary of ``fit`` (a :class:`~sparkml_aiaas.core.glm.GLMFit`) trained on
-        ``blocks`` in ``passes`` passes."""
+        ``blocks`` in ``passes`` passes (on ``num_rows`` of their rows when given: a fold)."""
         result = fit.result
         return cls(
             objectiveHistory=[float(v) for v in result.history], totalIterations=result.n_iter,
-            numPasses=passes, numRows=blocks.stats.count, converged=result.converged,
+            numPasses=passes, numRows=blocks.stats.count if num_rows is None else int(num_rows), converged=result.converged,
             message=result.message, wallTimeSeconds=wall_seconds,
             rebuiltPartitions=rebuilt_partitions,
             validationLossHistory=[float(v) for v in fit.validation_history],
@@ -162,11 +163,13 @@ class _LinearEstimator(KeywordParams, Estimator, DefaultParamsReadable, DefaultP
         return ResidentBlocks.build(dataset, spec, label_col, weight_col, self.getNumPartitions(),
                                     **self._block_options())
 
-    def _training_loss(self, blocks: ResidentBlocks) -> Tuple[Loss, int]:
-        """The loss and ``k`` for these blocks, after validating their rows for that loss."""
-        loss, n_outputs = self._choose_loss(self._loss(), blocks.stats)
+    def _training_loss(self, blocks: ResidentBlocks, stats=None) -> Tuple[Loss, int]:
+        """The loss and ``k`` for these blocks (for the rows ``stats`` summarizes, when given:
+        a cross-validation fold), after validating those rows for that loss."""
+        stats = blocks.stats if stats is None else stats
+        loss, n_outputs = self._choose_loss(self._loss(), stats)
         _, label_col, weight_col = self._training_columns()
-        validate_training_stats(blocks.stats, loss, blocks.feature_names, label_col, weight_col,
+        validate_training_stats(stats, loss, blocks.feature_names, label_col, weight_col,
                                 num_classes=n_outputs if n_outputs > 1 else None)
         return loss, n_outputs
 
