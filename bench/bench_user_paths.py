@@ -222,7 +222,8 @@ def bench_transform(spark, n, d, partitions, repeats, data_dir, mllib):
 # ------------------------------------------------------------------------------- tuning
 
 
-def bench_tuning(spark, n, d, partitions, data_dir, folds=3, seed=11):
+def bench_tuning(spark, n, d, partitions, data_dir, folds=3, seed=11,
+                 regs=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)):
     """Model selection, 3 folds × 6 regParam over ``n``×``d`` Parquet: pyspark.ml's
     CrossValidator over MLlib's LogisticRegression and over ours (whose ``fitMultiple``
     shares blocks and passes per fold), and ``sparkml_aiaas.tuning.CrossValidator`` (one
@@ -236,7 +237,7 @@ def bench_tuning(spark, n, d, partitions, data_dir, folds=3, seed=11):
     from sparkml_aiaas.tuning import CrossValidator
 
     df, columns = spark_data(spark, n, d, partitions, data_dir)
-    regs = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+    regs = list(regs)
     evaluator = BinaryClassificationEvaluator()
     print(f"\n## tuning: {folds} folds × {len(regs)} regParam, areaUnderROC, {n:,}×{d} Parquet, "
           f"local[{partitions}], maxIter 100, tol 1e-6", flush=True)
@@ -287,6 +288,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tuning", action="store_true",
                         help="also pyspark.ml's CrossValidator over MLlib's and our estimator")
     parser.add_argument("--tuning-rows", type=int, default=300_000)
+    parser.add_argument("--tuning-regs", type=float, nargs="+",
+                        default=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2])
     parser.add_argument("--skip-sklearn", action="store_true")
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(),
                                                            "sparkml_aiaas_bench"))
@@ -308,7 +311,7 @@ def main(argv=None) -> int:
                         args.repeats, args.data_dir, not args.skip_mllib)
     if args.tuning:
         bench_tuning(spark, 20_000 if args.quick else args.tuning_rows, 20, args.partitions,
-                     args.data_dir)
+                     args.data_dir, regs=args.tuning_regs)
     spark.stop()
     return 0
 

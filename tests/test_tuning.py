@@ -140,6 +140,13 @@ def test_vector_input_sub_models_and_save_load(spark, df, tmp_path):
     cv.save(str(tmp_path / "cv"))
     loaded_cv = CrossValidator.load(str(tmp_path / "cv"))
     assert type(loaded_cv) is CrossValidator and loaded_cv.getNumFolds() == 2
+    assert type(pyspark_tuning.CrossValidator.load(str(tmp_path / "cv"))) is \
+        pyspark_tuning.CrossValidator  # the folder is pyspark's format
+    tvs = TrainValidationSplit(estimator=est, estimatorParamMaps=grid, trainRatio=0.6,
+                               evaluator=BinaryClassificationEvaluator())
+    tvs.save(str(tmp_path / "tvs"))
+    loaded_tvs = TrainValidationSplit.load(str(tmp_path / "tvs"))
+    assert type(loaded_tvs) is TrainValidationSplit and loaded_tvs.getTrainRatio() == 0.6
     model.save(str(tmp_path / "model"))
     loaded = pyspark_tuning.CrossValidatorModel.load(str(tmp_path / "model"))
     assert loaded.avgMetrics == model.avgMetrics
