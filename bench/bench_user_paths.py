@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench_training import logistic_objective, numpy_data, spark_data  # noqa: E402
+from bench_training import SEED, logistic_objective, numpy_data, spark_data  # noqa: E402
 
 
 def timed(fn, repeats: int):
@@ -80,7 +80,22 @@ def assembled(df, columns):
 # ---------------------------------------------------------------------------------- fit
 
 
-INPUTS = ("cached", "uncached", "parquet")
+INPUTS = ("cached", "uncached", "parquet", "delta")
+
+
+def delta_frame(spark, n, d, partitions, data_dir):
+    """The same rows as a Delta table (written once with delta-rs, outside every timing),
+    read as the package reads Delta (``data.delta.read_table``)."""
+    import pyarrow.dataset as ds
+    from deltalake import write_deltalake
+
+    from sparkml_aiaas.data.delta import read_table
+
+    source = os.path.join(data_dir, f"logistic_{n}x{d}_{partitions}p_seed{SEED}.parquet")
+    path = source.replace(".parquet", ".delta")
+    if not os.path.exists(os.path.join(path, "_delta_log")):
+        write_deltalake(path, ds.dataset(source, format="parquet").to_table())
+    return read_table(spark, path)
 
 
 def bench_fit(spark, n, d, partitions, reg, repeats, data_dir, optimizers, mllib, sklearn,
@@ -115,6 +130,9 @@ def bench_fit(spark, n, d, partitions, reg, repeats, data_dir, optimizers, mllib
             (assembled(df, columns), {"featuresCol": "features"}),
         "Parquet numeric columns (featuresCols)": (df, {"featuresCols": columns}),
     }
+    if "delta" in which:
+        inputs["Delta table numeric columns (featuresCols)"] = (
+            delta_frame(spark, n, d, partitions, data_dir), {"featuresCols": columns})
     inputs = {label: value for key, (label, value) in zip(INPUTS, inputs.items())
               if key in which}
     rows = []
