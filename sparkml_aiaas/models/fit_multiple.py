@@ -123,7 +123,7 @@ def fit_shared(estimators: list, dataset, invalid: dict) -> List[Outcome]:
         evaluator = BatchedBlocksPass(blocks, first.getAggregationDepth(),
                                       description=f"sparkml_aiaas {kind} fitMultiple")
         batcher = PassBatcher(evaluator)
-        fits = batcher.run([_fit_task(estimators[i], f"{kind}[map {i}]", blocks, *losses[i])
+        fits = batcher.run([fit_task(estimators[i], f"{kind}[map {i}]", blocks.stats, *losses[i])
                             for i in order], name=f"sparkml_aiaas-{kind}-fitMultiple")
         rebuilt = blocks.rebuilt_partitions
     logger.info("%s.fitMultiple: %d models in %d shared passes (separately: %d)", kind,
@@ -136,13 +136,15 @@ def fit_shared(estimators: list, dataset, invalid: dict) -> List[Outcome]:
     return outcomes
 
 
-def _fit_task(estimator, name: str, blocks, loss, n_outputs: int):
-    """What model ``name``'s thread runs: its fit_glm over the batcher's passes.  It never
+def fit_task(estimator, name: str, stats, loss, n_outputs: int, grouped: bool = False,
+             held_out: Optional[int] = None):
+    """What model ``name``'s thread runs: its fit_glm over the batcher's passes, on the rows
+    ``stats`` summarizes (over grouped blocks: every group but ``held_out``).  It never
     calls Spark itself (only the coordinating thread does)."""
 
     def fit(request):
-        data_pass = BatchedModelPass(request, loss)
-        return estimator._run_glm(data_pass, blocks.stats, loss, n_outputs,
+        data_pass = BatchedModelPass(request, loss, grouped=grouped, held_out=held_out)
+        return estimator._run_glm(data_pass, stats, loss, n_outputs,
                                   estimator._iteration_logger(name))
 
     return fit

@@ -111,9 +111,9 @@ def fast_path_refusal(estimator, param_maps: Sequence[dict], evaluator) -> Optio
         return "no param maps"
     spec = spec_of_evaluator(evaluator)
     if spec is None:
-        return (f"{type(evaluator).__name__} with metric "
-                f"{evaluator.getOrDefault('metricName') if evaluator.hasParam('metricName') else '?'}"
-                " is not computed inside the tasks")
+        metric = (evaluator.getOrDefault("metricName") if evaluator.hasParam("metricName")
+                  else "?")
+        return f"{type(evaluator).__name__} with metric {metric} is not computed inside the tasks"
     try:
         estimators = [estimator.copy(m) for m in param_maps]
         for candidate in estimators:
@@ -250,22 +250,12 @@ def evaluate_held_out(blocks, models: List[tuple], spec: MetricSpec,
     return [metric_value(spec, p) for p in partials]
 
 
-def _fit_task(estimator, name: str, stats, loss, n_outputs: int, held_out: Optional[int]):
-    from sparkml_aiaas.engine.batched_pass import BatchedModelPass
-
-    def fit(request):
-        data_pass = BatchedModelPass(request, loss, grouped=True, held_out=held_out)
-        return estimator._run_glm(data_pass, stats, loss, n_outputs,
-                                  estimator._iteration_logger(name))
-
-    return fit
-
-
 def select_model(estimator, dataset, param_maps: Sequence[dict], evaluator, splits: Splits,
                  collect_sub_models: bool, kind: str) -> SelectionResult:
     """Fit every map on every split's training rows over one set of grouped blocks, evaluate
     each on its held-out rows, and refit the best map on all rows (see the module doc)."""
     from sparkml_aiaas.engine.blocks import ResidentBlocks
+    from sparkml_aiaas.models.fit_multiple import fit_task
     from sparkml_aiaas.models.linear import TrainingSummary
     from sparkml_aiaas.models.persistence import input_signature
 
@@ -302,7 +292,7 @@ def select_model(estimator, dataset, param_maps: Sequence[dict], evaluator, spli
             loss, n_outputs = estimators[i]._training_loss(blocks, stats)
             held_out = None if split is None else splits.held_out[split]
             label = f"{name}[map {i}{'' if split is None else f', split {split}'}]"
-            tasks.append(_fit_task(estimators[i], label, stats, loss, n_outputs, held_out))
+            tasks.append(fit_task(estimators[i], label, stats, loss, n_outputs, True, held_out))
         fits = _run_batched(blocks, first, tasks, f"{kind} over {name}")
         models = {}
         for (split, i, stats), fit in zip(jobs, fits):
@@ -322,8 +312,8 @@ def select_model(estimator, dataset, param_maps: Sequence[dict], evaluator, spli
             best_model = models[None, best]
         else:
             loss, n_outputs = estimators[best]._training_loss(blocks)
-            fit = _run_batched(blocks, first, [_fit_task(estimators[best], f"{name}[best]",
-                                                         blocks.stats, loss, n_outputs, None)],
+            fit = _run_batched(blocks, first, [fit_task(estimators[best], f"{name}[best]",
+                                                        blocks.stats, loss, n_outputs, True)],
                                f"{kind} refit of {name}")[0]
             summary = TrainingSummary.of_fit(
                 fit.result(), passes=fit.passes, blocks=blocks, build_seconds=build_seconds,
