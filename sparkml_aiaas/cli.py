@@ -25,6 +25,8 @@ def _add_common(parser: argparse.ArgumentParser, config_required: bool) -> None:
     parser.add_argument("--config", required=config_required, metavar="YAML",
                         help="job configuration file (conf/*.yaml)")
     parser.add_argument("--master", help="Spark master for a session we start (default local[*])")
+    parser.add_argument("--remote", metavar="sc://HOST:PORT",
+                        help="run on a Spark Connect server (default: $SPARK_REMOTE)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="override a config value, e.g. --set model.params.reg_param=0.1")
@@ -165,6 +167,8 @@ def _overrides(args: argparse.Namespace, flag_to_key: dict) -> List[str]:
             items.append(f"{key}={value}")
     if args.master is not None:
         items.append(f"spark.master={args.master}")
+    if getattr(args, "remote", None) is not None:
+        items.append(f"spark.remote={args.remote}")
     return items
 
 
@@ -177,10 +181,18 @@ def _configure_logging(quiet: bool) -> None:
     root.propagate = False
 
 
+def settings_remote(settings) -> str:
+    """The Connect URL a session was asked for (flag, config or SPARK_REMOTE)."""
+    import os
+
+    return settings.remote or os.environ.get("SPARK_REMOTE") or "(active session)"
+
+
 def _session(settings):
     from sparkml_aiaas.session import get_spark
 
-    return get_spark(settings.app_name, master=settings.master, conf=settings.conf)
+    return get_spark(settings.app_name, master=settings.master, conf=settings.conf,
+                     remote=settings.remote)
 
 
 def _quickstart(args) -> int:
@@ -190,8 +202,10 @@ def _quickstart(args) -> int:
     config = load_config(QuickstartConfig, args.config,
                          _overrides(args, {"workdir": "workdir"}))
     spark = _session(config.spark)
-    print(f"sparkml_aiaas {__version__} quickstart on Spark {spark.version} "
-          f"({spark.sparkContext.master})")
+    from sparkml_aiaas.spark_env import is_connect, master
+
+    where = f"Spark Connect {settings_remote(config.spark)}" if is_connect(spark) else master(spark)
+    print(f"sparkml_aiaas {__version__} quickstart on Spark {spark.version} ({where})")
     report = run_quickstart(spark, config)
     train, score = report.train, report.score
     metrics = train.metrics

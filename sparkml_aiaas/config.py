@@ -31,7 +31,18 @@ class SparkSettings(_Strict):
 
     app_name: str = "sparkml_aiaas"
     master: Optional[str] = None
+    #: A Spark Connect URL (sc://host:port): run on that server; SPARK_REMOTE when unset.
+    remote: Optional[str] = None
     conf: Dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("remote")
+    @classmethod
+    def _remote_url(cls, value):
+        if value is not None:
+            from sparkml_aiaas.session import check_remote_url
+
+            check_remote_url(value)
+        return value
 
     @field_validator("conf", mode="before")
     @classmethod

@@ -3,8 +3,11 @@
 Library code never builds a session; jobs, the CLI, notebooks and tests call
 :func:`get_spark`.  On Databricks, inside ``spark-submit`` or in a notebook that
 already has a session, the active session is reused untouched (its master and
-configuration belong to the platform).  Otherwise an embedded ``local[*]``
-session starts with defaults that suit a laptop or a CI box.
+configuration belong to the platform), whether classic or Spark Connect.  With a
+``remote`` URL (or ``SPARK_REMOTE`` set, as Databricks Connect and ``pyspark
+--remote`` do) a Spark Connect client session connects to that server: no JVM
+starts here.  Otherwise an embedded ``local[*]`` session starts with defaults
+that suit a laptop or a CI box.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import os
 import re
 import sys
 from typing import Mapping, Optional
+
+from sparkml_aiaas.errors import ConfigError
 
 #: Defaults for a session we start ourselves.  Each one is overridable through
 #: ``conf``.
@@ -44,11 +49,51 @@ def _core_count(master: str) -> int:
     return os.cpu_count() or 1
 
 
+def _active_connect_session():
+    """The active Spark Connect session of this thread, if the Connect client is loaded."""
+    module = sys.modules.get("pyspark.sql.connect.session")
+    if module is None:
+        return None
+    return module.SparkSession.getActiveSession()
+
+
+def _classic_running() -> bool:
+    module = sys.modules.get("pyspark.core.context")
+    return module is not None and module.SparkContext._active_spark_context is not None
+
+
+def check_remote_url(url: str) -> str:
+    """``url`` if it is a Spark Connect URL (``sc://host[:port][/;param=value…]``)."""
+    if not re.fullmatch(r"sc://[A-Za-z0-9._\-\[\]:]+(/.*)?", url or ""):
+        raise ConfigError(f"remote {url!r} is not a Spark Connect URL: expected "
+                          "sc://HOST[:PORT] (e.g. sc://127.0.0.1:15002)")
+    return url
+
+
+def _connect(url: str, app_name: str, conf: Optional[Mapping[str, object]]):
+    try:
+        from pyspark.sql.connect.utils import check_dependencies
+
+        check_dependencies("pyspark.sql.connect.session")
+    except ImportError as exc:
+        raise ConfigError(f"Spark Connect ({url}) needs the Connect client libraries ({exc}): "
+                          "pip install 'sparkml_aiaas[connect]'") from None
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.remote(url).appName(app_name)
+    # Only runtime settings apply to a remote session; the cluster's are the server's.
+    for key, value in (conf or {}).items():
+        builder = builder.config(str(key), str(value).lower() if isinstance(value, bool)
+                                 else str(value))
+    return builder.getOrCreate()
+
+
 def get_spark(
     app_name: str = "sparkml_aiaas",
     master: Optional[str] = None,
     conf: Optional[Mapping[str, object]] = None,
     log_level: str = "WARN",
+    remote: Optional[str] = None,
 ):
     """Return the active SparkSession, or start an embedded one.
 
@@ -65,12 +110,35 @@ def get_spark(
         :data:`LOCAL_DEFAULTS`.
     log_level : str
         Log level set on a session we start.
+    remote : str, optional
+        A Spark Connect URL (``sc://host:port``); ``SPARK_REMOTE`` when omitted.  The
+        session is then a Connect client: ``master`` and the local defaults do not apply,
+        ``conf`` may hold runtime (SQL) settings only.
 
     Returns
     -------
     pyspark.sql.SparkSession
+        A classic session or a Spark Connect one (``pyspark.sql.connect.session``).
     """
-    from pyspark.sql import SparkSession
+    remote = remote or os.environ.get("SPARK_REMOTE") or None
+    if not remote:
+        active = _active_connect_session()
+        if active is not None and not _classic_running():
+            return active
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise ConfigError("pyspark is not installed: pip install 'sparkml_aiaas[spark]' for "
+                          "a local Spark, or use the runtime's own (Databricks)") from None
+
+    if remote:
+        check_remote_url(remote)
+        from pyspark import SparkContext
+
+        if SparkContext._active_spark_context is not None:
+            raise ConfigError(f"cannot connect to {remote}: this process already runs a "
+                              "classic Spark session (stop it first, or unset SPARK_REMOTE)")
+        return _connect(remote, app_name, conf)
 
     active = SparkSession.getActiveSession()
     if active is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, List, NamedTuple, Optional, TypeVar
 
 import numpy as np
 
@@ -58,3 +58,17 @@ def merge(a: LossGradient, b: LossGradient) -> LossGradient:
         a.loss + b.loss, a.grad + b.grad, a.weight + b.weight, a.count + b.count,
         _merge_hessians(a, b),
     )
+
+
+T = TypeVar("T")
+
+
+def merge_present(combine: Callable[[T, T], T]) -> Callable[[List[Optional[T]], List[Optional[T]]],
+                                                            List[Optional[T]]]:
+    """Element-wise ``combine`` of two lists where either side may hold None (no rows yet):
+    the merge of per-model partials when a model sees only some blocks (held-out folds)."""
+
+    def merge_lists(a: List[Optional[T]], b: List[Optional[T]]) -> List[Optional[T]]:
+        return [y if x is None else x if y is None else combine(x, y) for x, y in zip(a, b)]
+
+    return merge_lists

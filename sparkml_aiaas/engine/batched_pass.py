@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 import numpy as np
 
 from sparkml_aiaas.core.losses import Loss, SumsRequest
-from sparkml_aiaas.core.merge import LossGradient, merge
+from sparkml_aiaas.core.merge import LossGradient, merge, merge_present
 
 #: ``evaluate(requests in model order) -> one answer per request``: one shared pass.
 BatchEvaluator = Callable[[List[Any]], List[Any]]
@@ -220,10 +220,8 @@ def merge_each(a: List[LossGradient], b: List[LossGradient]) -> List[LossGradien
     return [merge(x, y) for x, y in zip(a, b)]
 
 
-def merge_each_present(a: List[Optional[LossGradient]],
-                       b: List[Optional[LossGradient]]) -> List[Optional[LossGradient]]:
-    """:func:`merge_each` where a request may have no sums yet (None) on either side."""
-    return [y if x is None else x if y is None else merge(x, y) for x, y in zip(a, b)]
+#: :func:`merge_each` where a request may have no sums yet (None) on either side.
+merge_each_present = merge_present(merge)
 
 
 def make_grouped_partition_fn(requests_broadcast):
@@ -286,21 +284,16 @@ class BatchedBlocksPass:
         self.jobs = 0
 
     def __call__(self, requests: List[SumsRequest]) -> List[LossGradient]:
-        from sparkml_aiaas.engine.loop import run_on_blocks
+        from sparkml_aiaas.engine.loop import run_with_payload
 
-        sc = self.blocks.spark.sparkContext
         self.jobs += 1
-        sc.setJobDescription(f"{self.description}: pass {self.jobs} ({len(requests)} models)")
-        payload = sc.broadcast(list(requests))
         if self.grouped:
-            partition_fn, merge_fn = make_grouped_partition_fn(payload), merge_each_present
+            make_fn, merge_fn = make_grouped_partition_fn, merge_each_present
         else:
-            partition_fn, merge_fn = make_batch_partition_fn(payload), merge_each
-        try:
-            sums = run_on_blocks(self.blocks, partition_fn, merge_fn, self.aggregation_depth)
-        finally:
-            payload.destroy()
-            sc.setJobDescription(None)
+            make_fn, merge_fn = make_batch_partition_fn, merge_each
+        sums = run_with_payload(self.blocks,
+                                f"{self.description}: pass {self.jobs} ({len(requests)} models)",
+                                list(requests), make_fn, merge_fn, self.aggregation_depth)
         plain = [r.sums if self.grouped else r for r in requests]
         if sums is None:  # no partition had rows
             sums = [None] * len(plain)

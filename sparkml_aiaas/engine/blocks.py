@@ -1,4 +1,4 @@
-"""Executor-resident training blocks, referenced by a tiny cached RDD of keys.
+"""Executor-resident training blocks, referenced by a tiny cached RDD (or DataFrame) of keys.
 
 Iterating over a cached RDD of numpy blocks re-sends every block from the JVM
 to Python and unpickles it on every pass.  Instead, one ``mapInArrow`` job
@@ -12,6 +12,10 @@ them, rewriting the files on the executor that runs the recomputation.  A task
 that runs where its files are not (its locality wait expired) reports the
 partition as missing, and the driver recomputes just those partitions from the
 source (:meth:`ResidentBlocks.rebuild_and_run`).
+
+On Spark Connect (no RDDs) the keys are the cached ``mapInArrow`` DataFrame itself and
+the same locality applies to its cached partitions; :mod:`sparkml_aiaas.engine.connect_pass`
+runs the passes over it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from sparkml_aiaas.engine.block_rows import (BLOCK_DTYPES, BLOCK_FORMATS,  # noq
                                              GROUP_COLUMN, SPARSE_DENSITY_THRESHOLD,
                                              BlockOptions, write_block, write_grouped_blocks)
 from sparkml_aiaas.errors import DataValidationError
+from sparkml_aiaas.spark_env import (add_job_tag, app_id, cancel_job_tag, default_parallelism,
+                                     is_connect, job_description, ship)
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +279,7 @@ def _direct_parquet_keys(df, spec: FeatureSpec, label_col: str, weight_col: Opti
     plan = plan_partitions(paths, source_columns, num_partitions)
     if plan is None:
         return None
-    sc = df.sparkSession.sparkContext
+    sc = df.sparkSession.sparkContext  # direct_parquet_files is None on Connect
     write = _make_parquet_block_writer(fit_id, n_features, plan, source_columns, spec,
                                        label_col, weight_col, options)
 
@@ -292,26 +298,75 @@ def _live_executors(sc) -> Optional[frozenset]:
         return None
 
 
-def _deterministic_partitions(frame, target: int):
-    """``frame`` in ``target`` partitions whose rows, and their order, never depend on timing.
+def partition_row_counts(frame) -> List[int]:
+    """Rows in each partition of ``frame``, in partition order (one job; no column is read
+    where the source allows).  On Connect trailing empty partitions are not seen."""
+    from pyspark.sql import functions as F
 
-    Same data → same blocks → bit-identical sums, also when lineage rebuilds a block.
-    Fewer partitions: ``coalesce`` concatenates neighbouring partitions in order, no shuffle.
-    More: each row carries its position (partition, offset) through a range shuffle —
-    contiguous runs of rows per block, boundaries sampled with Spark's fixed seeds — and,
-    since a shuffle delivers rows in arrival order, they are sorted back by it.
+    from sparkml_aiaas.spark_env import is_connect
+
+    rows = (frame.select(F.spark_partition_id().alias("p")).groupBy("p").count().collect())
+    counts = {int(r["p"]): int(r["count"]) for r in rows}
+    n = max(counts, default=-1) + 1
+    if not is_connect(frame.sparkSession):
+        n = frame.rdd.getNumPartitions()
+    return [counts.get(p, 0) for p in range(n)]
+
+
+def _deterministic_partitions(frame, target: int):
+    """``(frame in target partitions, rows each partition must hold)``: the blocks of
+    :mod:`~sparkml_aiaas.engine.partitioning`: boundaries by global row index.
+
+    The same rows in the same order → the same blocks → bit-identical sums, whatever the
+    input's partitioning, session kind (classic or Connect) or application history, and
+    also when lineage rebuilds a block.  One job counts each partition's rows; when the
+    partitions already are the blocks (a frame split evenly, e.g. a cached
+    ``createDataFrame``) nothing moves, else each row's global index goes through a hash
+    shuffle whose keys land block ``b`` in partition ``b``, and since a shuffle delivers
+    rows in arrival order, they are sorted back by it.
     """
     from pyspark.sql import functions as F
 
-    current = frame.rdd.getNumPartitions()
-    if current == target:
-        return frame
-    if current > target:
-        return frame.coalesce(target)
-    position = "__sparkml_aiaas_position"
-    return (frame.withColumn(position, F.monotonically_increasing_id())
-            .repartitionByRange(target, position).sortWithinPartitions(position)
-            .drop(position))
+    from sparkml_aiaas.engine.partitioning import (aligned, block_bounds, block_of_sql,
+                                                   partition_keys)
+
+    counts = partition_row_counts(frame)
+    if aligned(counts, target):
+        return frame, counts
+    expected = [b - a for a, b in zip(block_bounds(sum(counts), target),
+                                      block_bounds(sum(counts), target)[1:])]
+    total = max(sum(counts), 1)
+    offsets, start = [], 0
+    for count in counts:
+        offsets.append(start)
+        start += count
+    position, key = "__sparkml_aiaas_position", "__sparkml_aiaas_block_key"
+    # monotonically_increasing_id = (partition << 33) + offset in the partition.
+    offset_in_partition = "(monotonically_increasing_id() & 8589934591)"
+    starts = ", ".join(f"{o}L" for o in offsets) or "0L"
+    index = (f"element_at(array({starts}), spark_partition_id() + 1) + "
+             f"{offset_in_partition}")
+    keys = ", ".join(str(k) for k in partition_keys(target))
+    with_position = frame.withColumn(position, F.expr(index))
+    return (with_position
+            .withColumn(key, F.expr(f"element_at(array({keys}), "
+                                    f"{block_of_sql(position, total, target)} + 1)"))
+            .repartition(target, key).sortWithinPartitions(position)
+            .drop(position, key)), expected
+
+
+def _check_block_rows(rows, expected: List[int]) -> None:
+    """Warn when the blocks do not hold the rows their global-index split promised."""
+    got = [0] * max(len(expected), max((r["partition"] for r in rows), default=-1) + 1)
+    for r in rows:
+        got[r["partition"]] += int(r["rows"])
+    if got != list(expected) + [0] * (len(got) - len(expected)):
+        logger.warning(
+            "the training input's partitioning changed between two reads of it (an "
+            "uncached nondeterministic step upstream, such as repartitionByRange or a "
+            "sample): its blocks hold %s rows instead of %s, so this fit may differ from "
+            "another on the same rows in its last bits; cache the input for reproducible "
+            "fits", got, expected)
 
 
 class ResidentBlocks:
@@ -319,8 +374,9 @@ class ResidentBlocks:
 
     Attributes
     ----------
-    keys : pyspark.RDD
-        Cached RDD of key rows, one per partition.
+    keys : pyspark.RDD or pyspark.sql.DataFrame
+        Cached key rows, one per partition (per partition and group for grouped
+        blocks): an RDD on a classic session, a DataFrame on Spark Connect.
     stats : BlockStats
         Summary of all rows, merged in partition order.
     n_features : int
@@ -332,6 +388,8 @@ class ResidentBlocks:
     def __init__(self, spark, make_keys, stats: BlockStats, n_features: int,
                  feature_names: List[str], fit_id: str, source: str = "spark"):
         self.spark = spark
+        #: Spark Connect: the keys are a DataFrame, passes run through connect_pass.
+        self.connect = is_connect(spark)
         # make_keys() → a fresh, uncached RDD whose partitions write their blocks and
         # yield their keys: cached once for the fit, recomputed for tasks away from files.
         self._make_keys = make_keys
@@ -349,7 +407,10 @@ class ResidentBlocks:
         #: Tag of every job this fit starts (build, passes), so that cleanup can cancel them.
         self.job_tag = f"sparkml_aiaas-{fit_id}"
         #: The executors alive when the blocks were built (None: unknown).
-        self._executors_at_build = _live_executors(spark.sparkContext)
+        self._executors_at_build = None if self.connect else _live_executors(spark.sparkContext)
+        self._num_partitions: Optional[int] = None
+        #: Connect: the partitioned training frame and the build's writer (for rebuilds).
+        self._rebuild_from = None
 
     @classmethod
     def build(cls, df, spec: FeatureSpec, label_col: str, weight_col: Optional[str] = None,
@@ -369,21 +430,22 @@ class ResidentBlocks:
         """
         options = BlockOptions(block_format, block_dtype)
         spark = df.sparkSession
-        sc = spark.sparkContext
+        connect = is_connect(spark)
         keep_vectors = options.format == "sparse" or (
             options.format == "auto" and spec.vector_col in df.columns
             and _type_name(df.schema[spec.vector_col].dataType) == "VectorUDT"
             and vectors_look_sparse(df, spec.vector_col, vector_size(df, spec.vector_col)))
         frame, n_features = training_frame(df, spec, label_col, weight_col,
                                            keep_vectors=keep_vectors, group_col=group_col)
-        target = num_partitions if num_partitions > 0 else max(sc.defaultParallelism, 1)
-        fit_id = f"{sc.applicationId}-{uuid.uuid4().hex[:12]}"
+        target = num_partitions if num_partitions > 0 else default_parallelism(spark)
+        fit_id = f"{app_id(spark)}-{uuid.uuid4().hex[:12]}"
         make_keys, source = None, "parquet"
-        if not group_col:  # pyarrow reads the files' columns, not a computed group
+        if not group_col and not connect:  # pyarrow reads the files' columns, not a group
             make_keys = _direct_parquet_keys(df, spec, label_col, weight_col, n_features,
                                              target, fit_id, options)
+        expected_rows = None
         if make_keys is None:
-            frame = _deterministic_partitions(frame, target)
+            frame, expected_rows = _deterministic_partitions(frame, target)
             vector_input = spec.vector_col is not None
             if group_col:
                 writer = _make_grouped_block_writer(fit_id, n_features, vector_input, groups,
@@ -394,23 +456,26 @@ class ResidentBlocks:
                 schema = KEY_SCHEMA
 
             def make_keys():
-                return frame.mapInArrow(writer, schema).rdd
+                keys = frame.mapInArrow(writer, schema)
+                return keys if connect else keys.rdd
 
             source = "spark"
         blocks = cls(spark, make_keys, BlockStats.empty(n_features), n_features,
                      spec.feature_names(n_features), fit_id, source)
-        keys = blocks.keys
+        if connect:
+            blocks._rebuild_from = (frame, writer)
         try:
-            sc.addJobTag(blocks.job_tag)  # removed by cleanup()
-            sc.setJobDescription(f"sparkml_aiaas: build training blocks ({fit_id})")
-            rows = sorted(keys.collect(),
-                          key=lambda r: (r["partition"], r["group"] if group_col else 0))
+            add_job_tag(spark, blocks.job_tag)  # removed by cleanup()
+            with job_description(spark, f"sparkml_aiaas: build training blocks ({fit_id})"):
+                rows = sorted(blocks.keys.collect(),
+                              key=lambda r: (r["partition"], r["group"] if group_col else 0))
             blocks._keys_built = True
         except BaseException:
             blocks.cleanup()
             raise
-        finally:
-            sc.setJobDescription(None)
+        blocks._num_partitions = (max(r["partition"] for r in rows) + 1) if rows else 0
+        if expected_rows is not None:
+            _check_block_rows(rows, expected_rows)
         parts = [pickle.loads(r["stats"]) for r in rows]
         blocks.stats = reduce(merge_stats, parts, BlockStats.empty(n_features))
         if group_col:
@@ -421,14 +486,34 @@ class ResidentBlocks:
 
     @property
     def num_partitions(self) -> int:
+        if self._num_partitions is not None:
+            return self._num_partitions
         return self.keys.getNumPartitions()
+
+    def ship(self, value, what: str = "the pass's parameters"):
+        """Send ``value`` to this fit's tasks: a broadcast on a classic session, inside the
+        plan on Connect (refused, with the sizes, past the server's message limit)."""
+        if self.connect:
+            from sparkml_aiaas.engine.connect_pass import check_plan_size
+
+            check_plan_size(self.spark, value, what)
+        return ship(self.spark, value)
+
+    def describe(self, text: str):
+        """A context naming the jobs started inside it (classic sessions' Spark UI)."""
+        return job_description(self.spark, text)
 
     def rebuild_and_run(self, partitions: Sequence[int], partition_fn):
         """Recompute the given partitions' blocks from the source where the task runs, and run
         ``partition_fn(index, key_rows)`` on them.  Used for tasks that ran away from their files.
         """
-        fresh = self._make_keys()
         self.rebuilt_partitions += len(partitions)
+        if self.connect:
+            from sparkml_aiaas.engine import connect_pass
+
+            frame, writer = self._rebuild_from
+            return connect_pass.rebuild_and_run(frame, writer, partitions, partition_fn)
+        fresh = self._make_keys()
         return self.spark.sparkContext.runJob(
             fresh.mapPartitionsWithIndex(partition_fn), lambda it: list(it), list(partitions)
         )
@@ -461,34 +546,52 @@ class ResidentBlocks:
                 pass
             yield remove_fit(fit_id, siblings=True)
 
-        sc = self.spark.sparkContext
-        self._cancel_jobs(sc)
-        sc.setJobDescription(f"sparkml_aiaas: remove training blocks ({fit_id})")
+        self._cancel_jobs()
         try:
-            # The build job failed: running the keys again would redo (and re-fail) it.
-            blind = not self._keys_built
-            if self._keys_built:
-                try:
-                    # Locality sends each task to the executor that holds the key.
-                    self.keys.mapPartitions(remove).collect()
-                except Exception:  # keys lost: reach the executors blindly
-                    blind = True
-            # An executor lost during the fit (killed, out of memory) never removes its
-            # files, and its replacement gets a new local directory beside the old one,
-            # while the recomputed key may well sit on another executor: the keys' job
-            # would leave the dead executor's folder behind until the application ends.
-            # So after a loss, one task per core (idle executors each get one) removes
-            # this fit's folders in every local directory of its machine.
-            if blind or self._executors_lost(sc):
-                n = max(self.num_partitions, sc.defaultParallelism)
-                sc.parallelize(range(n), n).mapPartitions(sweep).collect()
+            with self.describe(f"sparkml_aiaas: remove training blocks ({fit_id})"):
+                # The build job failed: running the keys again would redo (and re-fail) it.
+                blind = not self._keys_built
+                if self._keys_built:
+                    try:
+                        # Locality sends each task to the executor that holds the key.
+                        self._run_each_partition(self.keys, remove)
+                    except Exception:  # keys lost: reach the executors blindly
+                        blind = True
+                # An executor lost during the fit (killed, out of memory) never removes its
+                # files, and its replacement gets a new local directory beside the old one,
+                # while the recomputed key may well sit on another executor: the keys' job
+                # would leave the dead executor's folder behind until the application ends.
+                # So after a loss, one task per core (idle executors each get one) removes
+                # this fit's folders in every local directory of its machine.
+                if blind or self._executors_lost():
+                    n = max(self.num_partitions, default_parallelism(self.spark))
+                    if self.connect:
+                        tasks = self.spark.range(0, n, 1, n)
+                    else:
+                        tasks = self.spark.sparkContext.parallelize(range(n), n)
+                    self._run_each_partition(tasks, sweep)
         except Exception as exc:  # pragma: no cover - Spark itself is failing
             logger.warning("could not remove training blocks %s: %s", fit_id, exc)
         finally:
-            sc.setJobDescription(None)
             self.keys.unpersist()
 
-    def _cancel_jobs(self, sc) -> None:
+    def _run_each_partition(self, data, fn) -> None:
+        """Run ``fn(rows) -> iterator of counts`` on every partition of an RDD (classic) or a
+        DataFrame (Connect, through ``mapInArrow``)."""
+        if not self.connect:
+            data.mapPartitions(fn).collect()
+            return
+
+        def arrow_fn(batches):
+            import pyarrow as pa
+
+            for count in fn(batches):
+                yield pa.RecordBatch.from_pydict({"n": [int(count)]},
+                                                 schema=pa.schema([("n", pa.int64())]))
+
+        data.mapInArrow(arrow_fn, "n LONG").collect()
+
+    def _cancel_jobs(self) -> None:
         """Cancel this fit's jobs still running, and stop tagging new jobs with its tag.
 
         A no-op after a normal end.  Needed at Ctrl-C: PySpark's SIGINT handler calls
@@ -496,19 +599,20 @@ class ResidentBlocks:
         pass's ``collect``) is still reading from, which fails ("reentrant call"), so
         the pass job runs on; the removal job would then wait behind its tasks for as
         long as a pass lasts (the process hangs after Ctrl-C) and delete files under
-        them.  Cancelling by tag leaves other threads' jobs alone.
+        them.  Cancelling by tag leaves other threads' jobs alone (on Connect the tag
+        is the session's operation tag, interrupted the same way).
         """
         try:
-            sc.cancelJobsWithTag(self.job_tag)
-            sc.removeJobTag(self.job_tag)
+            cancel_job_tag(self.spark, self.job_tag)
         except Exception as exc:  # pragma: no cover - Spark itself is failing
             logger.warning("could not cancel the jobs of %s: %s", self.fit_id, exc)
 
-    def _executors_lost(self, sc) -> bool:
-        """Whether an executor alive at build time is gone (True when Spark cannot say)."""
+    def _executors_lost(self) -> bool:
+        """Whether an executor alive at build time is gone (True when Spark cannot say;
+        False on Connect, which does not list executors)."""
         if self._executors_at_build is None:
             return False
-        now = _live_executors(sc)
+        now = _live_executors(self.spark.sparkContext)
         return now is None or bool(self._executors_at_build - now)
 
     def __enter__(self) -> "ResidentBlocks":

@@ -1,4 +1,9 @@
-"""One training pass: broadcast → mapPartitions on resident blocks → ordered tree reduce."""
+"""One training pass: broadcast → mapPartitions on resident blocks → ordered tree reduce.
+
+On Spark Connect the same partition functions run through
+:mod:`sparkml_aiaas.engine.connect_pass` (parameters inside the plan, partial sums as
+rows merged on the client in the same tree order).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from sparkml_aiaas.core.losses import Loss, get_loss
 from sparkml_aiaas.core.merge import LossGradient, merge
 from sparkml_aiaas.core.stochastic import merge_rounds
 from sparkml_aiaas.engine.blocks import ResidentBlocks
-from sparkml_aiaas.engine.tree_reduce import tree_reduce_ordered
+from sparkml_aiaas.engine.tree_reduce import merge_tree_ordered, tree_reduce_ordered
 
 # What a partition function yields: (index, (partial or None, partitions whose files were
 # missing)); the partial is a LossGradient for a pass, round sums for a local-SGD round.
@@ -57,13 +62,32 @@ def run_on_blocks(blocks: ResidentBlocks, partition_fn, merge_fn, aggregation_de
     Returns the merged partial, or None when no partition had rows.
     """
     combine = _combining(merge_fn)
-    passed = blocks.keys.mapPartitionsWithIndex(partition_fn)
-    total, missing = tree_reduce_ordered(passed, combine, aggregation_depth)
+    if blocks.connect:
+        from sparkml_aiaas.engine.connect_pass import run_partitions
+
+        pairs = run_partitions(blocks.keys, partition_fn)
+        total, missing = merge_tree_ordered(pairs, combine, aggregation_depth,
+                                            blocks.num_partitions)
+    else:
+        passed = blocks.keys.mapPartitionsWithIndex(partition_fn)
+        total, missing = tree_reduce_ordered(passed, combine, aggregation_depth)
     if missing:
         rebuilt = dict(blocks.rebuild_and_run(sorted(set(missing)), partition_fn))
         for _, result in sorted(rebuilt.items()):
             total, _ = combine((total, []), result)
     return total
+
+
+def run_with_payload(blocks: ResidentBlocks, description: str, payload, make_fn, merge_fn,
+                     aggregation_depth: int, what: str = "the pass's parameters"):
+    """Ship ``payload`` to the tasks (:meth:`ResidentBlocks.ship`) and :func:`run_on_blocks`
+    the partition function ``make_fn(handle)``; every pass of the engine goes through here."""
+    with blocks.describe(description):
+        handle = blocks.ship(payload, what)
+        try:
+            return run_on_blocks(blocks, make_fn(handle), merge_fn, aggregation_depth)
+        finally:
+            handle.destroy()
 
 
 def make_partition_fn(params_broadcast, loss: Loss, sample=None):
@@ -116,19 +140,15 @@ class DistributedDataPass:
                  extra: Optional[np.ndarray] = None, with_hessian: bool = False,
                  sample: Optional[Tuple[float, int, int]] = None) -> LossGradient:
         """One pass; ``sample=(fraction, seed, iteration)`` restricts it to a mini-batch."""
-        sc = self.blocks.spark.sparkContext
         self.passes += 1
-        sc.setJobDescription(f"{self.description}: pass {self.passes}")
         coef = np.asarray(coef, float)
         intercept = np.asarray(intercept, float)
         extra = None if extra is None else np.asarray(extra, float)
-        params = sc.broadcast((coef, intercept, extra, bool(with_hessian)))
-        try:
-            partition_fn = make_partition_fn(params, self.loss, sample)
-            sums = run_on_blocks(self.blocks, partition_fn, merge, self.aggregation_depth)
-        finally:
-            params.destroy()
-            sc.setJobDescription(None)
+        sums = run_with_payload(
+            self.blocks, f"{self.description}: pass {self.passes}",
+            (coef, intercept, extra, bool(with_hessian)),
+            lambda params: make_partition_fn(params, self.loss, sample), merge,
+            self.aggregation_depth)
         if sums is None:
             d, k = coef.shape
             return LossGradient.zero(self.loss.n_params(d, k), with_hessian=with_hessian)
@@ -164,16 +184,10 @@ class DistributedLocalRounds:
     def __call__(self, spec, x, state):
         from sparkml_aiaas.core.stochastic import average_rounds
 
-        sc = self.blocks.spark.sparkContext
         self.passes += 1
-        sc.setJobDescription(f"{self.description}: local round {self.passes}")
-        payload = sc.broadcast((spec, np.asarray(x, float), state))
-        try:
-            total = run_on_blocks(self.blocks, make_round_fn(payload), merge_rounds,
-                                  self.aggregation_depth)
-        finally:
-            payload.destroy()
-            sc.setJobDescription(None)
+        total = run_with_payload(self.blocks, f"{self.description}: local round {self.passes}",
+                                 (spec, np.asarray(x, float), state), make_round_fn,
+                                 merge_rounds, self.aggregation_depth)
         if total is None:
             raise ValueError("no rows were sampled in this round: raise miniBatchFraction")
         return average_rounds(total)

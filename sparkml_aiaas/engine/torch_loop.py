@@ -32,7 +32,7 @@ from sparkml_aiaas.core.first_order import RuleSettings, apply_update, init_stat
 from sparkml_aiaas.core.merge import LossGradient, merge
 from sparkml_aiaas.core.stochastic import NoImprovement, average_rounds, merge_rounds, round_sums
 from sparkml_aiaas.engine.blocks import ResidentBlocks
-from sparkml_aiaas.engine.loop import fold_blocks, run_on_blocks
+from sparkml_aiaas.engine.loop import fold_blocks, run_with_payload
 
 
 def task_device() -> str:
@@ -215,18 +215,13 @@ class TorchDataParallel:
         self.jobs = 0
 
     def _run(self, payload: Dict[str, Any], make_fn, merge_fn, label: str):
-        sc = self.blocks.spark.sparkContext
         self.jobs += 1
-        sc.setJobDescription(f"{self.description}: {label} (job {self.jobs})")
         payload = dict({"evaluate": False}, **payload, spec=self.spec, task=self.task,
                        input_shape=self.input_shape, scaling=self.scaling,
                        validation=self.validation, split_seed=self.split_seed)
-        bc = sc.broadcast(payload)
-        try:
-            return run_on_blocks(self.blocks, make_fn(bc), merge_fn, self.aggregation_depth)
-        finally:
-            bc.destroy()
-            sc.setJobDescription(None)
+        return run_with_payload(self.blocks, f"{self.description}: {label} (job {self.jobs})",
+                                payload, make_fn, merge_fn, self.aggregation_depth,
+                                what="the network's parameters")
 
     def gradient(self, x: np.ndarray, batch=None, rng=(0, 0, 0), evaluate: bool = False):
         """Loss and gradient sums at ``x`` over every block's training rows, or over one

@@ -22,6 +22,16 @@ def _merge_sorted(combine: Callable[[T, T], T], items: List[Tuple[int, T]]) -> T
     return reduce(combine, (value for _, value in items))
 
 
+def _scale(n: int, depth: int) -> int:
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    return max(int(math.ceil(n ** (1.0 / depth))), 2)
+
+
+def _needs_level(n: int, scale: int) -> bool:
+    return n > scale + int(math.ceil(n / scale))
+
+
 def tree_reduce_ordered(rdd, combine: Callable[[T, T], T], depth: int = 2) -> T:
     """Combine the ``(partition_index, value)`` pairs of ``rdd`` in index order.
 
@@ -37,12 +47,10 @@ def tree_reduce_ordered(rdd, combine: Callable[[T, T], T], depth: int = 2) -> T:
         added while partitions outnumber ``scale + ceil(n / scale)`` with
         ``scale = ceil(n ** (1 / depth))``, the rule of ``RDD.treeReduce``.
     """
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
     n = rdd.getNumPartitions()
-    scale = max(int(math.ceil(n ** (1.0 / depth))), 2)
+    scale = _scale(n, depth)
     level = rdd
-    while n > scale + int(math.ceil(n / scale)):
+    while _needs_level(n, scale):
         n = int(math.ceil(n / scale))
         group_size = scale
 
@@ -58,3 +66,19 @@ def tree_reduce_ordered(rdd, combine: Callable[[T, T], T], depth: int = 2) -> T:
 
         level = level.map(to_group).partitionBy(n, lambda group: group).mapPartitions(merge_group)
     return _merge_sorted(combine, level.collect())
+
+
+def merge_tree_ordered(pairs: List[Tuple[int, T]], combine: Callable[[T, T], T], depth: int,
+                       n: int) -> T:
+    """:func:`tree_reduce_ordered` on values already collected: the same levels, groups and
+    order for ``n`` partitions, so the same ``(index, value)`` pairs merge to the same bits.
+    Spark Connect passes (no RDDs) merge their per-partition rows with it on the client."""
+    scale = _scale(n, depth)
+    level = list(pairs)
+    while _needs_level(n, scale):
+        n = int(math.ceil(n / scale))
+        groups: dict = {}
+        for index, value in level:
+            groups.setdefault(index // scale, []).append((index, value))
+        level = [(group, _merge_sorted(combine, groups[group])) for group in sorted(groups)]
+    return _merge_sorted(combine, level)

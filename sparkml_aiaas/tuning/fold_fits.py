@@ -31,13 +31,14 @@ import logging
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from functools import reduce
+from functools import partial, reduce
 from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
 from sparkml_aiaas.core.eval_metrics import (MetricSpec, merge_partials, metric_value,
                                              partial_sums, spec_of_evaluator)
+from sparkml_aiaas.core.merge import merge_present
 from sparkml_aiaas.core.stats import BlockStats, merge_stats
 from sparkml_aiaas.errors import ConfigError, DataValidationError
 
@@ -201,18 +202,15 @@ def _held_out_outputs(predictor, X, needs: str):
     return outputs["prediction"]
 
 
-def make_held_out_fn(models_broadcast, spec: MetricSpec):
+def make_held_out_fn(models_handle, spec: MetricSpec):
     """The function each task of the evaluation job runs: for each model, the evaluator's
-    partial sums over the blocks of its held-out group."""
-
-    def merge_all(a, b):
-        return [y if x is None else x if y is None else merge_partials(spec, x, y)
-                for x, y in zip(a, b)]
+    partial sums over the blocks of its held-out group (merged with :func:`held_out_merge`)."""
+    merge_all = held_out_merge(spec)
 
     def run(index, key_rows):
         from sparkml_aiaas.engine.loop import fold_blocks
 
-        models = models_broadcast.value
+        models = models_handle.value
 
         def compute(key, block):
             X, y, w = block
@@ -225,23 +223,23 @@ def make_held_out_fn(models_broadcast, spec: MetricSpec):
 
         yield index, fold_blocks(key_rows, compute, merge_all)
 
-    return run, merge_all
+    return run
+
+
+def held_out_merge(spec: MetricSpec):
+    """Merge two tasks' per-model partial sums (None: the task saw none of the model's rows)."""
+    return merge_present(partial(merge_partials, spec))
 
 
 def evaluate_held_out(blocks, models: List[tuple], spec: MetricSpec,
                       aggregation_depth: int) -> List[float]:
     """One Spark job: the metric of each ``(predictor, held-out group)`` on that group's rows."""
-    from sparkml_aiaas.engine.loop import run_on_blocks
+    from sparkml_aiaas.engine.loop import run_with_payload
 
-    sc = blocks.spark.sparkContext
-    sc.setJobDescription(f"sparkml_aiaas model selection: evaluate {len(models)} models")
-    payload = sc.broadcast(models)
-    try:
-        partition_fn, merge_fn = make_held_out_fn(payload, spec)
-        partials = run_on_blocks(blocks, partition_fn, merge_fn, aggregation_depth)
-    finally:
-        payload.destroy()
-        sc.setJobDescription(None)
+    partials = run_with_payload(
+        blocks, f"sparkml_aiaas model selection: evaluate {len(models)} models", models,
+        lambda handle: make_held_out_fn(handle, spec), held_out_merge(spec), aggregation_depth,
+        what="the fitted models")
     partials = partials or [None] * len(models)
     missing = sorted({held_out for (_, held_out), p in zip(models, partials) if p is None})
     if missing:
