@@ -256,3 +256,17 @@ def test_merge_tree_ordered_groups_like_the_rdd_tree_reduce(spark, n, depth):
         lambda i, _: [(i, str(i))])
     pairs = [(i, str(i)) for i in reversed(range(n))]
     assert merge_tree_ordered(pairs, concat, depth, n) == tree_reduce_ordered(rdd, concat, depth)
+
+
+def test_run_on_server_returns_results_and_raises_errors(connect, tmp_path):
+    from sparkml_aiaas.server_tasks import run_on_server
+
+    def _read_head(path, limit):  # nested: pickled by value, as the server cannot import tests
+        with open(path, "rb") as f:
+            return f.read(limit)
+
+    target = tmp_path / "x.csv"
+    target.write_bytes(b"a,b\n1,2\n")
+    assert run_on_server(connect, _read_head, str(target), 3) == b"a,b"
+    with pytest.raises(FileNotFoundError, match="nope"):
+        run_on_server(connect, _read_head, str(tmp_path / "nope"), 3)
