@@ -363,6 +363,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SparkmlAiaasError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except ImportError as exc:
+        from sparkml_aiaas.errors import missing_dependency
+
+        error = missing_dependency(exc)
+        if error is exc:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -71,10 +71,8 @@ def check_remote_url(url: str) -> str:
 
 
 def _connect(url: str, app_name: str, conf: Optional[Mapping[str, object]]):
-    try:
-        from pyspark.sql.connect.utils import check_dependencies
-
-        check_dependencies("pyspark.sql.connect.session")
+    try:  # checks grpcio & co. (PySparkImportError is an ImportError)
+        import pyspark.sql.connect.session  # noqa: F401
     except ImportError as exc:
         raise ConfigError(f"Spark Connect ({url}) needs the Connect client libraries ({exc}): "
                           "pip install 'sparkml_aiaas[connect]'") from None

@@ -46,5 +46,11 @@ def __getattr__(name):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        from sparkml_aiaas.errors import missing_dependency
+
+        try:
+            module = importlib.import_module(_LAZY[name])
+        except ImportError as exc:
+            raise missing_dependency(exc) from exc
+        return getattr(module, name)
     raise AttributeError(f"module 'sparkml_aiaas.models' has no attribute {name!r}")
