@@ -181,13 +181,6 @@ def _configure_logging(quiet: bool) -> None:
     root.propagate = False
 
 
-def settings_remote(settings) -> str:
-    """The Connect URL a session was asked for (flag, config or SPARK_REMOTE)."""
-    import os
-
-    return settings.remote or os.environ.get("SPARK_REMOTE") or "(active session)"
-
-
 def _session(settings):
     from sparkml_aiaas.session import get_spark
 
@@ -202,10 +195,10 @@ def _quickstart(args) -> int:
     config = load_config(QuickstartConfig, args.config,
                          _overrides(args, {"workdir": "workdir"}))
     spark = _session(config.spark)
-    from sparkml_aiaas.spark_env import is_connect, master
+    from sparkml_aiaas.spark_env import describe_session
 
-    where = f"Spark Connect {settings_remote(config.spark)}" if is_connect(spark) else master(spark)
-    print(f"sparkml_aiaas {__version__} quickstart on Spark {spark.version} ({where})")
+    print(f"sparkml_aiaas {__version__} quickstart on Spark {spark.version} "
+          f"({describe_session(spark)})")
     report = run_quickstart(spark, config)
     train, score = report.train, report.score
     metrics = train.metrics

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from typing import Iterator, Optional
+from typing import Iterator
 
 from sparkml_aiaas.errors import ConfigError
 
@@ -129,11 +129,13 @@ def ship(spark, value):
     return spark.sparkContext.broadcast(value)
 
 
-def master(spark) -> Optional[str]:
-    """The master URL of a classic session; the ``sc://`` endpoint's host for Connect."""
+def describe_session(spark) -> str:
+    """Where jobs run, for a banner: the master URL, or ``Spark Connect sc://host:port``
+    (never the token or other URL parameters)."""
     if not is_connect(spark):
         return spark.sparkContext.master
     try:
-        return spark.conf.get("spark.master")
-    except Exception:  # pragma: no cover
-        return None
+        endpoint = spark.client._builder.endpoint  # host:port, without ;token=…
+    except AttributeError:  # pragma: no cover - another client implementation
+        endpoint = "(remote)"
+    return f"Spark Connect sc://{endpoint}"
