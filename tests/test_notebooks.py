@@ -102,7 +102,9 @@ def test_notebooks_are_saved_clean():
         notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
         nbformat.validate(notebook)
         first_code = next(c for c in notebook.cells if c.cell_type == "code")
-        assert "SparkSession.getActiveSession()" in first_code.source, name
+        # get_spark reuses the notebook's session of either kind (classic or Connect).
+        assert "spark = get_spark(" in first_code.source, name
+        assert "sparkContext" not in first_code.source, name
         intro = "".join(c.source for c in notebook.cells[:2] if c.cell_type == "markdown")
         assert "%pip install" in intro, name
         for cell in notebook.cells:

@@ -11,6 +11,7 @@ installed.  No pyspark import here: this only starts and stops a process.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import socket
 import subprocess
@@ -132,6 +133,13 @@ class ConnectServer:
                 raise ClusterError(f"the Spark Connect server did not listen on {self.url} within "
                                    f"{self.start_timeout:.0f} s\n{_tail(self.log)}")
             time.sleep(0.25)
+
+    def write_state(self, path: str) -> str:
+        """Record the url and pid in ``path`` (read by ``stop_from_state`` in another process)."""
+        with open(path, "w") as f:
+            json.dump({"url": self.url, "log": self.log,
+                       "processes": {"connect": self._record}}, f, indent=2)
+        return path
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the server and everything it forked (its Python workers)."""

@@ -369,6 +369,23 @@ def _check_block_rows(rows, expected: List[int]) -> None:
             "fits", got, expected)
 
 
+def _cached(spark, keys):
+    """``keys.cache()``; on a Connect server that refuses caching (some serverless
+    offerings), one clear error: the cached keys are what sends each pass to its files."""
+    try:
+        return keys.cache()
+    except Exception as exc:
+        if not is_connect(spark):
+            raise
+        from sparkml_aiaas.errors import ConfigError
+
+        raise ConfigError(
+            f"this Spark Connect server refused to cache the training blocks' keys "
+            f"({str(exc).splitlines()[0][:200]}): the engine needs DataFrame.cache() to send "
+            "each pass to the executor holding its block; train on a cluster that allows it "
+            "(Databricks: standard or dedicated access mode), see docs/connect.md") from None
+
+
 class ResidentBlocks:
     """Training data as executor-resident blocks; use as a context manager.
 
@@ -393,7 +410,7 @@ class ResidentBlocks:
         # make_keys() → a fresh, uncached RDD whose partitions write their blocks and
         # yield their keys: cached once for the fit, recomputed for tasks away from files.
         self._make_keys = make_keys
-        self.keys = make_keys().cache()
+        self.keys = _cached(spark, make_keys())
         #: "parquet" when the blocks were read straight from Parquet files, else "spark".
         self.source = source
         self.stats = stats
