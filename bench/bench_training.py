@@ -2,6 +2,7 @@
 
     python bench/bench_training.py            # the issue's sizes: 8M×50 and 2M×50 passes, 1M×50 solve
     python bench/bench_training.py --quick    # small sizes, a smoke run
+    python bench/bench_training.py --connect  # + a Spark Connect column, in the same run
 
 (a) One gradient pass of dense logistic regression, float64: our pass (broadcast →
     resident blocks → ordered tree reduce) vs numpy computing the same gradient in one
@@ -11,6 +12,10 @@
 
 Everything runs in one process and one Spark session (local[2] by default) so the ratios
 compare like with like on a noisy machine.  Timings are medians of repeated runs.
+
+With ``--connect`` a Spark Connect server (pip's pyspark, the same master) starts beside the
+classic session, and (a) and (b) also run from a Connect client over the same Parquet files;
+(c) times a pass over a few rows on both, i.e. a pass's overhead without its compute.
 """
 
 from __future__ import annotations
@@ -125,10 +130,74 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def time_our_pass(session, df, columns, partitions: int, repeats: int, coef, intercept,
+                  dtype: str = "float64"):
+    """Median seconds of our pass over ``df``'s blocks, and one pass's sums."""
+    from sparkml_aiaas.engine import DistributedDataPass, FeatureSpec, ResidentBlocks
+
+    with ResidentBlocks.build(df, FeatureSpec(columns=columns), "label",
+                              num_partitions=partitions, block_dtype=dtype) as blocks:
+        data_pass = DistributedDataPass(blocks, "logistic")
+        data_pass(coef, intercept)  # warm up: Python workers, page cache
+        seconds = median_time(lambda: data_pass(coef, intercept), repeats)
+        return seconds, data_pass(coef, intercept)
+
+
+class ConnectSide:
+    """A Spark Connect server and a client session on it, for the Connect column."""
+
+    def __init__(self, master: str, partitions: int, log_dir: str):
+        from sparkml_aiaas.cluster.connect_server import ConnectServer
+
+        self.server = ConnectServer(log_dir, master=master, driver_memory="6g", conf={
+            "spark.sql.shuffle.partitions": str(partitions),
+            "spark.default.parallelism": str(partitions),
+            "spark.sql.execution.arrow.maxRecordsPerBatch": "100000"}).start()
+        from pyspark.sql.connect.session import SparkSession as RemoteSparkSession
+
+        self.session = RemoteSparkSession.builder.remote(self.server.url).getOrCreate()
+
+    def __enter__(self):
+        # Connect mode only while measuring: the classic session shares this process.
+        os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
+        return self.session
+
+    def __exit__(self, *exc):
+        os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+
+    def stop(self):
+        self.session.stop()
+        self.server.stop()
+
+
+def bench_connect_pass(side, spark, n, d, partitions, repeats, data_dir):
+    """Our pass from the Connect client over the same Parquet rows: (seconds, sums)."""
+    _, columns = spark_data(spark, n, d, partitions, data_dir)  # written by the classic side
+    path = os.path.join(data_dir, f"logistic_{n}x{d}_{partitions}p_seed{SEED}.parquet")
+    with side as session:
+        return time_our_pass(session, session.read.parquet(path), columns, partitions, repeats,
+                             np.full((d, 1), 0.01), np.zeros(1))
+
+
+def bench_overhead(spark, side, partitions: int, repeats: int):
+    """A pass over 2,000 rows × 5 (its compute is microseconds): classic and Connect seconds."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    pdf = pd.DataFrame(rng.normal(size=(2000, 5)), columns=[f"x{j}" for j in range(5)])
+    pdf["label"] = (pdf.x0 > 0).astype(float)
+    columns = [f"x{j}" for j in range(5)]
+    coef, intercept = np.full((5, 1), 0.01), np.zeros(1)
+    classic = time_our_pass(spark, spark.createDataFrame(pdf).cache(), columns, partitions,
+                            repeats * 4, coef, intercept)[0]
+    with side as session:
+        connect = time_our_pass(session, session.createDataFrame(pdf), columns, partitions,
+                                repeats * 4, coef, intercept)[0]
+    return classic, connect
+
+
 def bench_pass(spark, n: int, d: int, partitions: int, repeats: int, mllib: bool, data_dir: str):
     from pyspark.ml.classification import LogisticRegression as SparkLR
-
-    from sparkml_aiaas.engine import DistributedDataPass, FeatureSpec, ResidentBlocks
 
     coef = np.full((d, 1), 0.01)
     intercept = np.zeros(1)
@@ -149,21 +218,12 @@ def bench_pass(spark, n: int, d: int, partitions: int, repeats: int, mllib: bool
     gc.collect()
 
     df, columns = spark_data(spark, n, d, partitions, data_dir)
-    with ResidentBlocks.build(df, FeatureSpec(columns=columns), "label",
-                              num_partitions=partitions) as blocks:
-        data_pass = DistributedDataPass(blocks, "logistic")
-        data_pass(coef, intercept)  # warm up: Python workers, page cache
-        t_ours = median_time(lambda: data_pass(coef, intercept), repeats)
-        ours = data_pass(coef, intercept)
+    t_ours, ours = time_our_pass(spark, df, columns, partitions, repeats, coef, intercept)
     assert np.allclose(ours.grad, reference[1], rtol=1e-9, atol=1e-6), "gradients differ"
     assert np.isclose(ours.loss, reference[0], rtol=1e-9), "losses differ"
     # The same pass over float32 blocks (half the bytes per pass; arithmetic still float64).
-    with ResidentBlocks.build(df, FeatureSpec(columns=columns), "label",
-                              num_partitions=partitions, block_dtype="float32") as blocks:
-        data_pass = DistributedDataPass(blocks, "logistic")
-        data_pass(coef, intercept)
-        t_ours_f32 = median_time(lambda: data_pass(coef, intercept), repeats)
-        ours = data_pass(coef, intercept)
+    t_ours_f32, ours = time_our_pass(spark, df, columns, partitions, repeats, coef, intercept,
+                                     "float32")
     assert np.allclose(ours.grad, reference[1], rtol=1e-4, atol=1e-2), "float32 gradients differ"
 
     t_mllib = float("nan")
@@ -189,12 +249,20 @@ def logistic_objective(X, y, coef, intercept, reg):
     return float(np.mean(np.logaddexp(0.0, margin) - y * margin) + 0.5 * reg * coef @ coef)
 
 
+def our_fit(session, df, columns, reg, optimizer, partitions):
+    from sparkml_aiaas.models import LogisticRegression
+
+    start = time.perf_counter()
+    model = LogisticRegression(featuresCols=columns, regParam=reg, standardization=False,
+                               tol=1e-9, maxIter=1000, optimizer=optimizer,
+                               numPartitions=partitions).fit(df)
+    return time.perf_counter() - start, model
+
+
 def bench_solve(spark, n: int, d: int, partitions: int, reg: float, optimizers, data_dir: str,
-                mllib=True):
+                mllib=True, side=None):
     from pyspark.ml.classification import LogisticRegression as SparkLR
     from sklearn.linear_model import LogisticRegression as SkLR
-
-    from sparkml_aiaas.models import LogisticRegression
 
     X, y = numpy_data(n, d, partitions)
     results = {}
@@ -205,18 +273,25 @@ def bench_solve(spark, n: int, d: int, partitions: int, reg: float, optimizers, 
                                      logistic_objective(X, y, sk.coef_[0], sk.intercept_[0], reg))
 
     df, columns = spark_data(spark, n, d, partitions, data_dir)
-    for optimizer in optimizers:
-        start = time.perf_counter()
-        model = LogisticRegression(featuresCols=columns, regParam=reg, standardization=False,
-                                   tol=1e-9, maxIter=1000, optimizer=optimizer,
-                                   numPartitions=partitions).fit(df)
-        elapsed = time.perf_counter() - start
-        results[f"ours {optimizer}"] = (elapsed, logistic_objective(
-            X, y, model.coefficients, model.intercept, reg))
-        summary = model.summary
-        print(f"  ours {optimizer}: blocks from {summary.blockSource} in "
-              f"{summary.blockBuildSeconds:.2f} s, then {summary.totalIterations} iterations, "
-              f"{summary.numPasses} passes", flush=True)
+    path = os.path.join(data_dir, f"logistic_{n}x{d}_{partitions}p_seed{SEED}.parquet")
+    runs = [("ours", spark, lambda session: df)]
+    if side is not None:
+        runs.append(("Connect", side, lambda session: session.read.parquet(path)))
+    for label, where, frame in runs:
+        for optimizer in optimizers:
+            if label == "Connect":
+                with where as session:
+                    elapsed, model = our_fit(session, frame(session), columns, reg, optimizer,
+                                             partitions)
+            else:
+                elapsed, model = our_fit(where, frame(where), columns, reg, optimizer,
+                                         partitions)
+            results[f"{label} {optimizer}"] = (elapsed, logistic_objective(
+                X, y, model.coefficients, model.intercept, reg))
+            summary = model.summary
+            print(f"  {label} {optimizer}: blocks from {summary.blockSource} in "
+                  f"{summary.blockBuildSeconds:.2f} s, then {summary.totalIterations} "
+                  f"iterations, {summary.numPasses} passes", flush=True)
 
     if mllib:
         assembled = vectors(df, columns)
@@ -242,6 +317,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(),
                                                            "sparkml_aiaas-bench-data"),
                         help="where the generated Parquet inputs are kept between runs")
+    parser.add_argument("--connect", action="store_true",
+                        help="also measure from a Spark Connect client (a server started here)")
     parser.add_argument("--skip-mllib", action="store_true",
                         help="leave pyspark.ml out of both measurements")
     args = parser.parse_args(argv)
@@ -256,6 +333,10 @@ def main(argv=None) -> int:
         "spark.ui.enabled": "true",  # its REST API times pyspark.ml's passes
     })
     d = args.features
+    side = None
+    if args.connect:
+        side = ConnectSide(args.master, args.partitions,
+                           tempfile.mkdtemp(prefix="bench-connect-"))
     print(f"# bench_training  master={args.master} partitions={args.partitions} "
           f"features={d} repeats={args.repeats}")
     print("\n## (a) one gradient pass, dense logistic, float64 (median seconds)")
@@ -267,11 +348,16 @@ def main(argv=None) -> int:
         print(f"{n:>10,} {t_ours:8.3f} {t_f32:9.3f} {t_numpy:8.3f} {t_mllib:11.3f} "
               f"{t_ours / t_numpy:11.2f} {t_mllib / t_ours:16.1f} {t_mllib / t_f32:20.1f}",
               flush=True)
+        if side is not None:
+            t_connect, sums = bench_connect_pass(side, spark, n, d, args.partitions,
+                                                 args.repeats, args.data_dir)
+            print(f"{'':>10} Connect pass {t_connect:.3f} s = {t_connect / t_ours:.2f}x classic",
+                  flush=True)
 
     print(f"\n## (b) time to solution, L2 logistic (regParam {args.reg:g}, tol 1e-9), "
           f"{args.solve_rows:,}×{d}")
     results = bench_solve(spark, args.solve_rows, d, args.partitions, args.reg, args.optimizers,
-                          args.data_dir, mllib=not args.skip_mllib)
+                          args.data_dir, mllib=not args.skip_mllib, side=side)
     best_ours = min(v[0] for k, v in results.items() if k.startswith("ours"))
     t_sk = results["scikit-learn lbfgs"][0]
     t_ml = results.get("pyspark.ml", (float("nan"),))[0]
@@ -280,6 +366,14 @@ def main(argv=None) -> int:
         print(f"{name:<22} {seconds:8.2f} {objective:18.12f}")
     print(f"pyspark.ml / ours (best) = {t_ml / best_ours:.1f}x;  "
           f"ours (best) / scikit-learn = {best_ours / t_sk:.2f}x")
+    if side is not None:
+        for optimizer in args.optimizers:
+            ratio = results[f"Connect {optimizer}"][0] / results[f"ours {optimizer}"][0]
+            print(f"Connect / classic ({optimizer}) = {ratio:.2f}x")
+        classic, connect = bench_overhead(spark, side, args.partitions, args.repeats)
+        print(f"\n## (c) pass overhead (2,000×5 rows): classic {classic * 1000:.0f} ms, "
+              f"Connect {connect * 1000:.0f} ms, difference {(connect - classic) * 1000:+.0f} ms")
+        side.stop()
     spark.stop()
     return 0
 

@@ -266,27 +266,56 @@ def _frame_batch(batch, spec: FeatureSpec, label_col: str, weight_col: Optional[
 def _direct_parquet_keys(df, spec: FeatureSpec, label_col: str, weight_col: Optional[str],
                          n_features: int, num_partitions: int, fit_id: str,
                          options: BlockOptions = BlockOptions()):
-    """``make_keys`` for a direct Parquet build when ``df`` allows one, else None."""
-    from sparkml_aiaas.engine.parquet_source import direct_parquet_files, plan_partitions
+    """``(make_keys, tasks, writer)`` for a direct Parquet build when ``df`` allows one, else
+    None; on Connect ``tasks`` and ``writer`` (its ``mapInArrow`` form) serve rebuilds."""
+    from sparkml_aiaas.engine.parquet_source import (connect_parquet_files,
+                                                     direct_parquet_files, plan_partitions)
+    from sparkml_aiaas.server_tasks import run_on_server
 
     if spec.vector_col and _type_name(df.schema[spec.vector_col].dataType) != "ArrayType":
         return None  # VectorUDT is a Spark struct encoding: let Spark decode it
     source_columns = list(dict.fromkeys(
         spec.input_columns() + [label_col] + ([weight_col] if weight_col else [])))
-    paths = direct_parquet_files(df, source_columns)
-    if paths is None:
-        return None
-    plan = plan_partitions(paths, source_columns, num_partitions)
+    spark = df.sparkSession
+    if is_connect(spark):
+        paths = connect_parquet_files(df, source_columns)
+        # The footers are where the files are: on the server, in one task.
+        plan = None if paths is None else run_on_server(spark, plan_partitions, paths,
+                                                        source_columns, num_partitions)
+    else:
+        paths = direct_parquet_files(df, source_columns)
+        plan = None if paths is None else plan_partitions(paths, source_columns, num_partitions)
     if plan is None:
         return None
-    sc = df.sparkSession.sparkContext  # direct_parquet_files is None on Connect
     write = _make_parquet_block_writer(fit_id, n_features, plan, source_columns, spec,
                                        label_col, weight_col, options)
+    if not is_connect(spark):
+        sc = spark.sparkContext
 
-    def make_keys():
-        return sc.parallelize(range(num_partitions), num_partitions).mapPartitionsWithIndex(write)
+        def make_keys():
+            return sc.parallelize(range(num_partitions), num_partitions).mapPartitionsWithIndex(
+                write)
 
-    return make_keys
+        return make_keys, None, None
+
+    def arrow_write(batches):
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        for _ in batches:  # the task's one range row
+            pass
+        key = next(write(TaskContext.get().partitionId(), None))
+        yield pa.RecordBatch.from_pydict(
+            {name: [value] for name, value in key.items()},
+            schema=pa.schema([("partition", pa.int32()), ("path", pa.string()),
+                              ("rows", pa.int64()), ("stats", pa.binary())]))
+
+    tasks = spark.range(0, num_partitions, 1, num_partitions)
+
+    def make_connect_keys():
+        return tasks.mapInArrow(arrow_write, KEY_SCHEMA)
+
+    return make_connect_keys, tasks, arrow_write
 
 
 def _live_executors(sc) -> Optional[frozenset]:
@@ -456,10 +485,12 @@ class ResidentBlocks:
                                            keep_vectors=keep_vectors, group_col=group_col)
         target = num_partitions if num_partitions > 0 else default_parallelism(spark)
         fit_id = f"{app_id(spark)}-{uuid.uuid4().hex[:12]}"
-        make_keys, source = None, "parquet"
-        if not group_col and not connect:  # pyarrow reads the files' columns, not a group
-            make_keys = _direct_parquet_keys(df, spec, label_col, weight_col, n_features,
-                                             target, fit_id, options)
+        make_keys, source, direct = None, "parquet", None
+        if not group_col:  # pyarrow reads the files' columns, not a computed group
+            direct = _direct_parquet_keys(df, spec, label_col, weight_col, n_features, target,
+                                          fit_id, options)
+        if direct is not None:
+            make_keys, frame, writer = direct
         expected_rows = None
         if make_keys is None:
             frame, expected_rows = _deterministic_partitions(frame, target)

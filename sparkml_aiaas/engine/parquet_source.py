@@ -74,6 +74,35 @@ def direct_parquet_files(df, columns: Sequence[str]) -> Optional[List[str]]:
     return paths
 
 
+def connect_parquet_files(df, columns: Sequence[str]) -> Optional[List[str]]:
+    """:func:`direct_parquet_files` for a Spark Connect DataFrame, from the client's plan:
+    a plain ``spark.read.parquet(paths)`` (no options, no predicates), optionally under
+    selections of bare column names; its files (``df.inputFiles()``, the server's paths)
+    when they are local (``file:``) and not Hive-partitioned, else None."""
+    try:
+        from pyspark.sql.connect import plan as connect_plan
+    except ImportError:  # pragma: no cover - no Connect client
+        return None
+    node = getattr(df, "_plan", None)
+    while isinstance(node, connect_plan.Project):
+        if not all(type(getattr(c, "_expr", None)).__name__ == "ColumnReference"
+                   for c in getattr(node, "_columns", None) or [None]):
+            return None
+        node = node._child
+    if (not isinstance(node, connect_plan.DataSource) or node._format != "parquet"
+            or node._options or node._predicates or node._is_streaming or not node._paths):
+        return None
+    try:
+        uris = sorted(df.inputFiles())
+    except Exception as exc:  # pragma: no cover - a server that will not list them
+        logger.debug("direct Parquet read not possible: %s", exc)
+        return None
+    paths = [_local_path(uri) for uri in uris]
+    if not paths or any(p is None or "=" in p.rsplit("/", 2)[-2] for p in paths):
+        return None  # a partition directory (col=value) holds columns the files do not
+    return paths
+
+
 @dataclass(frozen=True)
 class RowGroupSlice:
     """Rows ``[start, stop)`` of row group ``row_group`` of the file at ``path``."""
