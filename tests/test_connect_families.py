@@ -62,7 +62,7 @@ def _assert_same(a, b):
 # early stopping (the regressor's default validationFraction 0.1).
 TORCH_CASES = [
     ("classifier-local-rounds", "TorchClassifier",
-     dict(labelCol="cls", hiddenLayers=[8], batchSize=32, maxEpochs=3, tol=0.0)),
+     dict(labelCol="cls", hiddenLayers=[8], batchSize=32, maxEpochs=2, tol=0.0)),
     ("classifier-exact-steps", "TorchClassifier",
      dict(labelCol="cls", hiddenLayers=[8], batchSize=150, localSteps=1, maxEpochs=2,
           tol=0.0, optimizer="sgd", stepSize=0.1)),
@@ -176,12 +176,13 @@ def test_connect_sklearn_sample_fit_and_transform_equal_classic(connect, data_pa
 # ----------------------------------------------------------------------------------- XGBoost
 @pytest.fixture(scope="module")
 def classic_xgboost(spark, data_path):
-    """A booster trained by xgboost.spark on the classic session, and its transform."""
+    """A booster trained by xgboost.spark on the classic session (numWorkers 0: the free slots,
+    at most the partitions), and its transform."""
     from sparkml_aiaas.models.xgboost import XGBoostClassifier
 
     df = _read(spark, data_path)
-    model = XGBoostClassifier(featuresCols=FEATURES, maxDepth=3, numRound=5,
-                              numWorkers=2).fit(df)
+    model = XGBoostClassifier(featuresCols=FEATURES, maxDepth=3, numRound=5).fit(df)
+    assert model.summary.numWorkers == 2  # local[2]: 2 free slots, 3 partitions
     return model, _outputs(model, df, SK_OUT + ["id"])
 
 
