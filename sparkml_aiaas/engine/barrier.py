@@ -10,7 +10,9 @@ does both checks up front and raises :class:`ConfigError` with the numbers
 and the fix.
 
 The slot arithmetic (:func:`total_task_slots`) is plain Python so it can be
-tested without a cluster.
+tested without a cluster.  Spark Connect has no barrier mode reachable from here
+(no RDDs, no ``sparkContext``): both checks refuse such a session with one clear
+:class:`ConfigError` instead of an ``AttributeError``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ import re
 from typing import Callable, Optional
 
 from sparkml_aiaas.errors import ConfigError
+from sparkml_aiaas.spark_env import require_classic
+
+#: What needs barrier mode, for :func:`~sparkml_aiaas.spark_env.require_classic`'s message.
+_BARRIER_JOB = "a barrier-mode Spark job (distributed XGBoost)"
 
 # fullmatch, [0-9] (ASCII): Spark's own master patterns take nothing else.
 _LOCAL = re.compile(r"local(?:\[(\*|[0-9]+)(?:\s*,\s*[0-9]+)?\])?")
@@ -87,6 +93,7 @@ def _executor_count(sc) -> int:
 
 def free_task_slots(spark) -> int:
     """Task slots of ``spark``'s application not taken by running tasks."""
+    require_classic(spark, _BARRIER_JOB)
     sc = spark.sparkContext
     conf = sc.getConf()
     total = total_task_slots(sc.master, conf.get, _executor_count(sc), sc.defaultParallelism)
@@ -102,8 +109,9 @@ def check_barrier_preconditions(spark, num_workers: int) -> int:
     ConfigError
         ``spark.dynamicAllocation.enabled`` is true (Spark does not run barrier
         stages with dynamic allocation), ``num_workers`` < 1, or fewer free task
-        slots than ``num_workers``.
+        slots than ``num_workers``, or a Spark Connect session.
     """
+    require_classic(spark, _BARRIER_JOB)
     sc = spark.sparkContext
     conf = sc.getConf()
     if _truthy(conf.get("spark.dynamicAllocation.enabled", "false")):

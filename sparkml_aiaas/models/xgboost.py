@@ -353,14 +353,31 @@ class _XGBoostEstimator(KeywordParams, Estimator, DefaultParamsReadable, Default
             raise ConfigError(f"objective {objective!r} is not supported by "
                               f"{type(self).__name__}; use one of {list(allowed)}")
 
+    def _require_classic(self, spark) -> None:
+        """Refuse Spark Connect before any job: xgboost.spark 3.x trains in an RDD barrier
+        stage (``.rdd.barrier()``, ``sparkContext``), which a Connect client cannot start
+        (its Connect support, dmlc/xgboost#11970, is not in a 3.x release).  Scoring needs
+        no barrier: the fitted models transform on Connect."""
+        from sparkml_aiaas.spark_env import require_classic
+
+        model = self._model_class.__name__
+        require_classic(
+            spark, f"{type(self).__name__}.fit (distributed XGBoost: xgboost.spark trains in "
+            "a barrier-mode stage)",
+            f"fit on a classic cluster (Databricks: a dedicated or no-isolation cluster, not "
+            f"serverless or standard access mode), or train xgboost's scikit-learn estimator "
+            f"on one machine and wrap it with {model}.from_booster; either model's transform "
+            "runs on Spark Connect")
+
     def _num_workers(self, spark, frame) -> int:
         from sparkml_aiaas.engine.barrier import check_barrier_preconditions, free_task_slots
+        from sparkml_aiaas.spark_env import num_partitions
 
         requested = self.getOrDefault(self.numWorkers)
         if requested == 0:
             # All free slots, but no more workers than partitions (more would only
             # shuffle tiny partitions around).
-            requested = max(min(free_task_slots(spark), frame.rdd.getNumPartitions()), 1)
+            requested = max(min(free_task_slots(spark), num_partitions(frame)), 1)
         check_barrier_preconditions(spark, requested)
         return requested
 
@@ -368,6 +385,7 @@ class _XGBoostEstimator(KeywordParams, Estimator, DefaultParamsReadable, Default
         from sparkml_aiaas.columns import named_column
 
         self.validate_params()
+        self._require_classic(dataset.sparkSession)
         started = time.perf_counter()
         spec = self.feature_spec()
         label_col, weight_col = self.getLabelCol(), self._weight_col()
