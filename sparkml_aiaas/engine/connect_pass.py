@@ -85,12 +85,19 @@ def rebuild_and_run(frame, writer, partitions: Sequence[int], partition_fn):
 
 
 def message_limit(spark) -> int:
-    """The server's inbound gRPC message limit, in bytes (its default when it will not say)."""
+    """The smaller of the server's inbound gRPC message limit and this client's send limit
+    (the Python client refuses to send more than its channel allows, 128 MiB by default)."""
     try:
-        value = spark.conf.get("spark.connect.grpc.maxInboundMessageSize")
+        server = _parse_bytes(spark.conf.get("spark.connect.grpc.maxInboundMessageSize"))
     except Exception:
-        return DEFAULT_MESSAGE_LIMIT
-    return _parse_bytes(value) or DEFAULT_MESSAGE_LIMIT
+        server = None
+    client = None
+    try:
+        options = dict(spark.client._builder._channel_options or [])
+        client = int(options.get("grpc.max_send_message_length", 0)) or None
+    except (AttributeError, TypeError, ValueError):
+        pass
+    return min(server or DEFAULT_MESSAGE_LIMIT, client or DEFAULT_MESSAGE_LIMIT)
 
 
 def _parse_bytes(text: Optional[str]) -> Optional[int]:
@@ -117,7 +124,9 @@ def check_plan_size(spark, value, what: str) -> None:
     if size > limit:
         raise ValueError(
             f"{what} is {size / 2**20:.1f} MiB pickled, more than the {limit / 2**20:.1f} MiB a "
-            "Spark Connect plan can carry (the server's spark.connect.grpc.maxInboundMessageSize "
-            "less 4 MiB for the rest of the plan): raise that setting on the server, or train "
-            "on a classic session, where parameters are broadcast")
+            "Spark Connect plan can carry (the smaller of the server's "
+            "spark.connect.grpc.maxInboundMessageSize and the client's "
+            "grpc.max_send_message_length, less 4 MiB for the rest of the plan): raise both, "
+            "with a server driver heap of several times the payload, or train on a classic "
+            "session, where parameters are broadcast")
 
