@@ -128,7 +128,7 @@ def test_connect_fingerprint_equals_classic(connect, csv_dir, classic_fingerprin
     assert source_files(connect, csv_dir) == files
     assert any("%20" in f for f in files)  # URIs: the file with a space is encoded
     assert fingerprint_files(connect, files) == fingerprint
-    with pytest.raises(InputNotFoundError, match="lists no file"):
+    with pytest.raises(InputNotFoundError, match="does not exist"):
         fingerprint_files(connect, files + [files[0] + ".gone"])
 
 
@@ -240,7 +240,7 @@ def train_csv(tmp_path_factory):
     rng = np.random.default_rng(8)
     X = rng.normal(size=(300, 2))
     label = (X @ [1.5, -1.0] + rng.normal(scale=0.5, size=300) > 0).astype(int)
-    lines = "".join(f"{i},{a!r},{b!r},{y}\n" for i, ((a, b), y) in enumerate(zip(X, label)))
+    lines = "".join(f"{i},{a:.17g},{b:.17g},{y}\n" for i, ((a, b), y) in enumerate(zip(X, label)))
     path = tmp_path_factory.mktemp("connect-train") / "train.csv"
     path.write_text("id,a,b,label\n" + lines + "300,not-a-number,1.0,1\n")
     return str(path)

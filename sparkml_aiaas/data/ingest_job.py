@@ -365,13 +365,14 @@ def _listed_statuses(spark, files: Sequence[str]) -> List[tuple]:
     these columns reads no content."""
     from urllib.parse import unquote
 
-    from sparkml_aiaas.data.ingest import _normalized_uri
+    from sparkml_aiaas.data.ingest import _normalized_uri, _reading
     from sparkml_aiaas.errors import InputNotFoundError
 
     # The names are URIs (%20 for a space); the reader takes and lists Hadoop paths.
     paths = [_normalized_uri(unquote(name)) for name in files]
-    rows = (spark.read.format("binaryFile").load(paths)
-            .selectExpr("path", "length", "unix_millis(modificationTime) AS modified").collect())
+    listed = _reading(lambda: spark.read.format("binaryFile").load(paths), paths)
+    rows = listed.selectExpr("path", "length",
+                             "unix_millis(modificationTime) AS modified").collect()
     found = {_normalized_uri(r["path"]): (int(r["length"]), int(r["modified"])) for r in rows}
     missing = [name for name, path in zip(files, paths) if path not in found]
     if missing:
