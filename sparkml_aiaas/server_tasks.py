@@ -43,3 +43,14 @@ def run_on_server(spark, fn: Callable[..., Any], *args: Any) -> Any:
     if status == "error":
         raise value
     return value
+
+
+def run_where_paths_are(spark, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` where ``spark``'s paths name files: here for a classic session (or
+    None: no Spark), in one task on the server for Spark Connect (:func:`run_on_server`),
+    whose paths are the cluster's, not the client's disk."""
+    from sparkml_aiaas.spark_env import is_connect
+
+    if spark is not None and is_connect(spark):
+        return run_on_server(spark, fn, *args)
+    return fn(*args)

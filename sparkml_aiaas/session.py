@@ -70,6 +70,20 @@ def check_remote_url(url: str) -> str:
     return url
 
 
+def _connect_session_to(url: str):
+    """The active Spark Connect session if it talks to ``url``'s host and port (a
+    notebook's or a test's): reused as is, as an active classic session is."""
+    active = _active_connect_session()
+    endpoint = getattr(getattr(getattr(active, "client", None), "_builder", None), "endpoint",
+                       None)
+    if endpoint is None:
+        return None
+    from urllib.parse import urlparse
+
+    parsed = urlparse("http://" + url[len("sc://"):])
+    return active if endpoint == f"{parsed.hostname}:{parsed.port or 15002}" else None
+
+
 def _connect(url: str, app_name: str, conf: Optional[Mapping[str, object]]):
     try:  # checks grpcio & co. (PySparkImportError is an ImportError)
         import pyspark.sql.connect.session  # noqa: F401
@@ -131,6 +145,9 @@ def get_spark(
 
     if remote:
         check_remote_url(remote)
+        reused = _connect_session_to(remote)
+        if reused is not None:
+            return reused
         from pyspark import SparkContext
 
         if SparkContext._active_spark_context is not None:

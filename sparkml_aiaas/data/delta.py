@@ -42,6 +42,8 @@ import uuid
 from typing import Any, Optional, Sequence
 
 from sparkml_aiaas.errors import ConfigError, DataValidationError, InputNotFoundError
+from sparkml_aiaas.server_tasks import run_where_paths_are
+from sparkml_aiaas.spark_env import is_connect, require_classic
 
 __all__ = [
     "MERGE_ROW_LIMIT",
@@ -97,6 +99,10 @@ def delta_spark_available(spark) -> bool:
         extensions = ""
     if _DELTA_EXTENSION not in extensions:
         return False
+    if is_connect(spark):
+        # The extension is the server's setting and its classes load there, where this
+        # client cannot look (delta-spark's Python API speaks Spark Connect).
+        return True
     try:
         jvm = spark.sparkContext._jvm
         loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
@@ -249,25 +255,32 @@ def _read_plain(spark, uri: str, fmt: str):
 
 
 def _read_fallback(spark, uri: str, version: Optional[int]):
-    dt = _open_delta(uri, version)
-    _check_readable(dt, uri)
-    schema = _spark_schema(dt)
-    partition_columns = dt.metadata().partition_columns
-    files = dt.file_uris()
-    if not files:
+    # delta-rs reads the log where the table's paths are: here, or on a Connect server.
+    schema, partition_columns, groups = run_where_paths_are(spark, _fallback_files, uri,
+                                                            version)
+    if not groups:
         return spark.createDataFrame([], schema)
     if not partition_columns:
-        return spark.read.schema(schema).parquet(*files)
-    return _read_partitioned(spark, dt, uri, schema, partition_columns)
+        return spark.read.schema(schema).parquet(*groups[()])
+    return _read_partitioned(spark, schema, partition_columns, groups)
 
 
-def _read_partitioned(spark, dt, uri: str, schema, partition_columns: Sequence[str]):
-    """Files grouped by partition values; each group gets its values as literal columns."""
+def _fallback_files(uri: str, version: Optional[int]):
+    """``(Spark schema, partition columns, {partition values: data file paths})`` of the
+    table's active files at ``version`` (the key is ``()`` when unpartitioned)."""
+    dt = _open_delta(uri, version)
+    _check_readable(dt, uri)
+    partition_columns = list(dt.metadata().partition_columns or [])
+    if not partition_columns:
+        files = dt.file_uris()
+        return _spark_schema(dt), partition_columns, {(): files} if files else {}
+    return _spark_schema(dt), partition_columns, _partition_groups(dt, uri, partition_columns)
+
+
+def _partition_groups(dt, uri: str, partition_columns: Sequence[str]) -> dict[tuple, list[str]]:
     from urllib.parse import unquote
 
     import pyarrow as pa
-    from pyspark.sql import functions as F
-    from pyspark.sql import types as T
 
     base = _local(uri).rstrip("/")
     adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
@@ -277,6 +290,15 @@ def _read_partitioned(spark, dt, uri: str, schema, partition_columns: Sequence[s
         # Add paths are URIs relative to the root: decode them (Spark writes ':'
         # in a partition value as '%3A' on disk, which the log holds as '%253A').
         groups.setdefault(key, []).append(f"{base}/{unquote(add['path'])}")
+    return groups
+
+
+def _read_partitioned(spark, schema, partition_columns: Sequence[str],
+                      groups: dict[tuple, list[str]]):
+    """Files grouped by partition values; each group gets its values as literal columns."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
     data_schema = T.StructType([f for f in schema.fields if f.name not in partition_columns])
     types = {f.name: f.dataType for f in schema.fields}
     frames = []
@@ -330,10 +352,20 @@ def write_table(df, uri: str, format: str = "delta", mode: str = "append",
         raise ConfigError(f"keys are used by mode 'merge' only, not mode {mode!r}")
     spark = df.sparkSession
     if fmt == "parquet":
+        _require_classic_writer(spark)
         return _write_parquet(df, uri, mode)
     if delta_spark_available(spark):
         return _write_delta_spark(df, uri, mode, keys)
+    _require_classic_writer(spark)
     return _write_fallback(df, uri, mode, keys)
+
+
+def _require_classic_writer(spark) -> None:
+    """The Spark + delta-rs writer moves and lists the files Spark wrote through the
+    driver's Hadoop FileSystem, which a Connect client does not have."""
+    require_classic(spark, "writing tables without delta-spark (the Spark + delta-rs "
+                    "writer, Parquet appends)", "configure delta-spark on the Connect server "
+                    "(spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension)")
 
 
 def _check_format(fmt: str, allowed: Sequence[str]) -> str:
@@ -657,6 +689,7 @@ def replace_where(df, uri: str, column: str, value, partition_by: Optional[Seque
         raise DataValidationError("a Delta table needs a column that is not a partition column")
     if delta_spark_available(df.sparkSession):
         return _replace_delta_spark(df, uri, column, value, partition_columns)
+    _require_classic_writer(df.sparkSession)
     return _replace_fallback(df, uri, column, value, partition_columns)
 
 
@@ -867,7 +900,7 @@ def is_delta_table(spark_or_none, uri: str) -> bool:
         from delta.tables import DeltaTable
 
         return bool(DeltaTable.isDeltaTable(spark_or_none, uri))
-    return _is_delta_table(uri)
+    return run_where_paths_are(spark_or_none, _is_delta_table, uri)
 
 
 def table_version(spark_or_none, uri: str) -> int:
@@ -881,4 +914,8 @@ def table_version(spark_or_none, uri: str) -> int:
         if not DeltaTable.isDeltaTable(spark_or_none, uri):
             raise InputNotFoundError(f"no Delta table at {uri!r}")
         return int(DeltaTable.forPath(spark_or_none, uri).history(1).collect()[0]["version"])
+    return run_where_paths_are(spark_or_none, _latest_version, uri)
+
+
+def _latest_version(uri: str) -> int:
     return int(_open_delta(uri).version())

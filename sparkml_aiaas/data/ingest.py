@@ -4,9 +4,10 @@ Why not Spark's CSV reader: in PERMISSIVE mode it pads short rows with nulls
 and drops surplus fields without a trace, so a shifted row would be accepted
 with wrong values.  Text sources are therefore split into records by our own
 code (distributed, one Spark split per task), every field kept as a string,
-and typed and validated afterwards in Spark SQL.  CSV headers are read by the
-driver from the start of each file, so every task knows the column order of
-its file.  Two reading modes:
+and typed and validated afterwards in Spark SQL.  CSV headers are read from
+the start of each file first (by the driver; on Spark Connect, in one task on
+the server, where the paths are), so every task knows the column order of its
+file.  Two reading modes:
 
 line mode (default)
     ``spark.read.text`` cut at LF only, each line passed to Python as bytes:
@@ -68,6 +69,8 @@ from sparkml_aiaas.data import records as R
 from sparkml_aiaas.data.deidentify import Deidentify as _Deidentify
 from sparkml_aiaas.data.schema import NUMERIC_TYPES, DeclaredSchema, SchemaLike, parse_schema
 from sparkml_aiaas.errors import ConfigError, DataValidationError, InputNotFoundError
+from sparkml_aiaas.server_tasks import run_on_server
+from sparkml_aiaas.spark_env import is_connect
 
 __all__ = ["IngestResult", "ingest", "REJECTED_SCHEMA", "FORMATS"]
 
@@ -281,7 +284,7 @@ def ingest(
     deidentify = _Deidentify.from_argument(pii, declared)
     policies = non_finite_policies(non_finite, declared)
     paths = _as_paths(source)
-    _check_local_paths_exist(paths)
+    _check_paths_exist(spark, paths)
     if fmt in ("parquet", "delta"):
         source_frame = _read_table_source(spark, paths, fmt, settings.version)
         checked, checks, read_count, outcomes, splits = _check_parquet(
@@ -501,6 +504,19 @@ def _local_path(path: str) -> Optional[str]:
     return path
 
 
+def _check_paths_exist(spark, paths: Sequence[str]) -> None:
+    """Local paths checked where they are read: on a Connect session they name the
+    server's files, so the check runs there (one small task), not on the client's disk.
+    Relative paths are left to Spark there: the server resolves them against its own
+    working folder, which its Python workers do not share."""
+    if not is_connect(spark):
+        _check_local_paths_exist(paths)
+        return
+    absolute = [p for p in paths if os.path.isabs(_local_path(p) or "")]
+    if absolute:
+        run_on_server(spark, _check_local_paths_exist, absolute)
+
+
 def _check_local_paths_exist(paths: Sequence[str]) -> None:
     # Checked here for a clear message (Spark logs a stack trace first);
     # remote paths are left to Spark and translated by _reading().
@@ -518,7 +534,7 @@ def _check_local_paths_exist(paths: Sequence[str]) -> None:
 def _reading(read, paths: Sequence[str]) -> DataFrame:
     """Run a Spark read, turning Spark's missing-path errors into InputNotFoundError."""
     try:
-        return read()
+        return _analyzed(read())
     except AnalysisException as exc:
         condition = _error_condition(exc)
         if condition == "PATH_NOT_FOUND" or "PATH_NOT_FOUND" in str(exc):
@@ -526,6 +542,15 @@ def _reading(read, paths: Sequence[str]) -> DataFrame:
         if condition == "UNABLE_TO_INFER_SCHEMA":
             raise InputNotFoundError(f"no data files found at {', '.join(paths)}") from None
         raise
+
+
+def _analyzed(frame: DataFrame) -> DataFrame:
+    """``frame``, its plan analyzed now: a Connect DataFrame is analyzed lazily, so a
+    missing path or a bad expression would otherwise fail later, outside the ``try``
+    meant for it (a classic DataFrame was analyzed when it was built)."""
+    if is_connect(frame.sparkSession):
+        frame.schema  # noqa: B018 - the analysis is the point
+    return frame
 
 
 def _error_condition(exc: Exception) -> Optional[str]:
@@ -593,7 +618,11 @@ def _split_records(source: DataFrame, settings: _ReadSettings, layout: B.Layout)
     schema = B.record_schema(layout.n_columns)[0]
     if settings.whole_file:
         body = partial(B.split_files, spec=settings.spec, layout=layout)
-        return source.select("path", "content").mapInArrow(body, schema)
+        # The file as a URI, as the layout's keys and line mode's source_file name it:
+        # binaryFile's own path column is decoded ('a b.csv', not 'a%20b.csv'), and a
+        # file the layout does not know would be split (and masked) by declared order.
+        path = F.col("_metadata.file_path").alias("path")
+        return source.select(path, "content").mapInArrow(body, schema)
     lines = source.select(
         # As bytes: Spark does not check UTF-8, Python does, per line.
         F.col("value").cast("binary").alias("value"),
@@ -613,7 +642,7 @@ def _split_summaries(checked: DataFrame) -> list[_SplitSummary]:
     return [_SplitSummary(*row) for row in rows]
 
 
-# ---- headers: read by the driver from the start of each file
+# ---- headers: read from the start of each file, where the files are (driver or server)
 
 
 #: Bytes read from the start of a file to find its header: a first try, and the most.
@@ -631,18 +660,30 @@ def _normalized_uri(uri: str) -> str:
 def _read_file_starts(spark, files, settings: _ReadSettings) -> list[tuple]:
     """``(file, header fields or None, why it is malformed or None, starts with a UTF-8 BOM)``.
 
-    Read on the driver, before any Spark job, so that every task knows where
-    each declared column is in its file (a file split into several tasks has
-    its header in the first one only), and whether Spark's line reader
-    dropped a byte-order mark from its first line.  Without a header, only
-    the first bytes are read.  An empty file has no header, and no records.
+    Read before any Spark job that splits records, so that every task knows
+    where each declared column is in its file (a file split into several tasks
+    has its header in the first one only), and whether Spark's line reader
+    dropped a byte-order mark from its first line.  Without a header, only the
+    first bytes are read.  An empty file has no header, and no records.
+
+    Classic sessions read on the driver (Hadoop's FileSystem for non-local
+    URIs).  On Spark Connect the paths name the server's files, not the
+    client's: every file start is read there, in one task.
     """
+    files = list(files)
+    if is_connect(spark):
+        return run_on_server(spark, _file_starts, files, settings, _server_file_start)
+    return _file_starts(files, settings, partial(_file_start, spark))
+
+
+def _file_starts(files: list, settings: _ReadSettings, start_of) -> list[tuple]:
+    """:func:`_read_file_starts` with ``start_of(uri, limit)`` reading a file's first bytes."""
     def read_one(uri: str):
         if not settings.spec.header:
-            start = _file_start(spark, uri, len(_UTF8_BOM))
+            start = start_of(uri, len(_UTF8_BOM))
             return _normalized_uri(uri), None, None, start.startswith(_UTF8_BOM)
         for limit in _HEADER_BYTES:
-            start = _file_start(spark, uri, limit)
+            start = start_of(uri, limit)
             try:
                 header, error = R.first_record(
                     start, settings.spec, settings.whole_file, truncated=len(start) >= limit
@@ -654,25 +695,17 @@ def _read_file_starts(spark, files, settings: _ReadSettings) -> list[tuple]:
             f"the header is longer than {_HEADER_BYTES[-1] >> 20} MiB (or never ends)"
         ), start.startswith(_UTF8_BOM)
 
-    files = list(files)
     if len(files) > 1:
         with ThreadPoolExecutor(min(_HEADER_THREADS, len(files))) as pool:
-            found = list(pool.map(read_one, files))
-    else:
-        found = [read_one(uri) for uri in files]
-    return found
+            return list(pool.map(read_one, files))
+    return [read_one(uri) for uri in files]
 
 
 def _file_start(spark, uri: str, limit: int) -> bytes:
     """Up to ``limit`` decompressed bytes from the start of a file (local or Hadoop)."""
     local = _local_path(uri)
     if local is not None:
-        local = urllib.parse.unquote(local) if uri.startswith("file:") else local
-        opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(
-            os.path.splitext(local)[1], open
-        )
-        with opener(local, "rb") as handle:
-            return handle.read(limit)
+        return _local_file_start(uri, local, limit)
     jvm = spark.sparkContext._jvm
     conf = spark.sparkContext._jsc.hadoopConfiguration()
     path = jvm.org.apache.hadoop.fs.Path(uri)
@@ -685,6 +718,42 @@ def _file_start(spark, uri: str, limit: int) -> bytes:
         return bytes(jvm.java.util.Arrays.copyOf(buffer, count))
     finally:
         stream.close()
+
+
+#: Decompressors by file extension (the codecs Hadoop picks by extension for the same files).
+_LOCAL_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+#: Hadoop object-store schemes and the names pyarrow knows them by.
+_ARROW_SCHEMES = {"s3a": "s3", "s3n": "s3"}
+
+
+def _local_file_start(uri: str, local: str, limit: int) -> bytes:
+    local = urllib.parse.unquote(local) if uri.startswith("file:") else local
+    opener = _LOCAL_OPENERS.get(os.path.splitext(local)[1], open)
+    with opener(local, "rb") as handle:
+        return handle.read(limit)
+
+
+def _server_file_start(uri: str, limit: int) -> bytes:
+    """:func:`_file_start` in a Spark Connect server's Python worker, which has no JVM:
+    local and FUSE paths (``/Volumes``, ``dbfs:`` as ``/dbfs``) directly, object stores
+    through ``pyarrow.fs`` with the executor's credentials."""
+    local = _local_path(uri)
+    if local is None and uri.startswith("dbfs:"):
+        local = "/dbfs/" + re.sub(r"^dbfs:/*", "", uri)
+    if local is not None:
+        return _local_file_start(uri, local, limit)
+    from pyarrow import fs as pafs
+
+    scheme, rest = uri.split(":", 1)
+    try:
+        filesystem, inner = pafs.FileSystem.from_uri(
+            _ARROW_SCHEMES.get(scheme.lower(), scheme) + ":" + rest)
+    except Exception as exc:  # noqa: BLE001 - pyarrow's errors vary by scheme
+        raise ConfigError(f"cannot open {uri!r} on the Spark Connect server: pyarrow has no "
+                          f"file system for it ({exc}); use a path its executors see (e.g. a "
+                          "/Volumes/... or /dbfs/... FUSE path)") from None
+    with filesystem.open_input_stream(inner, compression="detect") as handle:
+        return handle.read(limit)
 
 
 def _field_layout(declared: DeclaredSchema, headers, spec: R.TextSpec, drift: str) -> B.Layout:
@@ -918,7 +987,8 @@ def _check_parquet(
     ]
     try:
         # The row's 1-based number in its Parquet file locates it (there are no lines).
-        originals = source.selectExpr(*locator, f"_metadata.row_index + 1 AS {_LINE}", *values)
+        originals = _analyzed(
+            source.selectExpr(*locator, f"_metadata.row_index + 1 AS {_LINE}", *values))
     except AnalysisException:  # a reader without row indexes (e.g. Delta with deletion vectors)
         originals = source.selectExpr(*locator, f"CAST(NULL AS BIGINT) AS {_LINE}", *values)
     source_types = [
@@ -929,7 +999,7 @@ def _check_parquet(
         for i, (f, source_type) in enumerate(zip(fields, source_types))
     ]
     try:
-        typed = originals.selectExpr("*", *casts)
+        typed = _analyzed(originals.selectExpr("*", *casts))
     except AnalysisException as exc:
         raise DataValidationError(_conversion_message(source, declared, exc)) from None
     masker = None if pii is None else pii.json_masker(declared.names)

@@ -325,23 +325,60 @@ def fingerprint_files(spark, files: Sequence[str]) -> str:
     Paths are taken relative to the files' common folder, so the fingerprint
     names the data, not where the folder was mounted; any file added, removed,
     resized or rewritten changes it.  Sizes and times come from Hadoop's
-    FileSystem (local disks, HDFS and object stores alike).
+    FileSystem (local disks, HDFS and object stores alike): the driver's on a
+    classic session, the server's on Spark Connect (the same value for the
+    same files).
     """
     files = sorted(set(files))
     entries = []
     if files:
-        jvm = spark.sparkContext._jvm
-        conf = spark.sparkContext._jsc.hadoopConfiguration()
         root = _common_folder(files)
-        for name in files:
-            hadoop_path = jvm.org.apache.hadoop.fs.Path(name)
-            status = hadoop_path.getFileSystem(conf).getFileStatus(hadoop_path)
+        for name, (size, modified) in zip(files, _file_statuses(spark, files)):
             relative = name[len(root):].lstrip("/") if root else name
-            entries.append(f"{relative}\t{int(status.getLen())}\t{int(status.getModificationTime())}")
+            entries.append(f"{relative}\t{size}\t{modified}")
     digest = hashlib.sha256()
     for entry in sorted(entries):
         digest.update(entry.encode("utf-8") + b"\n")
     return digest.hexdigest()
+
+
+def _file_statuses(spark, files: Sequence[str]) -> List[tuple]:
+    """``(size in bytes, modification time in ms)`` of each file, in order."""
+    from sparkml_aiaas.spark_env import is_connect
+
+    if is_connect(spark):
+        return _listed_statuses(spark, files)
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    statuses = []
+    for name in files:
+        # The names are URIs (inputFiles() encodes a space as %20): Path(URI) decodes them.
+        hadoop_path = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(name))
+        status = hadoop_path.getFileSystem(conf).getFileStatus(hadoop_path)
+        statuses.append((int(status.getLen()), int(status.getModificationTime())))
+    return statuses
+
+
+def _listed_statuses(spark, files: Sequence[str]) -> List[tuple]:
+    """:func:`_file_statuses` on Spark Connect: the server's Hadoop FileSystem lists the
+    files for ``binaryFile`` (the statuses a classic driver reads), and selecting only
+    these columns reads no content."""
+    from urllib.parse import unquote
+
+    from sparkml_aiaas.data.ingest import _normalized_uri, _reading
+    from sparkml_aiaas.errors import InputNotFoundError
+
+    # The names are URIs (%20 for a space); the reader takes and lists Hadoop paths.
+    paths = [_normalized_uri(unquote(name)) for name in files]
+    listed = _reading(lambda: spark.read.format("binaryFile").load(paths), paths)
+    rows = listed.selectExpr("path", "length",
+                             "unix_millis(modificationTime) AS modified").collect()
+    found = {_normalized_uri(r["path"]): (int(r["length"]), int(r["modified"])) for r in rows}
+    missing = [name for name, path in zip(files, paths) if path not in found]
+    if missing:
+        raise InputNotFoundError(f"the server lists no file at {missing[:3]} (for the data "
+                                 "fingerprint); did the input change while it was read?")
+    return [found[path] for path in paths]
 
 
 def _common_folder(files: Sequence[str]) -> str:
