@@ -62,6 +62,21 @@ def _classic_running() -> bool:
     return module is not None and module.SparkContext._active_spark_context is not None
 
 
+def _active_connect_session_at(url: str):
+    """The active Spark Connect session if it talks to ``url``'s server: a job asked to
+    run there (``--remote``) reuses it rather than refusing beside a classic session."""
+    active = _active_connect_session()
+    if active is None:
+        return None
+    try:
+        from pyspark.sql.connect.client import DefaultChannelBuilder
+
+        same = active.client._builder.endpoint == DefaultChannelBuilder(url).endpoint
+    except Exception:  # noqa: BLE001 - another client's internals: no reuse
+        return None
+    return active if same else None
+
+
 def check_remote_url(url: str) -> str:
     """``url`` if it is a Spark Connect URL (``sc://host[:port][/;param=value…]``)."""
     if not re.fullmatch(r"sc://[A-Za-z0-9._\-\[\]:]+(/.*)?", url or ""):
@@ -133,6 +148,9 @@ def get_spark(
 
     if remote:
         check_remote_url(remote)
+        active = _active_connect_session_at(remote)
+        if active is not None:
+            return active
         from pyspark import SparkContext
 
         if SparkContext._active_spark_context is not None:
