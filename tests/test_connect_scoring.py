@@ -97,25 +97,33 @@ def _entries(out):
     return sorted(os.listdir(out))
 
 
-@pytest.mark.parametrize("name", ["lr", "gbt"])
-def test_connect_score_writes_the_classic_rows_and_a_rerun_replaces_them(
-        classic, models, input_path, connect, tmp_path, name):
+def test_connect_score_writes_the_classic_rows(classic, models, input_path, connect, tmp_path):
+    """The linear model (scored as SQL on the server): the classic run id and rows."""
     out = str(tmp_path / "scored")
-    first = score(connect, models[name], input_path, out, partition_by=["day"])
+    report = score(connect, models["lr"], input_path, out, partition_by=["day"])
     # The same files give the same run id (the listing's sizes and times are Hadoop's).
-    assert first.run_id == classic[name]["run_id"]
-    assert first.rows_in == first.rows_out == N
-    _assert_same_rows(_rows(connect, out), classic[name]["rows"])
-    again = score(connect, models[name], input_path, out, partition_by=["day"])
+    assert report.run_id == classic["lr"]["run_id"]
+    assert report.rows_in == report.rows_out == N
+    _assert_same_rows(_rows(connect, out), classic["lr"]["rows"])
+
+
+def test_connect_rerun_replaces_the_run(classic, models, input_path, connect, tmp_path):
+    """The boosted model (Python workers, files inside the plan): the classic rows, and the
+    same run again replaces its rows, never doubles them."""
+    from sparkml_aiaas.errors import SparkmlAiaasError
+
+    out = str(tmp_path / "scored")
+    first = score(connect, models["gbt"], input_path, out, partition_by=["day"])
+    assert first.run_id == classic["gbt"]["run_id"] and first.rows_out == N
+    _assert_same_rows(_rows(connect, out), classic["gbt"]["rows"])
+    again = score(connect, models["gbt"], input_path, out, partition_by=["day"])
     assert again.run_id == first.run_id
-    _assert_same_rows(_rows(connect, out), classic[name]["rows"])  # replaced, not doubled
+    _assert_same_rows(_rows(connect, out), classic["gbt"]["rows"])  # replaced, not doubled
     assert _entries(out) == [STATE_FILE, f"run_id={first.run_id}"]  # nothing hidden left
     state = json.loads(open(os.path.join(out, STATE_FILE)).read())
     assert state["last_run_id"] == first.run_id and state["runs"][first.run_id]["rows"] == N
-    from sparkml_aiaas.errors import SparkmlAiaasError
-
     with pytest.raises(SparkmlAiaasError, match="already has output"):
-        score(connect, models[name], input_path, out, mode="error")
+        score(connect, models["gbt"], input_path, out, mode="error")
 
 
 def test_connect_failed_write_leaves_nothing_and_rerun_scores_once(models, input_path,
@@ -134,10 +142,10 @@ def test_connect_failed_write_leaves_nothing_and_rerun_scores_once(models, input
     frame = frame.mapInArrow(maybe_fail, frame.schema)
     out = tmp_path / "scored"
     with pytest.raises(Exception, match="boom"):
-        score(connect, models["gbt"], frame, str(out), run_id="r1")
+        score(connect, models["lr"], frame, str(out), run_id="r1")
     assert not out.exists() or _entries(out) == []  # the staging folder went too
     flag.unlink()
-    report = score(connect, models["gbt"], frame, str(out), run_id="r1")
+    report = score(connect, models["lr"], frame, str(out), run_id="r1")
     assert report.rows_out == N
     ids = read_scores(connect, str(out)).groupBy("id").count()
     assert ids.count() == N and ids.where("count != 1").count() == 0
@@ -172,7 +180,7 @@ def test_connect_spark_udf_predicts_as_on_classic(classic, models, input_path, c
 
 
 def test_connect_model_loads_once_per_worker(models, connect):
-    """Eight tasks get the model's files inside the plan; each Python worker loads the
+    """Six tasks get the model's files inside the plan; each Python worker loads the
     predictor at most once (the cache is keyed by the files' digest)."""
     import pyarrow as pa
 
@@ -193,9 +201,9 @@ def test_connect_model_loads_once_per_worker(models, connect):
         loaded = model_cache.cache_info()["loads"] - before
         yield pa.RecordBatch.from_pydict({"pid": [os.getpid()], "loaded": [loaded]})
 
-    rows = connect.range(0, 8, 1, 8).mapInArrow(task, "pid LONG, loaded LONG").collect()
+    rows = connect.range(0, 6, 1, 6).mapInArrow(task, "pid LONG, loaded LONG").collect()
     pids = {r["pid"] for r in rows}
-    assert len(rows) == 8 and len(pids) < 8
+    assert len(rows) == 6 and len(pids) < 6
     assert sum(r["loaded"] for r in rows) <= len(pids)
 
 
@@ -251,3 +259,16 @@ def test_connect_hadoop_registry_root_is_one_clear_error(connect):
     with pytest.raises(ConfigError, match="not Spark Connect; use a FUSE or NFS mount") as err:
         ModelRegistry("hdfs://namenode:8020/registry")
     assert "\n" not in str(err.value)
+
+
+def test_connect_write_parquet_atomically(connect, tmp_path):
+    from sparkml_aiaas.errors import SparkmlAiaasError
+    from sparkml_aiaas.scoring import write_parquet_atomically
+
+    target = str(tmp_path / "out")
+    assert write_parquet_atomically(connect.range(5), target) == target
+    assert write_parquet_atomically(connect.range(7), target) == target
+    assert connect.read.parquet(target).count() == 7
+    assert [e for e in os.listdir(tmp_path) if e.startswith(".")] == []
+    with pytest.raises(SparkmlAiaasError, match="already exists"):
+        write_parquet_atomically(connect.range(1), target, mode="error")

@@ -24,7 +24,8 @@ def is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file:")
 
 
-def _strip_file(path: str) -> str:
+def plain_path(path: str) -> str:
+    """A ``file:`` URI as a plain path; anything else unchanged."""
     if path.startswith("file://"):
         return path[len("file://"):]
     return path[len("file:"):] if path.startswith("file:") else path
@@ -36,7 +37,7 @@ def checked_path(path: str) -> str:
     A relative path would resolve against the server's working directory (and its
     Python workers' may differ from its JVM's), so it is refused."""
     path = path.rstrip("/") or "/"
-    if is_local(path) and not os.path.isabs(_strip_file(path)):
+    if is_local(path) and not os.path.isabs(plain_path(path)):
         raise ConfigError(f"output {path!r}: on Spark Connect paths name the server's "
                           "filesystem, so give an absolute path or a URI")
     return path
@@ -52,7 +53,7 @@ class ServerFS:
 
     def exists(self, path: str) -> bool:
         if is_local(path):
-            return os.path.exists(_strip_file(path))
+            return os.path.exists(plain_path(path))
         from pyarrow import fs as pafs
 
         fs, inner = self._arrow(path)
@@ -62,9 +63,9 @@ class ServerFS:
         """Move ``src`` to the free name ``dst``; False when it could not (as Hadoop's)."""
         try:
             if is_local(src):
-                if os.path.exists(_strip_file(dst)):
+                if os.path.exists(plain_path(dst)):
                     return False
-                os.rename(_strip_file(src), _strip_file(dst))
+                os.rename(plain_path(src), plain_path(dst))
             else:
                 fs, inner = self._arrow(src)
                 fs.move(inner, self._arrow(dst)[1])
@@ -76,7 +77,7 @@ class ServerFS:
         if not self.exists(path):
             return False
         if is_local(path):
-            local = _strip_file(path)
+            local = plain_path(path)
             if os.path.isdir(local):
                 shutil.rmtree(local) if recursive else os.rmdir(local)
             else:
@@ -93,7 +94,7 @@ class ServerFS:
 
     def mkdirs(self, path: str) -> None:
         if is_local(path):
-            os.makedirs(_strip_file(path), exist_ok=True)
+            os.makedirs(plain_path(path), exist_ok=True)
         else:
             fs, inner = self._arrow(path)
             fs.create_dir(inner, recursive=True)
@@ -102,7 +103,7 @@ class ServerFS:
         """Entry names of a directory (``[]`` when it does not exist)."""
         if is_local(path):
             try:
-                return sorted(os.listdir(_strip_file(path)))
+                return sorted(os.listdir(plain_path(path)))
             except FileNotFoundError:
                 return []
         from pyarrow import fs as pafs

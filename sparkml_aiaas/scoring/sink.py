@@ -14,6 +14,7 @@ write, over ``os`` for local and FUSE paths and ``pyarrow.fs`` for URIs.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Optional, Sequence
 
@@ -150,7 +151,10 @@ def _write_then_commit(df, staging: str, partition_by, commit_args) -> None:
     try:
         writer.parquet(staging)
     except BaseException:
-        run_on_server(spark, server_fs.delete, staging)
+        # Best effort: the original error matters more, and the next commit of a run
+        # sweeps what a failed attempt left.
+        with contextlib.suppress(Exception):
+            run_on_server(spark, server_fs.delete, staging)
         raise
     run_on_server(spark, server_fs.commit, staging, *commit_args)
 
@@ -169,7 +173,7 @@ def _write_atomically_on_server(df, path: str, mode: str, partition_by) -> str:
         target, f"{parent}/.{name}.old-{token}",
         f"could not move the previous output {path!r} aside",
         f"could not move the new output into {path!r}"))
-    return target[len("file:"):] if target.startswith("file:") else target
+    return server_fs.plain_path(target)
 
 
 def _write_run_on_server(df, output: str, run_id: str, partition_by, mode: str) -> str:
@@ -188,7 +192,7 @@ def _write_run_on_server(df, output: str, run_id: str, partition_by, mode: str) 
         f"could not move run {run_id!r}'s previous output aside",
         f"could not move run {run_id!r}'s output into place",
         [f".staging-{name}-", f".old-{name}-"]))
-    return target[len("file:"):] if target.startswith("file:") else target
+    return server_fs.plain_path(target)
 
 
 def write_run_delta(df, output: str, run_id: str,
