@@ -272,3 +272,35 @@ def test_connect_write_parquet_atomically(connect, tmp_path):
     assert [e for e in os.listdir(tmp_path) if e.startswith(".")] == []
     with pytest.raises(SparkmlAiaasError, match="already exists"):
         write_parquet_atomically(connect.range(1), target, mode="error")
+
+
+@pytest.mark.parametrize("as_uri", [False, True], ids=["os", "pyarrow-fs"])
+def test_server_commit_swaps_and_sweeps(tmp_path, monkeypatch, as_uri):
+    """The commit task's steps (no Spark): local paths through os, URIs through pyarrow.fs
+    (here file:// URIs forced down the URI branch)."""
+    from sparkml_aiaas.errors import SparkmlAiaasError
+    from sparkml_aiaas.scoring import server_fs
+
+    if as_uri:
+        monkeypatch.setattr(server_fs, "is_local", lambda path: False)
+    root = ("file://" if as_uri else "") + str(tmp_path)
+    target = f"{root}/run_id=r"
+
+    def staged(token, text):
+        folder = tmp_path / f".staging-run_id=r-{token}"
+        folder.mkdir()
+        (folder / "part-0").write_text(text)
+        (folder / "_SUCCESS").write_text("")
+        return f"{root}/{folder.name}"
+
+    (tmp_path / ".old-run_id=r-dead").mkdir()  # a killed attempt's leftover
+    for token, text in (("a", "first"), ("b", "second")):
+        server_fs.commit(staged(token, text), target, f"{root}/.old-run_id=r-{token}",
+                         "aside failed", "into failed", [".staging-run_id=r-", ".old-run_id=r-"])
+    assert sorted(os.listdir(tmp_path)) == ["run_id=r"]
+    assert os.listdir(tmp_path / "run_id=r") == ["part-0"]
+    assert (tmp_path / "run_id=r" / "part-0").read_text() == "second"
+    with pytest.raises(SparkmlAiaasError, match="into failed"):
+        server_fs.commit(f"{root}/missing", f"{root}/other", f"{root}/.old-x", "aside failed",
+                         "into failed")
+    assert server_fs.exists(target) and not server_fs.exists(f"{root}/other")

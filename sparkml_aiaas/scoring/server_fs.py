@@ -61,10 +61,10 @@ class ServerFS:
 
     def rename(self, src: str, dst: str) -> bool:
         """Move ``src`` to the free name ``dst``; False when it could not (as Hadoop's)."""
+        if self.exists(dst):  # Hadoop's rename refuses a taken name; os/pyarrow would not
+            return False
         try:
             if is_local(src):
-                if os.path.exists(plain_path(dst)):
-                    return False
                 os.rename(plain_path(src), plain_path(dst))
             else:
                 fs, inner = self._arrow(src)
