@@ -354,6 +354,12 @@ def run_scoring(spark, config: ScoreJobConfig) -> ScoreReport:
                        input_schema=config.input.schema_ or None,
                        incremental=config.incremental, **common)
     else:
+        from sparkml_aiaas.spark_env import require_classic
+
+        # Ingest (quarantine, file fingerprint) reaches files through the driver's JVM (for now).
+        require_classic(spark, f"scoring {config.input.format} input through ingest",
+                        "score Parquet input without a declared schema (read directly), or "
+                        "set incremental: true")
         ingested, source = read_input_with_source(spark, config.input)
         snapshot = {"fingerprint": source.get("fingerprint"),
                     "delta_version": source.get("delta_version")}

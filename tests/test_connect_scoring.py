@@ -304,3 +304,20 @@ def test_server_commit_swaps_and_sweeps(tmp_path, monkeypatch, as_uri):
         server_fs.commit(f"{root}/missing", f"{root}/other", f"{root}/.old-x", "aside failed",
                          "into failed")
     assert server_fs.exists(target) and not server_fs.exists(f"{root}/other")
+
+
+def test_connect_delta_and_ingest_routes_are_one_clear_error(models, input_path, connect,
+                                                             tmp_path):
+    """Until sparkml_aiaas.data's Delta and ingest code runs on Connect: one line saying so."""
+    from sparkml_aiaas.config import ScoreJobConfig
+    from sparkml_aiaas.errors import ConfigError
+    from sparkml_aiaas.pipeline import run_scoring
+
+    with pytest.raises(ConfigError, match="Delta input or output .* not Spark Connect"):
+        score(connect, models["lr"], input_path, str(tmp_path / "d"), format="delta")
+    config = ScoreJobConfig.model_validate({
+        "model_path": models["lr"], "output": {"path": str(tmp_path / "o")},
+        "input": {"path": str(tmp_path / "x.csv"), "format": "csv",
+                  "schema": "x0 double, x1 double, x2 double"}})
+    with pytest.raises(ConfigError, match="csv input through ingest .* not Spark Connect"):
+        run_scoring(connect, config)

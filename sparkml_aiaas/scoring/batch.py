@@ -107,7 +107,7 @@ import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 from sparkml_aiaas.errors import ConfigError  # noqa: E402
-from sparkml_aiaas.spark_env import is_connect  # noqa: E402
+from sparkml_aiaas.spark_env import is_connect, require_classic  # noqa: E402
 
 logger = logging.getLogger("sparkml_aiaas.scoring")
 
@@ -368,6 +368,10 @@ def score(spark, model_ref, input, output: str, *, registry: Optional[str] = Non
     started = time.perf_counter()
     if format not in ("parquet", "delta"):
         raise ConfigError(f"output format must be 'parquet' or 'delta', got {format!r}")
+    if "delta" in (format, input_format if isinstance(input, str) else None):
+        # sparkml_aiaas.data.delta reaches Delta through the driver's JVM (for now).
+        require_classic(spark, "Delta input or output for score()",
+                        "score Parquet files (format='parquet', input_format='parquet')")
     if not _is_local(output) and incremental:
         raise ConfigError("incremental scoring keeps its state beside the output: "
                           "a local (or file:) output path is needed")
