@@ -62,26 +62,27 @@ def _classic_running() -> bool:
     return module is not None and module.SparkContext._active_spark_context is not None
 
 
+def _active_connect_session_at(url: str):
+    """The active Spark Connect session if it talks to ``url``'s server: a job asked to
+    run there (``--remote``) reuses it rather than refusing beside a classic session."""
+    active = _active_connect_session()
+    if active is None:
+        return None
+    try:
+        from pyspark.sql.connect.client import DefaultChannelBuilder
+
+        same = active.client._builder.endpoint == DefaultChannelBuilder(url).endpoint
+    except Exception:  # noqa: BLE001 - another client's internals: no reuse
+        return None
+    return active if same else None
+
+
 def check_remote_url(url: str) -> str:
     """``url`` if it is a Spark Connect URL (``sc://host[:port][/;param=value…]``)."""
     if not re.fullmatch(r"sc://[A-Za-z0-9._\-\[\]:]+(/.*)?", url or ""):
         raise ConfigError(f"remote {url!r} is not a Spark Connect URL: expected "
                           "sc://HOST[:PORT] (e.g. sc://127.0.0.1:15002)")
     return url
-
-
-def _connect_session_to(url: str):
-    """The active Spark Connect session if it talks to ``url``'s host and port (a
-    notebook's or a test's): reused as is, as an active classic session is."""
-    active = _active_connect_session()
-    endpoint = getattr(getattr(getattr(active, "client", None), "_builder", None), "endpoint",
-                       None)
-    if endpoint is None:
-        return None
-    from urllib.parse import urlparse
-
-    parsed = urlparse("http://" + url[len("sc://"):])
-    return active if endpoint == f"{parsed.hostname}:{parsed.port or 15002}" else None
 
 
 def _connect(url: str, app_name: str, conf: Optional[Mapping[str, object]]):
@@ -145,9 +146,9 @@ def get_spark(
 
     if remote:
         check_remote_url(remote)
-        reused = _connect_session_to(remote)
-        if reused is not None:
-            return reused
+        active = _active_connect_session_at(remote)
+        if active is not None:
+            return active
         from pyspark import SparkContext
 
         if SparkContext._active_spark_context is not None:

@@ -147,6 +147,13 @@ class HadoopStorage(Storage):
     def __init__(self, spark: Any = None):
         if spark is None:
             spark = _active_session()
+        from sparkml_aiaas.spark_env import require_classic
+
+        # Hadoop's FileSystem API is reached through the driver's JVM, which a Connect
+        # client does not have; a FUSE/NFS path of the same folder works everywhere.
+        require_classic(spark, "a registry root on a Hadoop filesystem (hdfs://, viewfs://, "
+                        "...)", "use a FUSE or NFS mount of the registry folder (e.g. "
+                        "/Volumes/..., /dbfs/...) as the root instead (see docs/registry.md)")
         jvm = getattr(spark, "_jvm", None)
         jsc = getattr(spark, "_jsc", None)
         if jvm is None or jsc is None:

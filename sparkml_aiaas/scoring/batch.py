@@ -107,6 +107,7 @@ import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 from sparkml_aiaas.errors import ConfigError  # noqa: E402
+from sparkml_aiaas.spark_env import is_connect, require_classic  # noqa: E402
 
 logger = logging.getLogger("sparkml_aiaas.scoring")
 
@@ -149,10 +150,16 @@ def _local(path: str) -> str:
     return os.path.abspath(local_path(path))
 
 
-def load_state(output: str) -> Dict[str, Any]:
-    """The scoring state kept beside ``output`` (``{}`` if none yet)."""
+def load_state(output: str, spark=None) -> Dict[str, Any]:
+    """The scoring state kept beside ``output`` (``{}`` if none yet); read on the server
+    when ``spark`` is a Spark Connect session (its paths are the server's)."""
     if not _is_local(output):
         return {}
+    if spark is not None and is_connect(spark):
+        from sparkml_aiaas.scoring import server_fs
+        from sparkml_aiaas.server_tasks import run_on_server
+
+        return run_on_server(spark, server_fs.read_json, _state_path_on_server(output))
     path = os.path.join(_local(output), STATE_FILE)
     if not os.path.isfile(path):
         return {}
@@ -160,7 +167,20 @@ def load_state(output: str) -> Dict[str, Any]:
         return json.load(f)
 
 
-def _save_state(output: str, state: Dict[str, Any]) -> None:
+def _state_path_on_server(output: str) -> str:
+    from sparkml_aiaas.models.artifact import local_path
+    from sparkml_aiaas.scoring.server_fs import checked_path
+
+    return os.path.join(local_path(checked_path(output)), STATE_FILE)
+
+
+def _save_state(spark, output: str, state: Dict[str, Any]) -> None:
+    if is_connect(spark):
+        from sparkml_aiaas.scoring import server_fs
+        from sparkml_aiaas.server_tasks import run_on_server
+
+        run_on_server(spark, server_fs.write_json, _state_path_on_server(output), state)
+        return
     from sparkml_aiaas.pipeline import write_json_atomically
 
     write_json_atomically(os.path.join(_local(output), STATE_FILE), state)
@@ -170,6 +190,8 @@ def _file_entries(spark, path) -> Dict[str, list]:
     """``{file URI: [size, modification time ms]}`` of the data files under ``path``."""
     from sparkml_aiaas.data.ingest_job import source_files
 
+    if is_connect(spark):
+        return _file_entries_listed(spark, path)
     files = source_files(spark, path)
     jvm = spark.sparkContext._jvm
     conf = spark.sparkContext._jsc.hadoopConfiguration()
@@ -179,6 +201,34 @@ def _file_entries(spark, path) -> Dict[str, list]:
         status = p.getFileSystem(conf).getFileStatus(p)
         entries[uri] = [int(status.getLen()), int(status.getModificationTime())]
     return entries
+
+
+def _file_entries_listed(spark, path) -> Dict[str, list]:
+    """:func:`_file_entries` without a JVM (Spark Connect): the ``binaryFile`` listing
+    :func:`~sparkml_aiaas.data.ingest_job.source_files` makes also carries each file's
+    Hadoop ``FileStatus`` length and modification time (the values the classic path
+    asks for), and reads no file content when ``content`` is not selected."""
+    from pyspark.sql import functions as F
+
+    from sparkml_aiaas.data.ingest_job import source_files
+
+    paths = [path] if isinstance(path, str) else list(path)
+    rows = (spark.read.format("binaryFile").load(paths)
+            .select("path", "length", F.unix_millis("modificationTime").alias("mtime"))
+            .collect())
+    listed = {_same_file(r["path"]): [int(r["length"]), int(r["mtime"])] for r in rows}
+    # Keyed as inputFiles() spells the files (file:///…, percent-encoded) and the classic
+    # path keys them: the run id digests these names, so both sessions derive the same.
+    return {uri: listed[_same_file(uri)] for uri in source_files(spark, path)
+            if _same_file(uri) in listed}
+
+
+def _same_file(uri: str) -> str:
+    """One spelling of a file URI for matching (``file:///x`` and ``file:/x``, %-escapes)."""
+    from urllib.parse import unquote
+
+    uri = unquote(uri)
+    return "file:" + uri[len("file://"):] if uri.startswith("file:///") else uri
 
 
 def _relative(entries: Dict[str, list]) -> list:
@@ -209,7 +259,12 @@ def _read_input(spark, input, input_format, input_options, input_schema, increme
         except Exception:  # noqa: BLE001 - plans without a file scan
             files = []
         snapshot = None
-        if files:
+        if files and is_connect(spark):
+            # fingerprint_files asks the driver's JVM; the listing's sizes and times say
+            # the same (a run id of its own: not the classic session's for this input).
+            snapshot = {"files": _relative(_file_entries_listed(spark, files)),
+                        "plan": input.semanticHash()}
+        elif files:
             from sparkml_aiaas.data.ingest_job import fingerprint_files
 
             # The plan too: two filters of the same files are different inputs.
@@ -313,12 +368,15 @@ def score(spark, model_ref, input, output: str, *, registry: Optional[str] = Non
     started = time.perf_counter()
     if format not in ("parquet", "delta"):
         raise ConfigError(f"output format must be 'parquet' or 'delta', got {format!r}")
+    if format == "delta":
+        # Writing a Delta table commits through delta-rs's file moves on the driver (for now).
+        require_classic(spark, "Delta output for score()", "write Parquet (format='parquet')")
     if not _is_local(output) and incremental:
         raise ConfigError("incremental scoring keeps its state beside the output: "
                           "a local (or file:) output path is needed")
     resolved = resolve_model(model_ref, registry=registry, model_name=model_name,
                              trusted_factories=trusted_factories)
-    state = load_state(output) if incremental or _is_local(output) else {}
+    state = load_state(output, spark) if incremental or _is_local(output) else {}
     frame, input_snapshot, updates, n_files, delta_version = _read_input(
         spark, input, input_format, input_options, input_schema, incremental, state)
 
@@ -349,7 +407,9 @@ def score(spark, model_ref, input, output: str, *, registry: Optional[str] = Non
         run_id = derive_run_id(resolved.digest, snapshot) if snapshot is not None \
             else uuid.uuid4().hex[:16]
     scored_at = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
-    counter = spark.sparkContext.accumulator(0)
+    # Connect has no accumulators: rows_in is then what was written (scoring maps rows one
+    # to one), as on classic when a model scored in the JVM counted nothing.
+    counter = None if is_connect(spark) else spark.sparkContext.accumulator(0)
     scored = with_lineage(transform_with_model(frame, resolved, counter), resolved.name,
                           resolved.version, run_id, scored_at)
 
@@ -378,7 +438,7 @@ def score(spark, model_ref, input, output: str, *, registry: Optional[str] = Non
                 spark.conf.unset(_BATCH_CONF)
             else:
                 spark.conf.set(_BATCH_CONF, previous_batch)
-    if skipped or not counter.value:
+    if skipped or counter is None or not counter.value:
         # Scored in the JVM (no Python worker counted the rows): scoring maps rows one to
         # one, so what was written is what was read; a skipped run is counted afresh.
         rows_in = frame.count() if skipped else rows_out
@@ -404,7 +464,7 @@ def score(spark, model_ref, input, output: str, *, registry: Optional[str] = Non
                         "scored_at": scored_at.isoformat()}
         new_state["runs"] = runs
         new_state["last_run_id"] = run_id
-        _save_state(output, new_state)
+        _save_state(spark, output, new_state)
     out = report(output_path=output_path, run_id=run_id, rows_in=rows_in, rows_out=rows_out,
                  skipped=skipped, delta_version=delta_version)
     logger.info("score     %s", out.summary_line())

@@ -8,6 +8,10 @@ keeps it in a module-level dict for as long as the (reused) Python worker
 lives: every later task and Arrow batch on that worker gets the same object.
 This is the same idea as MLflow's ``spark_model_cache``.
 
+On Spark Connect there are no broadcasts: the files travel inside the plan (pickled with
+the UDF, see :func:`broadcast_files`), so each task unpickles them, but a worker that
+already holds the digest's predictor still does not load it again.
+
 The digest is sha256 over the sorted ``(relative path, sha256 of the file)``
 of the directory, so two copies of one model share an entry and a model
 rewritten in place gets a new one.
@@ -34,6 +38,8 @@ from sparkml_aiaas.models.trust import Allowlist
 _LOCK = threading.Lock()
 #: (digest, allowlist) -> predictor, in this Python process.
 _PREDICTORS: Dict[tuple, Any] = {}
+#: Predictors loaded (cache misses) in this Python process: what tests check stays low.
+_LOADS = {"count": 0}
 #: (id of the SparkContext, digest) -> Broadcast, on the driver.
 _BROADCASTS: Dict[tuple, Any] = {}
 
@@ -115,12 +121,14 @@ def get_predictor(digest: str, files: Any, allowlist: Allowlist = Allowlist()):
             payload = files.value if hasattr(files, "value") else files
             predictor = predictor_from_files(payload, allowlist)
             _PREDICTORS[key] = predictor
+            _LOADS["count"] += 1
         return predictor
 
 
 def cache_info() -> Dict[str, int]:
     """Entries in this process's cache (for tests and diagnostics)."""
-    return {"predictors": len(_PREDICTORS), "broadcasts": len(_BROADCASTS)}
+    return {"predictors": len(_PREDICTORS), "broadcasts": len(_BROADCASTS),
+            "loads": _LOADS["count"]}
 
 
 def clear() -> None:
@@ -129,7 +137,13 @@ def clear() -> None:
 
 
 def broadcast_files(spark, digest: str, files: Mapping[str, bytes]):
-    """A Broadcast of the model's files, created once per SparkContext and digest."""
+    """A Broadcast of the model's files, created once per SparkContext and digest; on
+    Spark Connect a stand-in carrying them inside the plan (refused past its size limit)."""
+    from sparkml_aiaas.spark_env import is_connect, ship
+
+    if is_connect(spark):
+        check_model_fits_plan(spark, digest, files)
+        return ship(spark, dict(files))
     sc = spark.sparkContext
     key = (id(sc), digest)
     with _LOCK:
@@ -138,3 +152,18 @@ def broadcast_files(spark, digest: str, files: Mapping[str, bytes]):
             bc = sc.broadcast(dict(files))
             _BROADCASTS[key] = bc
         return bc
+
+
+def check_model_fits_plan(spark, digest: str, files: Mapping[str, bytes]) -> None:
+    """Refuse, in one line saying what to do, model files too large for a Connect plan."""
+    from sparkml_aiaas.engine.connect_pass import check_plan_size
+
+    try:
+        check_plan_size(spark, dict(files), f"the model {digest[:12]}'s files")
+    except ValueError as exc:
+        # check_plan_size's own advice is about training; scoring has other ways out.
+        sizes = str(exc).split(" (the server's", 1)[0]
+        raise ModelFormatError(
+            f"{sizes}: score it on a classic Spark session (model files are broadcast "
+            "there), make it smaller (sparkml-aiaas compress), or raise "
+            "spark.connect.grpc.maxInboundMessageSize on the server") from None

@@ -6,14 +6,20 @@ old output, if any, is moved aside first and deleted after).  Renames go
 through Hadoop's FileSystem API, so this holds on local disks and HDFS, where
 a directory rename is atomic.  On object stores (S3, GCS, ABFS without
 hierarchical namespace) a rename is a copy: use a Delta sink there.
+
+On Spark Connect (no JVM here, and the paths are the server's) the same steps run on
+the server: :mod:`~sparkml_aiaas.scoring.server_fs` does them in one task after the
+write, over ``os`` for local and FUSE paths and ``pyarrow.fs`` for URIs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Optional, Sequence
 
 from sparkml_aiaas.errors import SparkmlAiaasError
+from sparkml_aiaas.spark_env import is_connect
 
 
 def _hadoop_fs(spark, path: str):
@@ -48,10 +54,12 @@ def write_parquet_atomically(df, path: str, mode: str = "overwrite",
         ``error`` refuses an existing target before any work is done.
     """
     spark = df.sparkSession
-    fs, target, jvm = _hadoop_fs(spark, path)
-    target = fs.makeQualified(target)
     if mode not in ("overwrite", "error"):
         raise SparkmlAiaasError(f"output mode must be 'overwrite' or 'error', got {mode!r}")
+    if is_connect(spark):
+        return _write_atomically_on_server(df, path, mode, partition_by)
+    fs, target, jvm = _hadoop_fs(spark, path)
+    target = fs.makeQualified(target)
     if mode == "error" and fs.exists(target):
         raise SparkmlAiaasError(f"output {path!r} already exists (mode 'error')")
     parent = target.getParent()
@@ -99,13 +107,15 @@ def write_run_partition(df, output: str, run_id: str,
     if RUN_PARTITION in df.columns:
         raise SparkmlAiaasError("drop the run_id column: the partition folder carries it")
     spark = df.sparkSession
+    if mode not in ("overwrite", "error"):
+        raise SparkmlAiaasError(f"output mode must be 'overwrite' or 'error', got {mode!r}")
+    if is_connect(spark):
+        return _write_run_on_server(df, output, run_id, partition_by, mode)
     fs, root, jvm = _hadoop_fs(spark, output)
     root = fs.makeQualified(root)
     Path = jvm.org.apache.hadoop.fs.Path
     name = f"{RUN_PARTITION}={run_id}"
     target = Path(root, name)
-    if mode not in ("overwrite", "error"):
-        raise SparkmlAiaasError(f"output mode must be 'overwrite' or 'error', got {mode!r}")
     if mode == "error" and fs.exists(target):
         raise SparkmlAiaasError(f"run {run_id!r} already has output in {output!r} (mode 'error')")
     token = uuid.uuid4().hex[:12]
@@ -125,6 +135,64 @@ def write_run_partition(df, output: str, run_id: str,
     _sweep_leftovers(fs, root, name)
     written = target.toString()
     return written[len("file:"):] if written.startswith("file:") else written
+
+
+def _write_then_commit(df, staging: str, partition_by, commit_args) -> None:
+    """Spark Connect: write ``df`` into ``staging``, then swap it into place in one server
+    task (:func:`~sparkml_aiaas.scoring.server_fs.commit`); a failed write's staging
+    folder is removed on the server."""
+    from sparkml_aiaas.scoring import server_fs
+    from sparkml_aiaas.server_tasks import run_on_server
+
+    spark = df.sparkSession
+    writer = df.write.mode("overwrite")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    try:
+        writer.parquet(staging)
+    except BaseException:
+        # Best effort: the original error matters more, and the next commit of a run
+        # sweeps what a failed attempt left.
+        with contextlib.suppress(Exception):
+            run_on_server(spark, server_fs.delete, staging)
+        raise
+    run_on_server(spark, server_fs.commit, staging, *commit_args)
+
+
+def _write_atomically_on_server(df, path: str, mode: str, partition_by) -> str:
+    """:func:`write_parquet_atomically` on Spark Connect (same steps, on the server)."""
+    from sparkml_aiaas.scoring import server_fs
+    from sparkml_aiaas.server_tasks import run_on_server
+
+    target = server_fs.checked_path(path)
+    if mode == "error" and run_on_server(df.sparkSession, server_fs.exists, target):
+        raise SparkmlAiaasError(f"output {path!r} already exists (mode 'error')")
+    parent, name = target.rsplit("/", 1)
+    token = uuid.uuid4().hex[:12]
+    _write_then_commit(df, f"{parent}/.{name}.staging-{token}", partition_by, (
+        target, f"{parent}/.{name}.old-{token}",
+        f"could not move the previous output {path!r} aside",
+        f"could not move the new output into {path!r}"))
+    return server_fs.plain_path(target)
+
+
+def _write_run_on_server(df, output: str, run_id: str, partition_by, mode: str) -> str:
+    """:func:`write_run_partition` on Spark Connect (same steps, on the server)."""
+    from sparkml_aiaas.scoring import server_fs
+    from sparkml_aiaas.server_tasks import run_on_server
+
+    root = server_fs.checked_path(output)
+    name = f"{RUN_PARTITION}={run_id}"
+    target = f"{root}/{name}"
+    if mode == "error" and run_on_server(df.sparkSession, server_fs.exists, target):
+        raise SparkmlAiaasError(f"run {run_id!r} already has output in {output!r} (mode 'error')")
+    token = uuid.uuid4().hex[:12]
+    _write_then_commit(df, f"{root}/.staging-{name}-{token}", partition_by, (
+        target, f"{root}/.old-{name}-{token}",
+        f"could not move run {run_id!r}'s previous output aside",
+        f"could not move run {run_id!r}'s output into place",
+        [f".staging-{name}-", f".old-{name}-"]))
+    return server_fs.plain_path(target)
 
 
 def write_run_delta(df, output: str, run_id: str,

@@ -237,8 +237,9 @@ def transform_with_model(df, resolved, counter=None):
     Linear models on numeric columns are scored in the JVM as SQL expressions
     (:mod:`sparkml_aiaas.scoring.sql_linear`); other models (and bundles of a
     preprocessor and a model, which take raw columns of any type) use
-    ``mapInArrow`` with the model shipped as a broadcast of its files and
-    loaded once per Python worker (:mod:`sparkml_aiaas.scoring.model_cache`).
+    ``mapInArrow`` with the model shipped as a broadcast of its files (inside the plan on
+    Spark Connect) and loaded once per Python worker
+    (:mod:`sparkml_aiaas.scoring.model_cache`).
     Inputs holding vector columns (Arrow has no vector type) take the iterator
     pandas UDF path instead, with the same per-worker model cache.
     """
@@ -319,7 +320,8 @@ def spark_udf(spark, model_ref, registry=None, trusted_factories=None) -> ModelU
 
     The result is a struct with the model's output columns (``prediction``,
     and for classifiers ``rawPrediction`` and ``probability``).  The model's
-    files are broadcast and it is loaded once per Python worker.
+    files are broadcast (on Spark Connect: carried inside the plan, up to the server's
+    message limit) and it is loaded once per Python worker.
 
     ``trusted_factories``: torch network factories the model may name (plus
     ``SPARKML_AIAAS_TRUSTED_FACTORIES`` on the driver); the executors load with exactly
