@@ -117,8 +117,11 @@ def _parse_bytes(text: Optional[str]) -> Optional[int]:
         return None
 
 
-def check_plan_size(spark, value, what: str) -> None:
-    """Refuse, with the sizes, a payload too large to travel inside a Connect plan."""
+def check_plan_size(spark, value, what: str,
+                    instead: str = "or train on a classic session, where parameters are "
+                                   "broadcast") -> None:
+    """Refuse, with the sizes, a payload too large to travel inside a Connect plan;
+    ``instead`` ends the message with the caller's other ways out."""
     size = len(pickle.dumps(value, protocol=5))
     limit = message_limit(spark) - PLAN_HEADROOM
     if size > limit:
@@ -127,6 +130,4 @@ def check_plan_size(spark, value, what: str) -> None:
             "Spark Connect plan can carry (the smaller of the server's "
             "spark.connect.grpc.maxInboundMessageSize and the client's "
             "grpc.max_send_message_length, less 4 MiB for the rest of the plan): raise both, "
-            "with a server driver heap of several times the payload, or train on a classic "
-            "session, where parameters are broadcast")
-
+            f"with a server driver heap of several times the payload, {instead}")

@@ -159,11 +159,8 @@ def check_model_fits_plan(spark, digest: str, files: Mapping[str, bytes]) -> Non
     from sparkml_aiaas.engine.connect_pass import check_plan_size
 
     try:
-        check_plan_size(spark, dict(files), f"the model {digest[:12]}'s files")
+        check_plan_size(spark, dict(files), f"the model {digest[:12]}'s files",
+                        instead="score it on a classic Spark session (model files are "
+                                "broadcast there), or make it smaller (sparkml-aiaas compress)")
     except ValueError as exc:
-        # check_plan_size's own advice is about training; scoring has other ways out.
-        sizes = str(exc).split(" (the server's", 1)[0]
-        raise ModelFormatError(
-            f"{sizes}: score it on a classic Spark session (model files are broadcast "
-            "there), make it smaller (sparkml-aiaas compress), or raise "
-            "spark.connect.grpc.maxInboundMessageSize on the server") from None
+        raise ModelFormatError(str(exc)) from None
