@@ -294,3 +294,58 @@ def test_connect_reads_plain_parquet_directly_like_classic(connect, data_path,
     assert model.summary.blockSource == "parquet"
     for got, want in zip(_fitted(model), classic_direct_fit):
         np.testing.assert_array_equal(got, want)
+
+
+
+def test_connect_direct_parquet_falls_back_when_a_file_lacks_a_column(spark, connect, tmp_path,
+                                                                      monkeypatch):
+    """The build tasks plan the split from the footers themselves; when a file lacks one of
+    the columns (a declared schema hides it from Spark) they write nothing and the fit takes
+    Spark's reader, as the classic session decides on its driver: the same outcome on both."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "uneven.parquet"
+    folder.mkdir()
+    pdf = _pdf()[FEATURES + ["label"]]
+    pq.write_table(pa.Table.from_pandas(pdf.iloc[:300], preserve_index=False),
+                   folder / "part-0.parquet")
+    pq.write_table(pa.Table.from_pandas(pdf.iloc[300:].drop(columns=["x4"]),
+                                        preserve_index=False), folder / "part-1.parquet")
+    schema = ", ".join(f"{c} DOUBLE" for c in FEATURES + ["label"])
+    estimator = _estimator("LogisticRegression", dict(maxIter=20))
+    outcomes = []
+    for session in (spark, connect):
+        if session is spark:  # pyspark's functions pick the classic kind from the environment
+            monkeypatch.delenv("SPARK_CONNECT_MODE_ENABLED")
+        else:
+            monkeypatch.setenv("SPARK_CONNECT_MODE_ENABLED", "1")
+        try:
+            model = estimator.fit(session.read.schema(schema).parquet(str(folder)))
+            outcomes.append((model.summary.blockSource, _fitted(model)))
+        except Exception as exc:  # noqa: BLE001 - compared below
+            outcomes.append((type(exc).__name__, str(exc).splitlines()[0]))
+    (classic_kind, classic), (remote_kind, remote) = outcomes
+    assert classic_kind == remote_kind != "parquet"
+    if classic_kind == "spark":
+        for got, want in zip(remote, classic):
+            np.testing.assert_array_equal(got, want)
+    else:
+        assert remote == classic
+
+
+def test_parquet_writer_planning_in_task_reports_files_it_cannot_read(tmp_path):
+    """The in-task planner's answer for a file without a column: no block, a marker key."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sparkml_aiaas.engine.blocks import (NO_DIRECT_PLAN_ROWS, FeatureSpec,
+                                             _make_parquet_block_writer)
+
+    path = str(tmp_path / "a.parquet")
+    pq.write_table(pa.table({"x0": [1.0, 2.0], "label": [0.0, 1.0]}), path)
+    write = _make_parquet_block_writer("fit", 2, None, ["x0", "x1", "label"],
+                                       FeatureSpec(columns=["x0", "x1"]), "label", None,
+                                       paths=[path], num_partitions=1)
+    assert list(write(0, None)) == [{"partition": 0, "path": "", "rows": NO_DIRECT_PLAN_ROWS,
+                                     "stats": b""}]

@@ -104,6 +104,13 @@ class ConnectServer:
                     "SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED"):
             env.pop(key, None)
         env.update(PYSPARK_PYTHON=self.python, PYSPARK_DRIVER_PYTHON=self.python)
+        if self.master.startswith("local"):
+            # A Connect server's Python functions carry no spark.executorEnv.* (classic
+            # sessions pass them with each function), and in local mode the workers are the
+            # server's own children: give them the settings (one BLAS thread a task) here.
+            env.update({key[len("spark.executorEnv."):]: value
+                        for key, value in self.conf.items()
+                        if key.startswith("spark.executorEnv.")})
         _check_java(env)
         with open(self.log, "ab") as out:
             self._proc = subprocess.Popen(self.command(), env=env, cwd=self.log_dir,

@@ -224,19 +224,39 @@ def _make_grouped_block_writer(fit_id: str, n_features: int, vector_input: bool,
     return write_partition
 
 
+#: The key a direct Parquet build task yields when the files cannot be read directly
+#: (a file lacks a column): the build then takes the general path.
+NO_DIRECT_PLAN_ROWS = -1
+
+#: On Connect, up to this many files are planned inside the build's tasks (each reads every
+#: footer, a few ms a file) rather than by a job of their own before it (~150 ms a fit).
+PLAN_IN_TASK_MAX_FILES = 64
+
+
 def _make_parquet_block_writer(fit_id: str, n_features: int, plan, source_columns,
                                spec: FeatureSpec, label_col: str, weight_col: Optional[str],
-                               options: BlockOptions = BlockOptions()):
+                               options: BlockOptions = BlockOptions(), paths=None,
+                               num_partitions: int = 0):
     """The task function of a direct Parquet build: read this partition's row groups with
-    pyarrow, shape them like :func:`training_frame`'s rows, write the block, yield its key."""
+    pyarrow, shape them like :func:`training_frame`'s rows, write the block, yield its key.
+
+    With ``plan`` None each task plans the split itself from the footers of ``paths`` (the
+    same deterministic split for every task), and yields a key with ``rows`` of
+    :data:`NO_DIRECT_PLAN_ROWS` when the files cannot be read directly."""
 
     def write_partition(index, _):
         from pyspark import TaskContext
 
-        from sparkml_aiaas.engine.parquet_source import read_partition
+        from sparkml_aiaas.engine.parquet_source import plan_partitions, read_partition
 
+        slices = (plan if plan is not None
+                  else plan_partitions(paths, source_columns, num_partitions))
+        if slices is None:
+            yield {"partition": index, "path": "", "rows": NO_DIRECT_PLAN_ROWS,
+                   "stats": b""}
+            return
         batches = (_frame_batch(batch, spec, label_col, weight_col)
-                   for batch in read_partition(plan[index], source_columns))
+                   for batch in read_partition(slices[index], source_columns))
         yield write_block(fit_id, index, TaskContext.get().attemptNumber(), n_features,
                           spec.vector_col is not None, batches, options)
 
@@ -277,18 +297,25 @@ def _direct_parquet_keys(df, spec: FeatureSpec, label_col: str, weight_col: Opti
     source_columns = list(dict.fromkeys(
         spec.input_columns() + [label_col] + ([weight_col] if weight_col else [])))
     spark = df.sparkSession
+    plan = None
     if is_connect(spark):
         paths = connect_parquet_files(df, source_columns)
-        # The footers are where the files are: on the server, in one task.
-        plan = None if paths is None else run_on_server(spark, plan_partitions, paths,
-                                                        source_columns, num_partitions)
+        if paths is None:
+            return None
+        if len(paths) > PLAN_IN_TASK_MAX_FILES:
+            # The footers are where the files are: on the server, in one task.
+            plan = run_on_server(spark, plan_partitions, paths, source_columns,
+                                 num_partitions)
+            if plan is None:
+                return None
     else:
         paths = direct_parquet_files(df, source_columns)
         plan = None if paths is None else plan_partitions(paths, source_columns, num_partitions)
-    if plan is None:
-        return None
+        if plan is None:
+            return None
     write = _make_parquet_block_writer(fit_id, n_features, plan, source_columns, spec,
-                                       label_col, weight_col, options)
+                                       label_col, weight_col, options, paths=paths,
+                                       num_partitions=num_partitions)
     if not is_connect(spark):
         sc = spark.sparkContext
 
@@ -462,7 +489,7 @@ class ResidentBlocks:
     def build(cls, df, spec: FeatureSpec, label_col: str, weight_col: Optional[str] = None,
               num_partitions: int = 0, block_format: str = "auto",
               block_dtype: str = "float64", group_col: Optional[str] = None,
-              groups: int = 0) -> "ResidentBlocks":
+              groups: int = 0, _direct: bool = True) -> "ResidentBlocks":
         """Write the blocks (one Spark job) and gather their statistics.
 
         ``num_partitions`` of 0 means one partition per core of the cluster
@@ -486,7 +513,7 @@ class ResidentBlocks:
         target = num_partitions if num_partitions > 0 else default_parallelism(spark)
         fit_id = f"{app_id(spark)}-{uuid.uuid4().hex[:12]}"
         make_keys, source, direct = None, "parquet", None
-        if not group_col:  # pyarrow reads the files' columns, not a computed group
+        if _direct and not group_col:  # pyarrow reads the files' columns, not a group
             direct = _direct_parquet_keys(df, spec, label_col, weight_col, n_features, target,
                                           fit_id, options)
         if direct is not None:
@@ -521,6 +548,11 @@ class ResidentBlocks:
         except BaseException:
             blocks.cleanup()
             raise
+        if direct is not None and any(r["rows"] == NO_DIRECT_PLAN_ROWS for r in rows):
+            # The tasks found a file without one of the columns: Spark reads them instead.
+            blocks.cleanup()
+            return cls.build(df, spec, label_col, weight_col, num_partitions, block_format,
+                             block_dtype, group_col, groups, _direct=False)
         blocks._num_partitions = (max(r["partition"] for r in rows) + 1) if rows else 0
         if expected_rows is not None:
             _check_block_rows(rows, expected_rows)
@@ -637,7 +669,10 @@ class ResidentBlocks:
                 yield pa.RecordBatch.from_pydict({"n": [int(count)]},
                                                  schema=pa.schema([("n", pa.int64())]))
 
-        data.mapInArrow(arrow_fn, "n LONG").collect()
+        from sparkml_aiaas.engine.connect_pass import single_stream
+
+        with single_stream(self.spark):
+            data.mapInArrow(arrow_fn, "n LONG").collect()
 
     def _cancel_jobs(self) -> None:
         """Cancel this fit's jobs still running, and stop tagging new jobs with its tag.
