@@ -14,11 +14,9 @@ import json
 import logging
 import math
 import re
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,15 +29,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from sparkml_aiaas import __version__
-from sparkml_aiaas.errors import (
-    ConfigError,
-    DataValidationError,
-    ModelFormatError,
-    SparkmlAiaasError,
-)
-from sparkml_aiaas.models.trust import trusted
-from sparkml_aiaas.registry import ModelNotFoundError, ModelRegistry, parse_ref
+from sparkml_aiaas.errors import DataValidationError
+from sparkml_aiaas.registry import ModelRegistry
 from sparkml_aiaas.serving.logs import ACCESS_LOGGER, access_line, request_target
+from sparkml_aiaas.serving.limits import RateLimiter
+from sparkml_aiaas.serving.metrics import Metrics
+from sparkml_aiaas.serving.models import ModelManager, ServedModel
+from sparkml_aiaas.serving.oip import ModelUnavailable
 from sparkml_aiaas.serving.tokens import TokenRecord, TokenStore
 
 logger = logging.getLogger("sparkml_aiaas.serving")
@@ -99,121 +95,6 @@ class ErrorBody(BaseModel):
 
 
 _ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 413, 422, 429, 500, 503)}
-
-
-# --------------------------------------------------------------------------- served models
-@dataclass
-class ServedModel:
-    """One served reference and the predictor of the version it currently resolves to."""
-
-    ref: str
-    name: str
-    alias: Optional[str]
-    version: Optional[int] = None
-    digest: str = ""
-    aliases: List[str] = field(default_factory=list)
-    predictor: Any = None
-    signature: List[Dict[str, str]] = field(default_factory=list)
-    outputs: List[Dict[str, str]] = field(default_factory=list)
-    error: Optional[str] = None  # the full reason, for the server log only (may name paths)
-    reason: Optional[str] = None  # a short reason a client may see (503 body)
-    checked_at: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-
-def _signature(predictor) -> List[Dict[str, str]]:
-    meta = getattr(predictor, "metadata", None) or {}
-    inputs = (meta.get("signature") or {}).get("inputs") or []
-    if inputs:
-        return [{"name": str(c["name"]), "type": str(c.get("type", "unknown"))} for c in inputs]
-    return [{"name": c, "type": "unknown"} for c in predictor.input_columns]
-
-
-class ModelManager:
-    """Loads the served models and follows alias moves (checked every ``check_seconds``)."""
-
-    def __init__(self, registry: ModelRegistry, refs: Sequence[str], check_seconds: float = 2.0,
-                 trusted_factories=None):
-        self.registry = registry
-        self.check_seconds = check_seconds
-        # Torch factories the served models may name (resolved once, with the environment).
-        self.trusted_factories = trusted(trusted_factories)
-        self.models: Dict[str, ServedModel] = {}
-        for ref in refs:
-            name, version, alias = parse_ref(ref)
-            if name in self.models:
-                raise ConfigError(f"model {name!r} is served twice ({self.models[name].ref!r} "
-                                  f"and {ref!r}); serve one reference per name")
-            self.models[name] = ServedModel(ref=ref, name=name, alias=alias)
-        if not self.models:
-            raise ConfigError("no model to serve: give at least one NAME@ALIAS or NAME/VERSION")
-
-    def _target(self, served: ServedModel) -> int:
-        """The version ``served.ref`` resolves to now (reads one small file)."""
-        name, version, alias = parse_ref(served.ref)
-        if alias is not None:
-            aliases = self.registry.aliases(name)
-            if alias not in aliases:
-                raise ModelNotFoundError(f"{name} has no alias {alias!r}")
-            return aliases[alias]
-        if version is not None:
-            return version
-        versions = self.registry.versions(name)
-        if not versions:
-            raise ModelNotFoundError(f"no model named {name!r}")
-        return versions[-1]
-
-    def _load(self, served: ServedModel, version: int) -> None:
-        mv = self.registry.resolve(f"{served.name}/{version}")  # verifies every checksum
-        predictor = self.registry.load_predictor(mv.ref, self.trusted_factories)
-        served.predictor = predictor
-        served.version = mv.version
-        served.digest = mv.digest
-        served.aliases = list(mv.aliases)
-        served.signature = _signature(predictor)
-        served.outputs = [{"name": n, "type": t} for n, t in predictor.output_columns]
-        served.error = served.reason = None
-        logger.info("serving %s as %s (digest %s)", served.ref, mv.ref, mv.digest[:12])
-
-    def refresh(self, served: ServedModel, force: bool = False) -> None:
-        """Reload ``served`` when its reference now points at another version."""
-        now = time.monotonic()
-        if not force and served.predictor is not None and \
-                now - served.checked_at < self.check_seconds:
-            return
-        with served.lock:
-            if not force and served.predictor is not None and \
-                    time.monotonic() - served.checked_at < self.check_seconds:
-                return  # another request just checked
-            try:
-                target = self._target(served)
-                if force or served.predictor is None or target != served.version:
-                    self._load(served, target)
-            except Exception as exc:  # noqa: BLE001 - keep serving the loaded version
-                served.error = f"{type(exc).__name__}: {exc}"
-                served.reason = _short_reason(exc)
-                if isinstance(exc, SparkmlAiaasError):  # expected: the message says it all
-                    logger.error("cannot load %s: %s", served.ref, served.error)
-                else:
-                    logger.exception("cannot load %s", served.ref)
-            served.checked_at = time.monotonic()
-
-    def load_all(self, force: bool = False) -> None:
-        for served in self.models.values():
-            self.refresh(served, force=force)
-
-    def ready(self) -> bool:
-        return all(s.predictor is not None for s in self.models.values())
-
-
-def _short_reason(exc: BaseException) -> str:
-    """Why a model could not be loaded, in words a client may see: no path, no detail (the
-    full message is in the server log)."""
-    if isinstance(exc, ModelNotFoundError):
-        return "its version or alias is not in the registry"
-    if isinstance(exc, ModelFormatError):
-        return "its files failed verification"
-    return "it could not be loaded"
 
 
 # --------------------------------------------------------------------------- validation
@@ -469,61 +350,7 @@ def _describe_models(base: Dict[str, Any], manager: "ModelManager",
     return schema
 
 
-# --------------------------------------------------------------------------- rate limiting
-class RateLimiter:
-    """Token buckets, one per key: ``rate`` requests per second, bursts of ``burst``.
-
-    A bucket starts full (``burst``, default ``max(1, rate)``), refills at
-    ``rate`` per second of ``clock()`` (``time.monotonic`` unless a test injects
-    another), and each request takes one token.  Thread-safe; per process.
-    """
-
-    def __init__(self, rate: float, burst: Optional[float] = None,
-                 clock: Callable[[], float] = time.monotonic):
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or \
-                not math.isfinite(rate) or rate <= 0:
-            raise ConfigError(f"rate limit must be a positive number of requests per second, "
-                              f"got {rate!r}")
-        self.rate = float(rate)
-        self.burst = float(burst) if burst is not None else max(1.0, self.rate)
-        if not self.burst >= 1:
-            raise ConfigError(f"rate limit burst must be at least 1, got {burst!r}")
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._buckets: Dict[str, Tuple[float, float]] = {}  # key -> (tokens, at)
-
-    def acquire(self, key: str) -> float:
-        """Take a token for ``key``: 0.0 when allowed, else the seconds until one is free."""
-        now = self.clock()
-        with self._lock:
-            tokens, at = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + max(0.0, now - at) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate
-
-
 # --------------------------------------------------------------------------- metrics
-class _Metrics:
-    def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("sparkml_serving_requests", "HTTP requests",
-                                ["endpoint", "method", "status"], registry=self.registry)
-        self.latency = Histogram("sparkml_serving_request_seconds", "request latency",
-                                 ["endpoint"], registry=self.registry)
-        self.errors = Counter("sparkml_serving_errors", "requests that failed inside the "
-                              "server (status 5xx)", ["endpoint"], registry=self.registry)
-        self.rate_limited = Counter("sparkml_serving_rate_limited", "requests refused with "
-                                    "429 by the per-token rate limit", ["token"],
-                                    registry=self.registry)
-        self.predictions = Counter("sparkml_serving_predicted_records", "records scored",
-                                   ["model", "version"], registry=self.registry)
-
-
 def _error(status: int, message: str, request_id: str, headers=None) -> JSONResponse:
     return JSONResponse({"error": message, "request_id": request_id}, status_code=status,
                         headers=headers)
@@ -532,7 +359,7 @@ def _error(status: int, message: str, request_id: str, headers=None) -> JSONResp
 class _Guard:
     """Pure ASGI middleware: request ids, metrics, and a 500 without a traceback."""
 
-    def __init__(self, app, metrics: _Metrics):
+    def __init__(self, app, metrics: Metrics):
         self.app = app
         self.metrics = metrics
 
@@ -612,7 +439,7 @@ def create_app(registry_root: str, models: Sequence[str], tokens_file: str, *,
     manager = ModelManager(registry, list(models), check_seconds=alias_check_seconds,
                            trusted_factories=trusted_factories)
     store = TokenStore(tokens_file)
-    metrics = _Metrics()
+    metrics = Metrics()
     limiter = RateLimiter(rate_limit, clock=clock) if rate_limit is not None else None
     manager.load_all()
 
@@ -668,14 +495,10 @@ def create_app(registry_root: str, models: Sequence[str], tokens_file: str, *,
     admin_scope = Depends(require("admin"))
 
     def served_model(name: str) -> ServedModel:
-        served = manager.models.get(name)
-        if served is None:
-            raise HTTPException(404, f"model {name!r} is not served here")
-        manager.refresh(served)
-        if served.predictor is None:  # served.error (paths, details) is in the log only
-            raise HTTPException(503, f"model {name!r} is not available: "
-                                     f"{served.reason or 'it is not loaded'}")
-        return served
+        try:
+            return manager.get(name)
+        except ModelUnavailable as exc:
+            raise HTTPException(exc.status, exc.message) from None
 
     @app.get("/health", response_model=Health, tags=["ops"])
     def health():
