@@ -36,7 +36,10 @@ from sparkml_aiaas.serving.limits import RateLimiter
 from sparkml_aiaas.serving.metrics import Metrics
 from sparkml_aiaas.serving.models import ModelManager, ServedModel
 from sparkml_aiaas.serving.oip import ModelUnavailable
+from sparkml_aiaas.serving.security import AuthError, Gate
 from sparkml_aiaas.serving.tokens import TokenRecord, TokenStore
+
+__all__ = ["create_app", "RateLimiter"]  # RateLimiter: where tests have always found it
 
 logger = logging.getLogger("sparkml_aiaas.serving")
 access_logger = logging.getLogger(ACCESS_LOGGER)
@@ -440,7 +443,9 @@ def create_app(registry_root: str, models: Sequence[str], tokens_file: str, *,
                            trusted_factories=trusted_factories)
     store = TokenStore(tokens_file)
     metrics = Metrics()
-    limiter = RateLimiter(rate_limit, clock=clock) if rate_limit is not None else None
+    # One gate for every protocol (REST here, gRPC via grpc_server.attach_grpc): the same
+    # per-token rate limits and per-address failed-authentication throttle.
+    gate = Gate(store, rate_limit, clock=clock, metrics=metrics)
     manager.load_all()
 
     app = FastAPI(title="sparkml_aiaas model serving", version=__version__,
@@ -448,6 +453,7 @@ def create_app(registry_root: str, models: Sequence[str], tokens_file: str, *,
     app.state.manager = manager
     app.state.tokens = store
     app.state.metrics = metrics
+    app.state.gate = gate
     app.add_middleware(_Guard, metrics=metrics)
 
     def request_id(request: Request) -> str:
@@ -468,27 +474,19 @@ def create_app(registry_root: str, models: Sequence[str], tokens_file: str, *,
                         description="a token from `sparkml-aiaas tokens create`")
 
     def require(scope_name: str):
-        def dependency(credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)
+        def dependency(request: Request,
+                       credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer)
                        ) -> TokenRecord:
             token = credentials.credentials.strip() if credentials is not None else ""
-            record = store.lookup(token) if token else None
-            if record is None:
-                raise HTTPException(401, "missing or invalid bearer token",
-                                    headers={"WWW-Authenticate": "Bearer"})
-            if record.is_expired():
-                raise HTTPException(401, f"token expired at {record.expires}",
-                                    headers={"WWW-Authenticate": "Bearer"})
-            wait = limiter.acquire(record.name) if limiter is not None else 0.0
-            if wait > 0:
-                metrics.rate_limited.labels(record.name).inc()
-                retry_after = max(1, math.ceil(wait))
-                raise HTTPException(
-                    429, f"rate limit of {limiter.rate:g} requests/s exceeded for token "
-                         f"{record.name!r}; retry after {retry_after} s",
-                    headers={"Retry-After": str(retry_after)})
-            if scope_name not in record.scopes:
-                raise HTTPException(403, f"token {record.name!r} lacks the {scope_name!r} scope")
-            return record
+            client = request.client.host if request.client is not None else ""
+            try:
+                return gate.authorize(token, scope_name, client)
+            except AuthError as exc:
+                status, headers = {"unauthenticated": (401, {"WWW-Authenticate": "Bearer"}),
+                                   "permission_denied": (403, None)}.get(exc.kind, (429, None))
+                if exc.retry_after is not None:
+                    headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+                raise HTTPException(status, exc.message, headers=headers) from None
         return dependency
 
     predict_scope = Depends(require("predict"))

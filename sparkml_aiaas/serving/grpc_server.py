@@ -17,7 +17,7 @@ and never a traceback (those go to the server log):
 AuthError "unauthenticated"            UNAUTHENTICATED
 AuthError "permission_denied"          PERMISSION_DENIED
 AuthError "rate_limited"               RESOURCE_EXHAUSTED + ``retry-after`` trailer
-more records than max_records          RESOURCE_EXHAUSTED
+RequestTooLarge (rows > max_records)   RESOURCE_EXHAUSTED
 a message over max_message_bytes       RESOURCE_EXHAUSTED (by grpc itself)
 InferenceError, DataValidationError    INVALID_ARGUMENT
 ModelUnavailable 404 / 503             NOT_FOUND / UNAVAILABLE
@@ -63,10 +63,6 @@ HEALTH_CHECK_SECONDS = 2.0
 _AUTH_CODES = {"unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
                "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
                "rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED}
-
-
-class TooManyRecords(Exception):
-    """A request with more rows than the server's max_records (RESOURCE_EXHAUSTED)."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +131,7 @@ def _rpc(scope: Optional[str]):
                 code = (grpc.StatusCode.NOT_FOUND if exc.status == 404
                         else grpc.StatusCode.UNAVAILABLE)
                 await context.abort(code, str(exc))
-            except TooManyRecords as exc:
+            except oip.RequestTooLarge as exc:
                 code = grpc.StatusCode.RESOURCE_EXHAUSTED
                 await context.abort(code, str(exc))
             except grpc.aio.AbortError:
@@ -202,9 +198,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         served = await self._served(request.model_name, request.model_version)
         tensors = decode_request(request)
+        oip.check_rows(tensors, self.max_records)
         rows = max((t.shape[0] for t in tensors if t.shape), default=0)
-        if rows > self.max_records:
-            raise TooManyRecords(f"{rows} records; the limit is {self.max_records} per request")
         requested = requested_outputs(request)
 
         def score():
@@ -304,13 +299,14 @@ def _reflection_pool():
 def attach_grpc(app: Any, options: GrpcOptions) -> None:
     """Serve gRPC beside the FastAPI ``app``: started in its lifespan (on the server's
     event loop) after the app's own startup, stopped before its shutdown; uses the app's
-    ``state.manager`` and ``state.gate``.  The endpoint is ``app.state.grpc`` while up."""
+    model manager and gate (``state.context`` or ``state.manager`` / ``state.gate``).  The endpoint is ``app.state.grpc`` while up."""
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
     async def lifespan(asgi_app):
         async with inner(asgi_app) as state:
-            endpoint = GrpcEndpoint(app.state.manager, app.state.gate, options)
+            shared = getattr(app.state, "context", None) or app.state  # a ServingContext
+            endpoint = GrpcEndpoint(shared.manager, shared.gate, options)
             await endpoint.start()
             app.state.grpc = endpoint
             try:
