@@ -39,7 +39,6 @@ from sparkml_aiaas import __version__  # noqa: E402
 from sparkml_aiaas.registry import DEFAULT_KEY_ENV, ModelRegistry  # noqa: E402
 from sparkml_aiaas.serving import create_app  # noqa: E402
 from sparkml_aiaas.serving.grpc_server import GrpcOptions, attach_grpc  # noqa: E402
-from sparkml_aiaas.serving.limits import RateLimiter  # noqa: E402
 from sparkml_aiaas.serving.proto import grpc_inference_pb2 as pb  # noqa: E402
 from sparkml_aiaas.serving.proto import grpc_inference_pb2_grpc as pb_grpc  # noqa: E402
 from sparkml_aiaas.serving.tls import TLSConfig  # noqa: E402
@@ -246,6 +245,13 @@ def test_requested_outputs_only(client, auth, rows):
     assert _status(excinfo) == "StatusCode.INVALID_ARGUMENT"
 
 
+def test_calls_are_counted_in_the_shared_metrics(server, client, auth, rows):
+    client.infer("regression", _inputs(rows.head(5), COLS), headers=auth)
+    text = server[0].state.context.metrics.text().decode()
+    assert 'endpoint="grpc:ModelInfer",method="grpc",status="OK"' in text
+    assert 'sparkml_serving_predicted_records_total{model="regression",version="1"}' in text
+
+
 def _stub(server):
     return pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{server[2]}"))
 
@@ -387,11 +393,10 @@ def test_rate_limit_throttle_and_unavailable_share_state_with_rest(registry_root
     throttle count REST and gRPC calls together.  A model that cannot load: UNAVAILABLE."""
     path, made = tokens
     limited = {"authorization": f"Bearer {made['limited']}"}
-    with _serving(registry_root, path, ["binomial", "spare@staging"], rate_limit=2.0) as (
-            app, rest_port, grpc_port):
-        # A smaller failed-auth burst than the default 20 keeps the test short (every
-        # failed check costs one scrypt per token in the file).
-        app.state.gate.failures = RateLimiter(0.2, burst=3, what="failed-auth limit")
+    # A smaller failed-auth burst than the default 20 keeps the test short (every failed
+    # check costs one scrypt per token in the file).
+    with _serving(registry_root, path, ["binomial", "spare@staging"], rate_limit=2.0,
+                  failed_auth_limit=0.2, failed_auth_burst=3) as (app, rest_port, grpc_port):
         with InferenceServerClient(f"127.0.0.1:{grpc_port}") as triton:
             assert triton.is_server_live() and not triton.is_server_ready()
             health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))

@@ -141,8 +141,10 @@ def _rpc(scope: Optional[str]):
                 logger.exception("internal error in gRPC %s from %s", name, context.peer())
                 await context.abort(code, "internal error")
             finally:
+                elapsed = time.perf_counter() - started
+                self.record(name, code, elapsed)
                 access_logger.info("grpc %s %s %s %.1fms", peer_host(context.peer()), name,
-                                   code.name, (time.perf_counter() - started) * 1000)
+                                   code.name, elapsed * 1000)
         return handler
     return decorate
 
@@ -151,10 +153,21 @@ def _rpc(scope: Optional[str]):
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """``inference.GRPCInferenceService`` on a :class:`ModelManager` and a :class:`Gate`."""
 
-    def __init__(self, manager, gate, max_records: int):
+    def __init__(self, manager, gate, max_records: int, metrics=None):
         self.manager = manager
         self.gate = gate
         self.max_records = max_records
+        self.metrics = metrics
+
+    def record(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        """Count the call in the shared Prometheus metrics (endpoint ``grpc:<Method>``)."""
+        if self.metrics is None:
+            return
+        endpoint = f"grpc:{method}"
+        self.metrics.requests.labels(endpoint, "grpc", code.name).inc()
+        self.metrics.latency.labels(endpoint).observe(seconds)
+        if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
+            self.metrics.errors.labels(endpoint).inc()
 
     async def _served(self, name: str, version: str = ""):
         """The served model ``name`` (ModelUnavailable 404/503), checked against ``version``."""
@@ -207,6 +220,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return oip.infer(served, columns, requested)
 
         outputs = score() if rows <= INLINE_ROWS else await asyncio.to_thread(score)
+        if self.metrics is not None:
+            self.metrics.predictions.labels(served.name, str(served.version)).inc(rows)
         return encode_response(request, str(served.version), outputs)
 
 
@@ -214,7 +229,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 class GrpcEndpoint:
     """A running grpc.aio server: inference, health and reflection services."""
 
-    def __init__(self, manager, gate, options: GrpcOptions):
+    def __init__(self, manager, gate, options: GrpcOptions, metrics=None):
         self.manager = manager
         self.options = options
         limit = options.max_message_bytes
@@ -225,7 +240,7 @@ class GrpcEndpoint:
             ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared listener
         ])
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(manager, gate, options.max_records), self.server)
+            InferenceServicer(manager, gate, options.max_records, metrics), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -299,14 +314,14 @@ def _reflection_pool():
 def attach_grpc(app: Any, options: GrpcOptions) -> None:
     """Serve gRPC beside the FastAPI ``app``: started in its lifespan (on the server's
     event loop) after the app's own startup, stopped before its shutdown; uses the app's
-    model manager and gate (``state.context`` or ``state.manager`` / ``state.gate``).  The endpoint is ``app.state.grpc`` while up."""
+    :class:`~.context.ServingContext` (``app.state.context``): its models, gate and metrics.  The endpoint is ``app.state.grpc`` while up."""
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
     async def lifespan(asgi_app):
         async with inner(asgi_app) as state:
-            shared = getattr(app.state, "context", None) or app.state  # a ServingContext
-            endpoint = GrpcEndpoint(shared.manager, shared.gate, options)
+            shared = app.state.context  # the app's ServingContext
+            endpoint = GrpcEndpoint(shared.manager, shared.gate, options, shared.metrics)
             await endpoint.start()
             app.state.grpc = endpoint
             try:
