@@ -116,7 +116,7 @@ def _rpc(scope: Optional[str]):
             code = grpc.StatusCode.OK
             try:
                 if scope is not None:
-                    self.gate.authorize(bearer_token(context), scope, peer_host(context.peer()))
+                    await self.authorize(context, scope)
                 return await method(self, request, context)
             except AuthError as exc:
                 code = _AUTH_CODES.get(exc.kind, grpc.StatusCode.UNAUTHENTICATED)
@@ -169,9 +169,26 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
             self.metrics.errors.labels(endpoint).inc()
 
+    async def authorize(self, context, scope: str) -> None:
+        """The gate's check of the call's token.  A token the store has seen since its file
+        last changed is answered from memory, on the loop; any other costs a scrypt per
+        stored token (tens of ms), so it runs in a thread rather than stall every call."""
+        token, client = bearer_token(context), peer_host(context.peer())
+        known, _ = self.gate.store.cached(token)
+        if known:
+            self.gate.authorize(token, scope, client)
+        else:
+            await asyncio.to_thread(self.gate.authorize, token, scope, client)
+
     async def _served(self, name: str, version: str = ""):
-        """The served model ``name`` (ModelUnavailable 404/503), checked against ``version``."""
-        served = self.manager.get(name)
+        """The served model ``name`` (ModelUnavailable 404/503), checked against ``version``.
+        When its alias is due for a check (a file read, maybe a model load) that happens in
+        a thread; otherwise ``get`` returns at once, on the loop."""
+        served = self.manager.models.get(name)
+        due = served is None or served.predictor is None or \
+            time.monotonic() - served.checked_at >= self.manager.check_seconds
+        served = await asyncio.to_thread(self.manager.get, name) if due \
+            else self.manager.get(name)
         oip.check_version(served, version or None)
         return served
 
