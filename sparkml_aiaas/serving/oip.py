@@ -98,7 +98,9 @@ def _input_shape(served, spark_type: str) -> List[int]:
 def _output_shape(served, spark_type: str) -> List[int]:
     if not _is_vector(spark_type):
         return [-1]
-    classes = getattr(served.predictor, "n_classes", None)
+    # A registry bundle's classes are its model's (after the preprocessor).
+    model = getattr(served.predictor, "model", served.predictor)
+    classes = getattr(model, "n_classes", None)
     return [-1, int(classes)] if isinstance(classes, (int, np.integer)) and classes > 0 \
         else [-1, -1]
 

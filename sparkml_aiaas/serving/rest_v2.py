@@ -203,6 +203,14 @@ def _json_output(tensor: oip.Tensor) -> Dict[str, Any]:
             "data": data.tolist() if data.dtype == object else np.ascontiguousarray(data)}
 
 
+async def _json_body(request: Request, max_body_bytes: int) -> bytes:
+    """The body of a JSON infer request (422 for Triton's binary tensor extension)."""
+    if "inference-header-content-length" in request.headers:
+        raise HTTPException(422, "binary tensor data is not supported; send the data as JSON "
+                                 "(tritonclient: binary_data=False)")
+    return await read_body(request, max_body_bytes)
+
+
 # --------------------------------------------------------------------------- routes
 def router(context: ServingContext) -> APIRouter:
     """The ``/v2`` routes over ``context``."""
@@ -289,14 +297,14 @@ def router(context: ServingContext) -> APIRouter:
                  dependencies=[predict_scope], openapi_extra=infer_body)
     async def model_infer(name: str, request: Request):
         """Predictions of the served version of ``name``."""
-        raw = await read_body(request, context.max_body_bytes)
+        raw = await _json_body(request, context.max_body_bytes)
         return ORJSONResponse(await run_in_threadpool(run_inference, name, None, raw))
 
     @routes.post("/v2/models/{name}/versions/{version}/infer", response_model=InferResponse,
                  dependencies=[predict_scope], openapi_extra=infer_body)
     async def model_version_infer(name: str, version: str, request: Request):
         """Predictions of ``version`` of ``name``: 404 unless it is the version served."""
-        raw = await read_body(request, context.max_body_bytes)
+        raw = await _json_body(request, context.max_body_bytes)
         return ORJSONResponse(await run_in_threadpool(run_inference, name, version, raw))
 
     return routes
