@@ -1,15 +1,13 @@
 """The gRPC API (inference.GRPCInferenceService, health, reflection) driven by tritonclient as a
 real client against the real server: REST and gRPC on one event loop, one model cache.
 
-Models come from tests/data/models_v0_1 (saved files, no Spark needed) plus a preprocessor
-bundle fitted with pandas, so the module starts no Spark session.
+Models: one per family from tests/serving_fixtures.py (shared with the REST v2 tests; built
+without Spark, so the module starts no Spark session).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import ssl
 import threading
 import time
@@ -35,6 +33,7 @@ from tritonclient.grpc import (  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from serving_certs import make_certificates  # noqa: E402
+from serving_fixtures import COLS, MODELS, build_registry, frame, free_port  # noqa: E402
 from sparkml_aiaas import __version__  # noqa: E402
 from sparkml_aiaas.registry import DEFAULT_KEY_ENV, ModelRegistry  # noqa: E402
 from sparkml_aiaas.serving import create_app  # noqa: E402
@@ -44,13 +43,6 @@ from sparkml_aiaas.serving.proto import grpc_inference_pb2_grpc as pb_grpc  # no
 from sparkml_aiaas.serving.tls import TLSConfig  # noqa: E402
 from sparkml_aiaas.serving.tokens import create_token  # noqa: E402
 
-LEGACY = os.path.join(os.path.dirname(__file__), "data", "models_v0_1")
-COLS = ["x1", "x2", "x3"]
-#: served name -> saved model under tests/data/models_v0_1 (one per family / kind).
-FAMILIES = {"binomial": "binary_logistic", "multinomial": "multinomial_logistic",
-            "regression": "linear_regression", "svc": "linear_svc",
-            "sklearn": "sklearn_classifier", "torch": "torch_classifier",
-            "xgboost": "xgboost_classifier"}
 MAX_RECORDS = 50
 MAX_BODY = 20_000
 
@@ -63,36 +55,14 @@ def _no_ambient_key(monkeypatch):
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def rows():
-    frame = pd.read_csv(os.path.join(LEGACY, "rows.csv"))
-    frame["color"] = np.where(frame["x1"] > 0, "red", "blue")
-    return frame
-
-
-def _bundle(rows, directory):
-    """A linear model on the output of a pandas-fitted preprocessor (numeric + one-hot)."""
-    from sparkml_aiaas.core.preprocessing import PreprocessSpec, fit_from_pandas
-    from sparkml_aiaas.models.linear import LogisticRegressionModel
-    from sparkml_aiaas.preprocessing.stages import PreprocessorModel
-
-    fitted = fit_from_pandas(rows, PreprocessSpec(numeric_cols=COLS, categorical_cols=["color"]))
-    inputs = [{"name": c, "type": "double"} for c in COLS] + [{"name": "color", "type": "string"}]
-    PreprocessorModel(fitted, {"inputs": inputs}).write().save(os.path.join(directory, "pre"))
-    coefficients = np.linspace(-1.0, 1.0, fitted.num_features)
-    LogisticRegressionModel(coefficients=coefficients, intercept=0.1).write().save(
-        os.path.join(directory, "model"))
-    return os.path.join(directory, "model"), os.path.join(directory, "pre")
+    return frame(60)
 
 
 @pytest.fixture(scope="module")
-def registry_root(rows, tmp_path_factory):
-    root = tmp_path_factory.mktemp("grpc")
-    registry = ModelRegistry(str(root / "registry"))
-    for name, saved in FAMILIES.items():
-        registry.register(os.path.join(LEGACY, saved), name)
-    model, pre = _bundle(rows, str(root / "bundle"))
-    registry.register(model, "bundle", preprocessor=pre)
-    registry.register(os.path.join(LEGACY, "binary_logistic"), "spare")  # no alias 'staging'
-    return str(root / "registry")
+def registry_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("grpc") / "registry")
+    build_registry(root)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -105,18 +75,12 @@ def tokens(tmp_path_factory):
     return path, made
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _serving(registry_root, tokens_path, models, tls=None, **app_options):
     """REST (uvicorn) and gRPC on one event loop in a thread; yields (app, rest, grpc port)."""
     app = create_app(registry_root, models, tokens_path, max_body_bytes=MAX_BODY,
                      max_records=MAX_RECORDS, **app_options)
-    grpc_port, rest_port = _free_port(), _free_port()
+    grpc_port, rest_port = free_port(), free_port()
     attach_grpc(app, GrpcOptions(host="127.0.0.1", port=grpc_port, tls=tls,
                                  max_message_bytes=MAX_BODY, max_records=MAX_RECORDS,
                                  grace_seconds=0))
@@ -139,8 +103,8 @@ def _serving(registry_root, tokens_path, models, tls=None, **app_options):
 @pytest.fixture(scope="module")
 def server(registry_root, tokens):
     path, _ = tokens
-    models = list(FAMILIES) + ["bundle"]
-    with _serving(registry_root, path, models, alias_check_seconds=60.0) as running:
+    with _serving(registry_root, path, list(MODELS.values()),
+                  alias_check_seconds=60.0) as running:
         yield running
 
 
@@ -160,13 +124,22 @@ def _status(excinfo) -> str:
     return excinfo.value.status()
 
 
-def _inputs(frame, columns):
+def _inputs(batch, columns):
+    """One tensor per column, its datatype from the column's values: strings BYTES, int64
+    INT64, vectors FP64 [N, k], numbers FP64 [N]."""
     inputs = []
     for column in columns:
-        values = frame[column].to_numpy()
-        if values.dtype == object:
+        values = batch[column].to_numpy()
+        if values.dtype == object and isinstance(values[0], str):
             tensor = InferInput(column, [len(values)], "BYTES")
             tensor.set_data_from_numpy(values.astype(object))
+        elif values.dtype == object:
+            matrix = np.vstack(values).astype(np.float64)
+            tensor = InferInput(column, list(matrix.shape), "FP64")
+            tensor.set_data_from_numpy(matrix)
+        elif values.dtype == np.int64:
+            tensor = InferInput(column, [len(values)], "INT64")
+            tensor.set_data_from_numpy(values)
         else:
             tensor = InferInput(column, [len(values)], "FP64")
             tensor.set_data_from_numpy(values.astype(np.float64))
@@ -193,33 +166,36 @@ def test_live_ready_and_server_metadata(client, auth):
 
 def test_model_ready_and_metadata(client, auth, server):
     app = server[0]
-    assert client.is_model_ready("binomial", headers=auth)
-    assert client.is_model_ready("binomial", "1", headers=auth)
-    meta = client.get_model_metadata("binomial", headers=auth)
-    assert meta.name == "binomial" and list(meta.versions) == ["1"]
+    assert client.is_model_ready("bc", headers=auth)
+    assert client.is_model_ready("bc", "1", headers=auth)
+    meta = client.get_model_metadata("bc", headers=auth)
+    assert meta.name == "bc" and list(meta.versions) == ["1"]
     assert meta.platform.startswith("sparkml_aiaas_")
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
         (c, "FP64", [-1]) for c in COLS]
     expected = __import__("sparkml_aiaas.serving.oip", fromlist=["model_metadata"]) \
-        .model_metadata(app.state.manager.get("binomial"))
+        .model_metadata(app.state.manager.get("bc"))
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [
         (t["name"], t["datatype"], list(t["shape"])) for t in expected["outputs"]]
     assert [t.name for t in meta.outputs] == ["rawPrediction", "probability", "prediction"]
-    bundle = client.get_model_metadata("bundle", headers=auth)
+    bundle = client.get_model_metadata("pre", headers=auth)
     assert [(t.name, t.datatype) for t in bundle.inputs] == [
-        ("x1", "FP64"), ("x2", "FP64"), ("x3", "FP64"), ("color", "BYTES")]
+        ("x0", "FP64"), ("x1", "FP64"), ("x2", "FP64"), ("n", "INT64"), ("color", "BYTES")]
+    vector = client.get_model_metadata("mn", headers=auth)
+    assert [(t.name, t.datatype, list(t.shape)) for t in vector.inputs] == [
+        ("features", "FP64", [-1, 4])]
     for call in (lambda: client.is_model_ready("nope", headers=auth),
                  lambda: client.get_model_metadata("nope", headers=auth),
-                 lambda: client.get_model_metadata("binomial", "7", headers=auth)):
+                 lambda: client.get_model_metadata("bc", "7", headers=auth)):
         with pytest.raises(InferenceServerException) as excinfo:
             call()
         assert _status(excinfo) == "StatusCode.NOT_FOUND"
 
 
 # --------------------------------------------------------------------------- inference
-@pytest.mark.parametrize("name", list(FAMILIES) + ["bundle"])
+@pytest.mark.parametrize("name", list(MODELS))
 def test_infer_equals_the_predictor_bit_for_bit(client, auth, registry_root, rows, name):
-    predictor = ModelRegistry(registry_root).load_predictor(f"{name}/1")
+    predictor = ModelRegistry(registry_root).load_predictor(MODELS[name])
     columns = [c for c in predictor.input_columns]
     batch = rows.head(17)
     result = client.infer(name, _inputs(batch, columns), headers=auth, request_id="r-1")
@@ -235,21 +211,21 @@ def test_infer_equals_the_predictor_bit_for_bit(client, auth, registry_root, row
 
 
 def test_requested_outputs_only(client, auth, rows):
-    result = client.infer("multinomial", _inputs(rows.head(3), COLS), headers=auth,
+    result = client.infer("mn", _inputs(rows.head(3), ["features"]), headers=auth,
                           outputs=[InferRequestedOutput("probability")])
     assert [o.name for o in result.get_response().outputs] == ["probability"]
     assert result.as_numpy("probability").shape == (3, 3)
     with pytest.raises(InferenceServerException) as excinfo:
-        client.infer("multinomial", _inputs(rows.head(3), COLS), headers=auth,
+        client.infer("mn", _inputs(rows.head(3), ["features"]), headers=auth,
                      outputs=[InferRequestedOutput("nope")])
     assert _status(excinfo) == "StatusCode.INVALID_ARGUMENT"
 
 
 def test_calls_are_counted_in_the_shared_metrics(server, client, auth, rows):
-    client.infer("regression", _inputs(rows.head(5), COLS), headers=auth)
+    client.infer("reg", _inputs(rows.head(5), COLS), headers=auth)
     text = server[0].state.context.metrics.text().decode()
     assert 'endpoint="grpc:ModelInfer",method="grpc",status="OK"' in text
-    assert 'sparkml_serving_predicted_records_total{model="regression",version="1"}' in text
+    assert 'sparkml_serving_predicted_records_total{model="reg",version="1"}' in text
 
 
 def _stub(server):
@@ -259,15 +235,17 @@ def _stub(server):
 def test_typed_contents_in_and_out(server, auth, registry_root, rows):
     """A client that sends InferTensorContents (not raw bytes) gets contents back."""
     batch = rows.head(4)
-    request = pb.ModelInferRequest(model_name="bundle")
+    request = pb.ModelInferRequest(model_name="pre")
     for column in COLS:
         request.inputs.add(name=column, datatype="FP64", shape=[4]).contents.fp64_contents \
             .extend(batch[column].tolist())
+    request.inputs.add(name="n", datatype="INT64", shape=[4]).contents.int64_contents \
+        .extend(batch["n"].tolist())
     request.inputs.add(name="color", datatype="BYTES", shape=[4]).contents.bytes_contents \
         .extend(v.encode() for v in batch["color"])
     response = _stub(server).ModelInfer(request, metadata=tuple(auth.items()))
     assert not response.raw_output_contents
-    expected = ModelRegistry(registry_root).load_predictor("bundle/1").predict(
+    expected = ModelRegistry(registry_root).load_predictor("pre/1").predict(
         batch.reset_index(drop=True))
     outputs = {o.name: o for o in response.outputs}
     assert list(outputs["prediction"].contents.fp64_contents) == \
@@ -288,26 +266,26 @@ def test_unauthenticated_and_permission_denied(client, tokens, rows):
     for code, headers_list in cases.items():
         for headers in headers_list:
             with pytest.raises(InferenceServerException) as excinfo:
-                client.infer("binomial", inputs, headers=headers)
+                client.infer("bc", inputs, headers=headers)
             assert _status(excinfo) == f"StatusCode.{code}", headers
     with pytest.raises(InferenceServerException) as excinfo:
-        client.infer("binomial", inputs, headers={"authorization": f"Bearer {made['expired']}"})
+        client.infer("bc", inputs, headers={"authorization": f"Bearer {made['expired']}"})
     assert "expired" in excinfo.value.message()
     with pytest.raises(InferenceServerException) as excinfo:
-        client.get_model_metadata("binomial",
+        client.get_model_metadata("bc",
                                   headers={"authorization": f"Bearer {made['admin_only']}"})
     assert "'predict' scope" in excinfo.value.message()
 
 
 def test_invalid_arguments(client, auth, server, rows):
-    def refused(inputs, model="binomial"):
+    def refused(inputs, model="bc"):
         with pytest.raises(InferenceServerException) as excinfo:
             client.infer(model, inputs, headers=auth)
         assert _status(excinfo) == "StatusCode.INVALID_ARGUMENT", excinfo.value.message()
         return excinfo.value.message()
 
     good = _inputs(rows.head(3), COLS)
-    assert "x3" in refused(good[:2])  # a missing input is named
+    assert "x2" in refused(good[:2])  # a missing input is named
     wrong_type = InferInput("x1", [3], "BYTES")
     wrong_type.set_data_from_numpy(np.array(["a", "b", "c"], dtype=object))
     assert "x1" in refused([wrong_type] + good[1:])
@@ -323,7 +301,7 @@ def test_invalid_arguments(client, auth, server, rows):
     metadata = tuple(auth.items())
 
     def raw_request(raw, n=3):
-        request = pb.ModelInferRequest(model_name="binomial")
+        request = pb.ModelInferRequest(model_name="reg")
         for column in COLS:
             request.inputs.add(name=column, datatype="FP64", shape=[n])
         request.raw_input_contents.extend(raw)
@@ -341,13 +319,13 @@ def test_invalid_arguments(client, auth, server, rows):
 def test_resource_exhausted_records_and_message_size(client, auth, rows):
     many = pd.concat([rows] * 2).head(MAX_RECORDS + 1)
     with pytest.raises(InferenceServerException) as excinfo:
-        client.infer("binomial", _inputs(many, COLS), headers=auth)
+        client.infer("bc", _inputs(many, COLS), headers=auth)
     assert _status(excinfo) == "StatusCode.RESOURCE_EXHAUSTED"
     assert str(MAX_RECORDS) in excinfo.value.message()
     huge = InferInput("x1", [MAX_BODY // 8 + 10], "FP64")
     huge.set_data_from_numpy(np.zeros(MAX_BODY // 8 + 10))
     with pytest.raises(InferenceServerException) as excinfo:
-        client.infer("binomial", [huge], headers=auth)
+        client.infer("bc", [huge], headers=auth)
     assert _status(excinfo) == "StatusCode.RESOURCE_EXHAUSTED"
 
 
@@ -360,7 +338,7 @@ def test_internal_error_has_no_traceback(client, auth, rows, monkeypatch, caplog
     monkeypatch.setattr(oip, "predict_columns", broken)
     with caplog.at_level("ERROR", logger="sparkml_aiaas.serving.grpc"):
         with pytest.raises(InferenceServerException) as excinfo:
-            client.infer("binomial", _inputs(rows.head(2), COLS), headers=auth)
+            client.infer("bc", _inputs(rows.head(2), COLS), headers=auth)
     assert _status(excinfo) == "StatusCode.INTERNAL"
     assert excinfo.value.message() == "internal error"
     assert "secret detail" in caplog.text  # the server log has it all
@@ -395,23 +373,23 @@ def test_rate_limit_throttle_and_unavailable_share_state_with_rest(registry_root
     limited = {"authorization": f"Bearer {made['limited']}"}
     # A smaller failed-auth burst than the default 20 keeps the test short (every failed
     # check costs one scrypt per token in the file).
-    with _serving(registry_root, path, ["binomial", "spare@staging"], rate_limit=2.0,
+    with _serving(registry_root, path, ["reg/1", "bc@staging"], rate_limit=2.0,
                   failed_auth_limit=0.2, failed_auth_burst=3) as (app, rest_port, grpc_port):
         with InferenceServerClient(f"127.0.0.1:{grpc_port}") as triton:
             assert triton.is_server_live() and not triton.is_server_ready()
             health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
             assert health.Check(health_pb2.HealthCheckRequest()).status == \
                 health_pb2.HealthCheckResponse.NOT_SERVING
-            assert not triton.is_model_ready("spare", headers=limited)
+            assert not triton.is_model_ready("bc", headers=limited)
             with pytest.raises(InferenceServerException) as excinfo:
-                triton.infer("spare", _inputs(rows.head(1), COLS), headers=limited)
+                triton.infer("bc", _inputs(rows.head(1), COLS), headers=limited)
             assert _status(excinfo) == "StatusCode.UNAVAILABLE"  # the burst (2) is used up
 
             with pytest.raises(InferenceServerException) as excinfo:
-                triton.get_model_metadata("binomial", headers=limited)
+                triton.get_model_metadata("reg", headers=limited)
             assert _status(excinfo) == "StatusCode.RESOURCE_EXHAUSTED"
             assert "rate limit" in excinfo.value.message()
-            rest = httpx.get(f"http://127.0.0.1:{rest_port}/v1/models/binomial",
+            rest = httpx.get(f"http://127.0.0.1:{rest_port}/v1/models/reg",
                              headers=limited)
             assert rest.status_code == 429  # the same bucket
 
@@ -435,7 +413,7 @@ def test_rate_limit_throttle_and_unavailable_share_state_with_rest(registry_root
                     break
             assert codes[0] == "StatusCode.UNAUTHENTICATED"
             assert codes[-1] == "StatusCode.RESOURCE_EXHAUSTED", codes
-            rest = httpx.get(f"http://127.0.0.1:{rest_port}/v1/models/binomial",
+            rest = httpx.get(f"http://127.0.0.1:{rest_port}/v1/models/reg",
                              headers={"authorization": "Bearer wrong-again"})
             assert rest.status_code == 429  # the same throttle
 
@@ -456,11 +434,11 @@ def _trusting(certs, client_cert=False) -> ssl.SSLContext:
 
 def test_tls_for_grpc_and_rest(registry_root, tokens, certs, auth, rows):
     tls = TLSConfig.from_flags(certs.server_cert, certs.server_key, None)
-    with _serving(registry_root, tokens[0], ["binomial"], tls=tls) as (_, rest_port, grpc_port):
+    with _serving(registry_root, tokens[0], ["reg/1"], tls=tls) as (_, rest_port, grpc_port):
         url = f"127.0.0.1:{grpc_port}"
         with InferenceServerClient(url, ssl=True, root_certificates=certs.ca_cert) as triton:
             assert triton.is_server_ready()
-            result = triton.infer("binomial", _inputs(rows.head(2), COLS), headers=auth)
+            result = triton.infer("reg", _inputs(rows.head(2), COLS), headers=auth)
             assert result.as_numpy("prediction").shape == (2,)
         for client in (InferenceServerClient(url),  # plaintext
                        InferenceServerClient(url, ssl=True,
@@ -476,7 +454,7 @@ def test_tls_for_grpc_and_rest(registry_root, tokens, certs, auth, rows):
 
 def test_mutual_tls_for_grpc_and_rest(registry_root, tokens, certs, auth):
     tls = TLSConfig.from_flags(certs.server_cert, certs.server_key, certs.ca_cert)
-    with _serving(registry_root, tokens[0], ["binomial"], tls=tls) as (_, rest_port, grpc_port):
+    with _serving(registry_root, tokens[0], ["reg/1"], tls=tls) as (_, rest_port, grpc_port):
         url = f"127.0.0.1:{grpc_port}"
         with InferenceServerClient(url, ssl=True, root_certificates=certs.ca_cert,
                                    private_key=certs.client_key,
@@ -500,8 +478,8 @@ def test_cli_serve_attaches_grpc_with_tls(registry_root, tokens, certs, monkeypa
 
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
-    grpc_port = _free_port()
-    assert main(["serve", "--registry", registry_root, "--model", "binomial", "--tokens-file",
+    grpc_port = free_port()
+    assert main(["serve", "--registry", registry_root, "--model", "reg/1", "--tokens-file",
                  tokens[0], "--port", "9099", "--grpc-port", str(grpc_port), "--tls-cert",
                  certs.server_cert, "--tls-key", certs.server_key, "--tls-client-ca",
                  certs.ca_cert, "--quiet"]) == 0
