@@ -119,14 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--quiet", action="store_true", help="print only the summary")
 
     serve = commands.add_parser(
-        "serve", help="serve registered models over an authenticated REST API (uvicorn)")
+        "serve", help="serve registered models over an authenticated REST API (uvicorn) and, "
+                      "with --grpc-port, the Open Inference Protocol's gRPC API")
     serve.add_argument("--registry", required=True, metavar="ROOT", help="model registry root")
     serve.add_argument("--model", dest="models", action="append", required=True,
                        metavar="REF", help="NAME@ALIAS, NAME/VERSION or NAME; repeatable")
     serve.add_argument("--tokens-file", required=True, metavar="FILE",
                        help="bearer tokens (sparkml-aiaas tokens create)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    serve.add_argument("--port", type=_ascii_int, default=8080, help="port (default 8080)")
+    serve.add_argument("--port", type=_ascii_int, default=8080, help="REST port (default 8080)")
+    serve.add_argument("--grpc-port", type=_ascii_int, metavar="PORT",
+                       help="also serve gRPC (inference.GRPCInferenceService, health, "
+                            "reflection) on this port, same process and models (default: off)")
+    serve.add_argument("--tls-cert", metavar="PEM",
+                       help="serve REST and gRPC over TLS with this certificate (chain)")
+    serve.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    serve.add_argument("--tls-client-ca", metavar="PEM",
+                       help="require client certificates signed by this CA (mutual TLS)")
     serve.add_argument("--max-body-bytes", type=_ascii_int, default=1_000_000)
     serve.add_argument("--max-records", type=_ascii_int, default=10_000)
     serve.add_argument("--alias-check-seconds", type=_ascii_number, default=2.0,
@@ -311,6 +320,10 @@ def _serve(args) -> int:
     import logging.config
 
     from sparkml_aiaas.serving.logs import log_config
+    from sparkml_aiaas.serving.tls import TLSConfig
+
+    _check_ports(args)  # bad flags fail here, before any model loads or port opens
+    tls = TLSConfig.from_flags(args.tls_cert, args.tls_key, args.tls_client_ca)
 
     # Redacting handlers from the first line on; uvicorn's access log (which writes query
     # strings, tokens included) is replaced by the app's own (serving/logs.py).
@@ -320,9 +333,27 @@ def _serve(args) -> int:
                      max_body_bytes=args.max_body_bytes, max_records=args.max_records,
                      alias_check_seconds=args.alias_check_seconds, rate_limit=args.rate_limit,
                      trusted_factories=args.trusted_factories)
+    if args.grpc_port is not None:
+        from sparkml_aiaas.serving.grpc_server import GrpcOptions, attach_grpc
+
+        # Started and stopped by the app's lifespan, on uvicorn's event loop, with the
+        # app's models, tokens and rate limits.
+        attach_grpc(app, GrpcOptions(host=args.host, port=args.grpc_port, tls=tls,
+                                     max_message_bytes=args.max_body_bytes,
+                                     max_records=args.max_records))
     uvicorn.run(app, host=args.host, port=args.port, log_config=config, access_log=False,
-                log_level="warning" if args.quiet else "info")
+                log_level="warning" if args.quiet else "info",
+                **(tls.uvicorn_options() if tls is not None else {}))
     return 0
+
+
+def _check_ports(args) -> None:
+    for flag, port in (("--port", args.port), ("--grpc-port", args.grpc_port)):
+        if port is not None and not 1 <= port <= 65535:
+            raise SparkmlAiaasError(f"{flag} {port} is out of range (1-65535)")
+    if args.grpc_port is not None and args.grpc_port == args.port:
+        raise SparkmlAiaasError(f"--grpc-port {args.grpc_port} is also --port; REST and gRPC "
+                                "need a port each")
 
 
 def _tokens(args) -> int:

@@ -513,7 +513,11 @@ def test_large_requests_are_checked_by_dtype_with_the_same_errors():
     accepted frame and every error message are those of the value-by-value check."""
     from starlette.exceptions import HTTPException
 
-    from sparkml_aiaas.serving.app import _VALUE_BY_VALUE_CELLS, records_frame, validate_records
+    from sparkml_aiaas.serving.validation import (
+        _VALUE_BY_VALUE_CELLS,
+        records_frame,
+        validate_records,
+    )
 
     signature = [{"name": "x0", "type": "double"}, {"name": "n", "type": "bigint"},
                  {"name": "flag", "type": "boolean"}, {"name": "city", "type": "string"}]

@@ -29,7 +29,7 @@ MAX_EXAMPLES = 50
 FUZZ_SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
                          database=None, suppress_health_check=list(HealthCheck))
 # Operations anyone may call: everything else must refuse a request without a valid token.
-PUBLIC = {("GET", "/health")}
+PUBLIC = {("GET", "/health"), ("GET", "/v2/health/live"), ("GET", "/v2/health/ready")}
 
 
 @pytest.fixture(scope="module")

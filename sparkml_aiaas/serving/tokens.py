@@ -16,7 +16,11 @@ with 256-bit random tokens brute force is hopeless anyway, so the KDF is
 defence in depth and its cost is kept modest (~15-30 ms, 16 MiB) so that
 verification stays cheap.  Successful verifications are cached in memory
 (keyed by the token's sha256) until the file changes, so a busy client pays
-the KDF once.  The file is written atomically (temp file + ``os.replace``,
+the KDF once; so are failed ones (a bounded set, also dropped when the file
+changes), so a client retrying a wrong token does not pay it again either, and
+:meth:`TokenStore.cached` tells, without the KDF, whether a token is already
+known (the server's failed-authentication throttle spares those).  The file is
+written atomically (temp file + ``os.replace``,
 mode 0600) and re-read whenever its mtime/size changes, so a revocation takes
 effect without restarting the server.
 
@@ -237,6 +241,9 @@ def _match(records: Sequence[TokenRecord], token: str) -> Optional[TokenRecord]:
     return found
 
 
+#: Failed tokens remembered (32-byte keys) before the set is emptied.
+_MAX_REFUSED = 10_000
+
 #: A stamp no file has (``None`` is the stamp of a missing file).
 _NEVER = object()
 
@@ -256,6 +263,7 @@ class TokenStore:
         self.path = path
         self._lock = threading.Lock()
         self._cache: Dict[bytes, TokenRecord] = {}
+        self._refused: set = set()  # sha256 of tokens that failed the KDF check
         stamp = self._current_stamp()
         if stamp is None:
             raise ConfigError(f"tokens file {path} does not exist; create a token with "
@@ -303,7 +311,7 @@ class TokenStore:
                     logger.error("%s; still using the %d token(s) loaded before", exc,
                                  len(self._records))
                     return list(self._records)
-                self._records, self._cache = records, {}
+                self._records, self._cache, self._refused = records, {}, set()
                 self._stamp, self._failed_stamp = stamp, _NEVER
             return list(self._records)
 
@@ -312,6 +320,18 @@ class TokenStore:
         record = self.lookup(token)
         return None if record is None or record.is_expired() else record
 
+    def cached(self, token: str) -> Tuple[bool, Optional[TokenRecord]]:
+        """``(True, record or None)`` when ``token`` is answered without the KDF (empty,
+        or seen since the file last changed), else ``(False, None)``."""
+        if not isinstance(token, str) or not token:
+            return True, None
+        self.records()  # drops the caches when the file changed
+        key = hashlib.sha256(token.encode("utf-8")).digest()
+        with self._lock:
+            if key in self._cache:
+                return True, self._cache[key]
+            return key in self._refused, None
+
     def lookup(self, token: str) -> Optional[TokenRecord]:
         """The record of ``token``, expired or not (check :meth:`TokenRecord.is_expired`)."""
         if not isinstance(token, str) or not token:
@@ -319,14 +339,21 @@ class TokenStore:
         records = self.records()
         key = hashlib.sha256(token.encode("utf-8")).digest()
         with self._lock:
+            if key in self._refused:
+                return None
             cached = self._cache.get(key)
         if cached is not None:
             return cached
         found = _match(records, token)
-        if found is not None:
-            with self._lock:
-                if self._records is not None and found in self._records:
-                    self._cache[key] = found
+        with self._lock:
+            if records != self._records:
+                pass  # the file changed during the check: remember nothing
+            elif found is not None:
+                self._cache[key] = found
+            else:
+                if len(self._refused) >= _MAX_REFUSED:
+                    self._refused.clear()  # bounded memory; costs a KDF per token again
+                self._refused.add(key)
         return found
 
 
