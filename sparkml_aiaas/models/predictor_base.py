@@ -162,7 +162,7 @@ class Predictor:
             d = next(iter(sizes))  # a model that learns its width from the data
         if sizes != {d}:
             raise DataValidationError(
-                f"column {name!r} must hold arrays of {d} values, one per row (null arrays are "
+                f"column {name!r} must hold arrays of {d} values (one per row; null arrays are "
                 f"not allowed: use NaN entries for missing values); found sizes {sorted(sizes)} "
                 "(-1 = null)")
         try:
