@@ -196,6 +196,8 @@ def test_bad_columns_are_data_validation_errors():
         predictor.predict_columns(dict(good, x2=np.zeros(2)))
     with pytest.raises(DataValidationError, match="'x3' must be one value per row"):
         predictor.predict_columns(dict(good, x3=np.zeros((3, 2))))
+    with pytest.raises(DataValidationError, match="expected 6 features"):
+        predictor.predict_matrix(np.zeros((1, 5)))  # the Python-float path checks it too
     vector = linear_predictors(cols=None, vector_col="v")[0]
     with pytest.raises(DataValidationError, match=r"arrays of 6 values.*found sizes \[5\]"):
         vector.predict_columns({"v": np.zeros((2, 5))})

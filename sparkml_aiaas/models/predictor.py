@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from sparkml_aiaas.core import fdlibm
-from sparkml_aiaas.errors import ModelFormatError
+from sparkml_aiaas.errors import DataValidationError, ModelFormatError
 from sparkml_aiaas.models.artifact import (as_float, checked_signature, feature_inputs,
                                            name_map, predictor_section, read_artifact)
 from sparkml_aiaas.models.predictor_base import Predictor
@@ -102,6 +102,9 @@ class LinearPredictor(Predictor):
     def predict_arrays(self, X: np.ndarray) -> Dict[str, np.ndarray]:
         """Output arrays keyed by canonical output name."""
         X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise DataValidationError(
+                f"expected {self.n_features} features, got an array of shape {X.shape}")
         if X.shape[0] * (self.n_classes if self.kind == "multinomial_logistic" else 1) \
                 <= SCALAR_ROWS:
             # A few rows (a served request): Python floats, the same IEEE operations in the
