@@ -12,9 +12,11 @@ against Spark).  No pyspark here.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["exp"]
+__all__ = ["exp", "exp_scalar"]
 
 _HALF = (0.5, -0.5)
 _HUGE = 1.0e300
@@ -99,3 +101,57 @@ def exp(values) -> np.ndarray:
         y = np.where(small, np.ldexp(y, k + 1000) * _TWOM1000, np.ldexp(y, k))
         out[work] = y
     return out.reshape(shape)
+
+
+# fdlibm compares the high word of |x| with these constants; as doubles (low word 0) the same
+# tests are plain float comparisons.
+_HX_SPECIAL = float.fromhex("0x1.62e42p+9")   # hx >= 0x40862E42: |x| >= 709.78...
+_HX_REDUCE = float.fromhex("0x1.62e43p-2")    # hx > 0x3FD62E42: |x| > 0.5 ln2
+_HX_NEAR = float.fromhex("0x1.0a2b2p+0")      # hx < 0x3FF0A2B2: |x| < 1.5 ln2
+_HX_TINY = 2.0 ** -28                         # hx < 0x3E300000
+
+
+def exp_scalar(x: float) -> float:
+    """``StrictMath.exp`` of one Python float: the same bits as :func:`exp`.
+
+    :func:`exp` costs tens of microseconds whatever the array's size (its masks and
+    temporaries); a served single record needs one or two exps.  Python floats are IEEE
+    doubles and each operator below rounds once, in fdlibm's order, as in :func:`exp`
+    (``tests/test_fdlibm.py`` compares the two).
+    """
+    if x != x:
+        return x + x  # NaN
+    magnitude = -x if x < 0.0 else x
+    negative = x < 0.0 or (x == 0.0 and math.copysign(1.0, x) < 0.0)
+    if magnitude >= _HX_SPECIAL:
+        if magnitude == math.inf:
+            return 0.0 if negative else x
+        if x > _O_THRESHOLD:
+            return _HUGE * _HUGE
+        if x < _U_THRESHOLD:
+            return _TWOM1000 * _TWOM1000
+    if magnitude < _HX_TINY:
+        return 1.0 + x
+    sign = 1 if negative else 0
+    k = 0
+    hi = x
+    lo = 0.0
+    if magnitude >= _HX_REDUCE:
+        if magnitude < _HX_NEAR:
+            hi = x - _LN2_HI[sign]
+            lo = _LN2_LO[sign]
+            k = 1 - sign - sign
+        else:
+            k = int(_INV_LN2 * x + _HALF[sign])  # int() truncates toward zero, as C's (int)
+            t_far = float(k)
+            hi = x - t_far * _LN2_HI[0]
+            lo = t_far * _LN2_LO[0]
+        x = hi - lo
+    t = x * x
+    c = x - t * (_P1 + t * (_P2 + t * (_P3 + t * (_P4 + t * _P5))))
+    if k == 0:
+        return 1.0 - ((x * c) / (c - 2.0) - x)
+    y = 1.0 - ((lo - (x * c) / (2.0 - c)) - hi)
+    if k < -1021:
+        return math.ldexp(y, k + 1000) * _TWOM1000
+    return math.ldexp(y, k)

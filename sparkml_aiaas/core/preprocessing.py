@@ -740,6 +740,34 @@ class FittedPreprocessor:
         """
         _check_columns(pdf, self.input_columns)
         numeric = {c: _numeric_array(pdf, c) for c in self.numeric_cols}
+        return self._assemble(numeric, pdf, len(pdf))
+
+    def transform_numeric_columns(self, columns: Mapping[str, Any]) -> Optional[np.ndarray]:
+        """:meth:`transform_frame` of numpy columns, without pandas, when it can be done so.
+
+        Only numeric columns given as 1-D bool/int/float numpy arrays of one length: their
+        float64 values are what :meth:`transform_frame` converts them to, and the same steps
+        follow.  None otherwise (a categorical or hashed column, an object array, a missing
+        column): the caller goes through :meth:`transform_frame`.
+        """
+        if self.categorical_cols or self.hashed_cols or not self.numeric_cols:
+            return None
+        numeric, lengths = {}, set()
+        for column in self.numeric_cols:
+            values = columns.get(column)
+            if not isinstance(values, np.ndarray) or values.ndim != 1 \
+                    or values.dtype.kind not in "biuf":
+                return None
+            numeric[column] = values.astype(np.float64)
+            lengths.add(values.shape[0])
+        if len(lengths) != 1:
+            return None
+        return self._assemble(numeric, None, lengths.pop())
+
+    def _assemble(self, numeric: Dict[str, np.ndarray], pdf: Optional[pd.DataFrame],
+                  n: int) -> np.ndarray:
+        """The steps on the numeric columns' float64 values (and on ``pdf``'s categorical
+        and hashed columns), assembled into the feature matrix."""
         blocks = []
         for step in self.steps:
             if isinstance(step, OneHotStep):
@@ -748,7 +776,6 @@ class FittedPreprocessor:
                 blocks.append(step.block(pdf))
             else:
                 numeric[step.column] = step.apply(numeric[step.column])
-        n = len(pdf)
         parts = [numeric[c].reshape(n, 1) for c in self.numeric_cols] + blocks
         if not parts:
             return np.zeros((n, 0), dtype=np.float64)

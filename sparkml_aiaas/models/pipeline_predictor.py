@@ -15,15 +15,16 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Mapping
 
 import numpy as np
 import pandas as pd
 
 from sparkml_aiaas.core.preprocessing import FittedPreprocessor
-from sparkml_aiaas.errors import ModelFormatError
+from sparkml_aiaas.errors import DataValidationError, ModelFormatError
 from sparkml_aiaas.models.artifact import (METADATA_FILE, checked_signature, local_path,
                                            read_artifact)
+from sparkml_aiaas.models.predictor_base import output_arrays
 
 __all__ = ["PipelinePredictor", "compose", "is_bundle", "is_saved_pipeline", "load_bundle_predictor",
            "load_pipeline_predictor"]
@@ -114,9 +115,39 @@ class PipelinePredictor:
             fitted.transform_frame(frame)
         return self.preprocessors[-1][0].transform_frame(frame)
 
+    def features_from_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """:meth:`features` of one numpy array per input column.
+
+        Numeric-only preprocessing of numeric arrays runs on the arrays; anything else
+        (categorical or hashed columns, object arrays) goes through a pandas frame, as
+        :meth:`features` -- the same values either way.
+        """
+        matrices = [fitted.transform_numeric_columns(columns) for fitted, _ in self.preprocessors]
+        if matrices and all(matrix is not None for matrix in matrices):
+            return matrices[-1]
+        return self.features(_frame_of(columns))
+
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Predictions for every row of ``frame``: preprocess, then the model's arithmetic."""
         return self.model.predict_matrix(self.features(frame), index=frame.index)
+
+    def predict_columns(self, columns: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+        """Predictions as numpy arrays, one per output column (see
+        :meth:`~sparkml_aiaas.models.predictor_base.Predictor.predict_columns`)."""
+        X = self.features_from_columns(columns)
+        return output_arrays(self.model, self.model.predict_arrays(X))
+
+
+def _frame_of(columns: Mapping[str, Any]) -> pd.DataFrame:
+    """A pandas frame of numpy columns (a 2-D array: a column of per-row arrays)."""
+    data = {}
+    for name, values in columns.items():
+        values = np.asarray(values) if not isinstance(values, np.ndarray) else values
+        data[name] = list(values) if values.ndim == 2 else values
+    try:
+        return pd.DataFrame(data)
+    except ValueError as exc:  # columns of different lengths, a 3-D array
+        raise DataValidationError(f"the input columns do not make a table: {exc}") from None
 
 
 def _raw_signature(signatures: List[Dict[str, Any]]) -> Dict[str, Any]:

@@ -1,9 +1,11 @@
 """Spark-free predictors: the code path shared by batch scoring and serving.
 
 A predictor knows its input columns and output columns and turns a pandas
-DataFrame into predictions with numpy.  Spark's pandas UDFs call exactly this
-code on each Arrow batch; the REST server calls it on request records; so the
-same rows get the same numbers everywhere.  This module imports no pyspark.
+DataFrame (``predict``) or a mapping of numpy columns (``predict_columns``, the
+serving fast path) into predictions with numpy; the contract is
+:class:`~sparkml_aiaas.models.predictor_base.Predictor`.  Spark's Arrow batches, the
+REST server and plain Python all run this code, so the same rows get the same
+numbers everywhere.  This module imports no pyspark.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-import pandas as pd
 
 from sparkml_aiaas.core import fdlibm
 from sparkml_aiaas.errors import DataValidationError, ModelFormatError
 from sparkml_aiaas.models.artifact import (as_float, checked_signature, feature_inputs,
                                            name_map, predictor_section, read_artifact)
+from sparkml_aiaas.models.predictor_base import Predictor
 from sparkml_aiaas.models.trust import trusted
 
 #: Spark SQL types of output columns, by predictor kind.
@@ -30,9 +32,15 @@ _OUTPUTS = {
     "linear_regression": [("prediction", "double")],
 }
 
+#: Up to this many rows (times classes, for the multinomial kind), predict_arrays computes
+#: in Python floats rather than numpy: numpy's fixed cost per operation (and fdlibm.exp's,
+#: tens of microseconds) dominates a served request's few rows; past it, numpy is faster
+#: (measured: bench/bench_serving_predictor.py).  Both give the same doubles.
+SCALAR_ROWS = 16
+
 
 @dataclass
-class LinearPredictor:
+class LinearPredictor(Predictor):
     """Predictions of a fitted linear model from columns of a pandas DataFrame.
 
     Parameters
@@ -88,46 +96,20 @@ class LinearPredictor:
             return int(self.coefficients.shape[1])
         return 0 if self.kind == "linear_regression" else 2
 
-    @property
-    def input_columns(self) -> List[str]:
-        return list(self.feature_cols) if self.feature_cols else [self.vector_col]
-
-    @property
-    def output_columns(self) -> List[tuple]:
-        """``[(name, spark_sql_type), ...]`` in output order."""
-        names = self.output_names or {}
-        return [(names.get(name, name), dtype) for name, dtype in _OUTPUTS[self.kind]]
-
-    def features(self, frame: pd.DataFrame) -> np.ndarray:
-        """The ``(n, d)`` float64 feature matrix of a pandas DataFrame."""
-        missing = [c for c in self.input_columns if c not in frame.columns]
-        if missing:
-            raise DataValidationError(
-                f"input is missing column(s) {missing}; the model needs {self.input_columns}"
-            )
-        if self.feature_cols:
-            try:
-                X = frame[self.feature_cols].to_numpy(dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise DataValidationError(f"feature columns must be numeric: {exc}") from None
-        else:
-            cells = frame[self.vector_col].to_numpy()
-            if len(cells) == 0:
-                return np.empty((0, self.n_features))
-            sizes = {len(c) if c is not None else -1 for c in cells}
-            if sizes != {self.n_features}:
-                raise DataValidationError(
-                    f"column {self.vector_col!r} must hold vectors of size {self.n_features}; "
-                    f"found sizes {sorted(sizes)}"
-                )
-            X = np.stack([np.asarray(c, dtype=np.float64) for c in cells])
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise DataValidationError(f"expected {self.n_features} features, got shape {X.shape}")
-        return X
+    def canonical_outputs(self) -> List[tuple]:
+        return _OUTPUTS[self.kind]
 
     def predict_arrays(self, X: np.ndarray) -> Dict[str, np.ndarray]:
         """Output arrays keyed by canonical output name."""
         X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise DataValidationError(
+                f"expected {self.n_features} features, got an array of shape {X.shape}")
+        if X.shape[0] * (self.n_classes if self.kind == "multinomial_logistic" else 1) \
+                <= SCALAR_ROWS:
+            # A few rows (a served request): Python floats, the same IEEE operations in the
+            # same order as the numpy code below, without its per-call fixed cost.
+            return self._predict_rows(X.tolist())
         if self.kind == "multinomial_logistic":
             # Each class's margin summed left to right over the features, the softmax's sum
             # left to right over the classes, fdlibm's exp: one fixed order whatever the
@@ -175,19 +157,34 @@ class LinearPredictor:
             margin = margin + X[:, j] * weight
         return margin
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Predictions for every row of ``frame`` (NaN features give NaN outputs)."""
-        return self.predict_matrix(self.features(frame), index=frame.index)
-
-    def predict_matrix(self, X: np.ndarray, index=None) -> pd.DataFrame:
-        """Predictions for the rows of a feature matrix, as the output columns."""
-        out = self.predict_arrays(X)
-        names = self.output_names or {}
-        columns = {}
-        for name, _ in _OUTPUTS[self.kind]:
-            values = out[name]
-            columns[names.get(name, name)] = list(values) if values.ndim == 2 else values
-        return pd.DataFrame(columns, index=index)
+    def _predict_rows(self, rows: List[List[float]]) -> Dict[str, np.ndarray]:
+        """:meth:`predict_arrays` of a few rows, row by row in Python floats: bit for bit
+        the numpy code's doubles (``tests/test_predictor_columns.py`` compares both)."""
+        if self.kind == "multinomial_logistic":
+            return _multinomial_rows(rows, self.intercept.tolist(), self.coefficients.tolist())
+        weights, intercept = self.coefficients.tolist(), self.intercept
+        margins = []
+        for row in rows:
+            margin = intercept
+            for x, weight in zip(row, weights):
+                margin = margin + x * weight
+            margins.append(margin)
+        margin = np.array(margins, dtype=np.float64)
+        if self.kind == "linear_regression":
+            return {"prediction": margin}
+        threshold = self.threshold
+        if self.kind == "linear_svc":
+            return {"rawPrediction": margin,
+                    "prediction": np.array([1.0 if m > threshold else 0.0 for m in margins])}
+        probabilities, predictions = [], []
+        for m in margins:
+            e = fdlibm.exp_scalar(-abs(m))
+            p1 = 1.0 / (1.0 + e) if m >= 0 else e / (1.0 + e)  # NaN: the second, as np.where
+            probabilities.append((1.0 - p1, p1))
+            predictions.append(1.0 if p1 > threshold else 0.0)
+        return {"rawPrediction": margin,
+                "probability": np.array(probabilities, dtype=np.float64).reshape(len(rows), 2),
+                "prediction": np.array(predictions, dtype=np.float64)}
 
     @classmethod
     def from_artifact(cls, metadata: Dict[str, Any], arrays: Dict[str, np.ndarray]):
@@ -231,6 +228,29 @@ class LinearPredictor:
             output_names=name_map(spec.get("output_names"), "output_names"),
             metadata=metadata,
         )
+
+
+def _multinomial_rows(rows, intercepts: List[float], weights: List[List[float]]):
+    """The multinomial outputs of a few rows in Python floats, in the order (and with the
+    NaN rules: np.max and np.argmax pick NaN first) of the numpy code."""
+    raw, probability, prediction = [], [], []
+    for row in rows:
+        margins = intercepts
+        for x, class_weights in zip(row, weights):
+            margins = [m + x * w for m, w in zip(margins, class_weights)]
+        nan_at = next((k for k, m in enumerate(margins) if m != m), None)
+        top = margins[nan_at] if nan_at is not None else max(margins)
+        exp = [fdlibm.exp_scalar(m - top) for m in margins]
+        total = exp[0]
+        for value in exp[1:]:
+            total = total + value
+        raw.append(margins)
+        probability.append([value / total for value in exp])
+        prediction.append(float(nan_at if nan_at is not None else margins.index(top)))
+    k = len(intercepts)
+    return {"rawPrediction": np.array(raw, dtype=np.float64).reshape(len(rows), k),
+            "probability": np.array(probability, dtype=np.float64).reshape(len(rows), k),
+            "prediction": np.array(prediction, dtype=np.float64)}
 
 
 #: Predictor family (``metadata["predictor"]["family"]``) -> class, or "module:Class"

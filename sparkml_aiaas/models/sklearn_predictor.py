@@ -18,7 +18,8 @@ Three pieces, none of which imports pyspark:
   ``save``/``load`` and ``Pipeline.copy``.  Only classes under ``sklearn.`` are
   rebuilt.
 * :class:`SklearnPredictor` -- a fitted estimator behind the predictor contract
-  (``input_columns``, ``output_columns``, ``predict``, ``predict_matrix``),
+  (:class:`~sparkml_aiaas.models.predictor_base.Predictor`: ``predict``,
+  ``predict_matrix``, ``predict_columns``),
   used by ``model.transform``, batch scoring and serving alike.
 * :func:`plan_sample` -- how much of a DataFrame to collect for training, and
   the size guard that refuses before anything is collected.
@@ -38,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from sparkml_aiaas.errors import ConfigError, DataValidationError, ModelFormatError
+from sparkml_aiaas.models.predictor_base import Predictor
 from sparkml_aiaas.models.sklearn_check import check_fitted
 
 logger = logging.getLogger(__name__)
@@ -357,7 +359,7 @@ def _to_jsonable(value):
 
 
 @dataclass
-class SklearnPredictor:
+class SklearnPredictor(Predictor):
     """A fitted scikit-learn classifier or regressor, scoring pandas frames.
 
     Parameters
@@ -433,50 +435,8 @@ class SklearnPredictor:
     def n_classes(self) -> int:
         return 0 if self.classes is None else int(len(self.classes))
 
-    @property
-    def input_columns(self) -> List[str]:
-        return list(self.feature_cols) if self.feature_cols else [self.vector_col]
-
-    def _canonical_outputs(self) -> List[tuple]:
+    def canonical_outputs(self) -> List[tuple]:
         return _output_types(self.task, self.has_decision or self.has_proba, self.has_proba)
-
-    @property
-    def output_columns(self) -> List[tuple]:
-        """``[(name, spark_sql_type), ...]`` in output order."""
-        names = self.output_names or {}
-        return [(names.get(name, name), dtype) for name, dtype in self._canonical_outputs()]
-
-    def features(self, frame: pd.DataFrame) -> np.ndarray:
-        """The ``(n, d)`` float64 feature matrix of a pandas DataFrame."""
-        missing = [c for c in self.input_columns if c not in frame.columns]
-        if missing:
-            raise DataValidationError(
-                f"input is missing column(s) {missing}; the model needs {self.input_columns}")
-        if self.feature_cols:
-            try:
-                X = frame[self.feature_cols].to_numpy(dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                kinds = {c: str(frame[c].dtype) for c in self.feature_cols}
-                raise DataValidationError(
-                    f"feature columns must be numeric ({kinds}): {exc}") from None
-            return X
-        cells = frame[self.vector_col].to_numpy()
-        d = self.n_features
-        if len(cells) == 0:
-            return np.empty((0, d or 0))
-        sizes = {len(c) if c is not None else -1 for c in cells}
-        if d is None and len(sizes) == 1 and -1 not in sizes:
-            d = sizes.pop()
-            sizes = {d}
-        if sizes != {d}:
-            raise DataValidationError(
-                f"column {self.vector_col!r} must hold vectors of size {d}; found sizes "
-                f"{sorted(sizes)} (-1: null)")
-        try:
-            return np.stack([np.asarray(c, dtype=np.float64) for c in cells])
-        except (TypeError, ValueError) as exc:
-            raise DataValidationError(
-                f"column {self.vector_col!r} must hold numbers: {exc}") from None
 
     def _estimator_input(self, X: np.ndarray):
         # An estimator fitted on a DataFrame checks (and warns about) column names.
@@ -531,7 +491,7 @@ class SklearnPredictor:
     def _all_nan(self, n: int) -> Dict[str, np.ndarray]:
         """NaN outputs of the right shapes for ``n`` rows none of which can be predicted."""
         return {name: np.full((n, self._width(name)) if dtype.startswith("array") else n, np.nan)
-                for name, dtype in self._canonical_outputs()}
+                for name, dtype in self.canonical_outputs()}
 
     def _width(self, name: str) -> int:
         if name == "rawPrediction" and self.has_decision and self.n_classes > 2:
@@ -542,20 +502,6 @@ class SklearnPredictor:
             ovo = getattr(final, "decision_function_shape", "ovr") == "ovo"
             return k * (k - 1) // 2 if ovo else k
         return self.n_classes
-
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Predictions for every row of ``frame`` (same index)."""
-        return self.predict_matrix(self.features(frame), index=frame.index)
-
-    def predict_matrix(self, X: np.ndarray, index=None) -> pd.DataFrame:
-        """Predictions for the rows of a feature matrix, as the output columns."""
-        out = self.predict_arrays(X)
-        names = self.output_names or {}
-        columns = {}
-        for name, _ in self._canonical_outputs():
-            values = out[name]
-            columns[names.get(name, name)] = list(values) if values.ndim == 2 else values
-        return pd.DataFrame(columns, index=index)
 
     # -- persistence ---------------------------------------------------------------------
     def predictor_metadata(self) -> Dict[str, Any]:

@@ -30,6 +30,7 @@ import pandas as pd
 from sparkml_aiaas.errors import DataValidationError, ModelFormatError
 from sparkml_aiaas.models.artifact import (as_int, feature_inputs, int_list, name_map,
                                            predictor_section)
+from sparkml_aiaas.models.predictor_base import Predictor
 from sparkml_aiaas.models.trust import Allowlist, trusted
 
 INFERENCE_BATCH_ROWS = 4096
@@ -119,8 +120,10 @@ def _scaling_of(spec: Dict[str, Any], arrays: Dict[str, np.ndarray]):
         raise ModelFormatError(f"torch model scaling arrays are damaged: {exc}") from None
 
 
-class TorchPredictor:
-    """Predictions of a torch network from columns of a pandas DataFrame.
+class TorchPredictor(Predictor):
+    """Predictions of a torch network from columns of a pandas DataFrame or numpy arrays.
+
+    The feature matrix is float32 (:attr:`feature_dtype`), as the network was trained on.
 
     Parameters
     ----------
@@ -150,6 +153,7 @@ class TorchPredictor:
 
     #: load_predictor passes its allowlist: the architecture may name code.
     names_code = True
+    feature_dtype = np.float32
 
     def __init__(self, architecture: Dict[str, Any], state: Dict[str, np.ndarray], task: str,
                  input_shape: Sequence[int], feature_cols: Optional[List[str]] = None,
@@ -222,35 +226,8 @@ class TorchPredictor:
     def n_features(self) -> int:
         return int(np.prod(self.input_shape))
 
-    @property
-    def input_columns(self) -> List[str]:
-        return list(self.feature_cols) if self.feature_cols else [self.vector_col]
-
-    @property
-    def output_columns(self) -> List[tuple]:
-        return [(self.output_names.get(n, n), t) for n, t in _OUTPUTS[self.task]]
-
-    def features(self, frame: pd.DataFrame) -> np.ndarray:
-        """The ``(n, prod(input_shape))`` float32 feature matrix of a pandas DataFrame."""
-        missing = [c for c in self.input_columns if c not in frame.columns]
-        if missing:
-            raise DataValidationError(
-                f"input is missing column(s) {missing}; the model needs {self.input_columns}")
-        d = self.n_features
-        if self.feature_cols:
-            try:
-                return frame[self.feature_cols].to_numpy(dtype=np.float32)
-            except (TypeError, ValueError) as exc:
-                raise DataValidationError(f"feature columns must be numeric: {exc}") from None
-        cells = frame[self.vector_col].to_numpy()
-        if len(cells) == 0:
-            return np.empty((0, d), dtype=np.float32)
-        sizes = {len(c) if c is not None else -1 for c in cells}
-        if sizes != {d}:
-            raise DataValidationError(
-                f"column {self.vector_col!r} must hold arrays of {d} values (input shape "
-                f"{self.input_shape}); found sizes {sorted(sizes)} (-1 = null)")
-        return np.stack([np.asarray(c, dtype=np.float32) for c in cells])
+    def canonical_outputs(self) -> List[tuple]:
+        return _OUTPUTS[self.task]
 
     def network_inputs(self, frame: pd.DataFrame) -> np.ndarray:
         """What the network is fed for the rows of ``frame``: the features, standardized when
@@ -303,17 +280,6 @@ class TorchPredictor:
         prediction = np.argmax(out, axis=1).astype(np.float64)
         prediction[bad] = np.nan
         return {"rawPrediction": out, "probability": probability, "prediction": prediction}
-
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return self.predict_matrix(self.features(frame), index=frame.index)
-
-    def predict_matrix(self, X: np.ndarray, index=None) -> pd.DataFrame:
-        out = self.predict_arrays(X)
-        columns = {}
-        for name, _ in _OUTPUTS[self.task]:
-            values = out[name]
-            columns[self.output_names.get(name, name)] = list(values) if values.ndim == 2 else values
-        return pd.DataFrame(columns, index=index)
 
     @classmethod
     def from_artifact(cls, metadata: Dict[str, Any], arrays: Dict[str, np.ndarray],

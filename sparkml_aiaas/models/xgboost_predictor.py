@@ -26,9 +26,9 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-import pandas as pd
 
 from sparkml_aiaas.errors import DataValidationError, ModelFormatError
+from sparkml_aiaas.models.predictor_base import Predictor
 
 #: Name of the booster file inside a saved model directory.
 BOOSTER_FILE = "model.ubj"
@@ -94,8 +94,8 @@ def _sigmoid(m: np.ndarray) -> np.ndarray:
     return np.where(m >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-class XGBoostPredictor:
-    """Predictions of an XGBoost booster from columns of a pandas DataFrame.
+class XGBoostPredictor(Predictor):
+    """Predictions of an XGBoost booster from columns of a pandas DataFrame or numpy arrays.
 
     Parameters
     ----------
@@ -136,36 +136,8 @@ class XGBoostPredictor:
                 f"feature columns were given ({self.feature_cols})")
 
     # -- the predictor contract ----------------------------------------------
-    @property
-    def input_columns(self) -> List[str]:
-        return list(self.feature_cols) if self.feature_cols else [self.vector_col]
-
-    @property
-    def output_columns(self) -> List[tuple]:
-        outputs = _REGRESSOR_OUTPUTS if self.kind == "regression" else _CLASSIFIER_OUTPUTS
-        return [(self.output_names.get(name, name), dtype) for name, dtype in outputs]
-
-    def features(self, frame: pd.DataFrame) -> np.ndarray:
-        """The ``(n, d)`` float64 matrix of ``frame`` (null / NaN = missing)."""
-        missing = [c for c in self.input_columns if c not in frame.columns]
-        if missing:
-            raise DataValidationError(
-                f"input is missing column(s) {missing}; the model needs {self.input_columns}")
-        if self.feature_cols:
-            try:
-                return frame[self.feature_cols].to_numpy(dtype=np.float64, na_value=np.nan)
-            except (TypeError, ValueError) as exc:
-                raise DataValidationError(f"feature columns must be numeric: {exc}") from None
-        cells = frame[self.vector_col].to_numpy()
-        if len(cells) == 0:
-            return np.empty((0, self.n_features))
-        sizes = {len(c) if c is not None else -1 for c in cells}
-        if sizes != {self.n_features}:
-            raise DataValidationError(
-                f"column {self.vector_col!r} must hold vectors of size {self.n_features} "
-                f"(null vectors are not allowed: use NaN entries for missing values); found "
-                f"sizes {sorted(sizes)} (-1 = null)")
-        return np.stack([np.asarray(c, dtype=np.float64) for c in cells])
+    def canonical_outputs(self) -> List[tuple]:
+        return _REGRESSOR_OUTPUTS if self.kind == "regression" else _CLASSIFIER_OUTPUTS
 
     def predict_arrays(self, X: np.ndarray) -> Dict[str, np.ndarray]:
         """Output arrays keyed by canonical output name."""
@@ -198,21 +170,6 @@ class XGBoostPredictor:
         # argmax of the probabilities, as SparkXGBClassifier (ties go to the lower class).
         return {"rawPrediction": raw, "probability": probability,
                 "prediction": np.argmax(probability, axis=1).astype(np.float64)}
-
-    def predict_matrix(self, X: np.ndarray, index=None) -> pd.DataFrame:
-        """Predictions for the rows of a feature matrix, as the output columns."""
-        out = self.predict_arrays(X)
-        outputs = _REGRESSOR_OUTPUTS if self.kind == "regression" else _CLASSIFIER_OUTPUTS
-        columns = {}
-        for name, _ in outputs:
-            values = out[name]
-            columns[self.output_names.get(name, name)] = \
-                list(values) if values.ndim == 2 else values
-        return pd.DataFrame(columns, index=index)
-
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Predictions for every row of ``frame`` (same index)."""
-        return self.predict_matrix(self.features(frame), index=frame.index)
 
     # -- persistence ---------------------------------------------------------
     def spec(self) -> Dict[str, Any]:
