@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from typing import List, Optional, Sequence
@@ -149,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "the served models may name; repeatable (also: "
                             "SPARKML_AIAAS_TRUSTED_FACTORIES).  Models naming any other are "
                             "refused before anything is imported")
+    serve.add_argument("--workers", type=_ascii_int, default=1, metavar="N",
+                       help="worker processes sharing the ports (default 1); each keeps its "
+                            "own model cache and rate limits (docs/serving.md)")
     serve.add_argument("--quiet", action="store_true", help="log warnings only")
 
     tokens = commands.add_parser("tokens", help="create or revoke serving API tokens")
@@ -309,41 +313,49 @@ def _compress(args) -> int:
     return 0
 
 
+#: The serve flags a worker process needs to build the app (serving/worker.py).
+_SERVE_OPTIONS = ("registry", "models", "tokens_file", "host", "grpc_port", "tls_cert",
+                  "tls_key", "tls_client_ca", "max_body_bytes", "max_records",
+                  "alias_check_seconds", "rate_limit", "trusted_factories")
+
+
 def _serve(args) -> int:
     try:
         import uvicorn
 
-        from sparkml_aiaas.serving.app import create_app
+        from sparkml_aiaas.serving.worker import OPTIONS_ENV, build_app
     except ImportError as exc:
         raise SparkmlAiaasError(f"serving needs FastAPI and uvicorn ({exc}); "
                                 "pip install 'sparkml_aiaas[serve]'") from None
+    import json
     import logging.config
 
     from sparkml_aiaas.serving.logs import log_config
     from sparkml_aiaas.serving.tls import TLSConfig
 
     _check_ports(args)  # bad flags fail here, before any model loads or port opens
+    if not 1 <= args.workers <= 64:
+        raise SparkmlAiaasError(f"--workers {args.workers} is out of range (1-64)")
     tls = TLSConfig.from_flags(args.tls_cert, args.tls_key, args.tls_client_ca)
 
     # Redacting handlers from the first line on; uvicorn's access log (which writes query
     # strings, tokens included) is replaced by the app's own (serving/logs.py).
     config = log_config(args.quiet)
     logging.config.dictConfig(config)
-    app = create_app(args.registry, args.models, args.tokens_file,
-                     max_body_bytes=args.max_body_bytes, max_records=args.max_records,
-                     alias_check_seconds=args.alias_check_seconds, rate_limit=args.rate_limit,
-                     trusted_factories=args.trusted_factories)
-    if args.grpc_port is not None:
-        from sparkml_aiaas.serving.grpc_server import GrpcOptions, attach_grpc
-
-        # Started and stopped by the app's lifespan, on uvicorn's event loop, with the
-        # app's models, tokens and rate limits.
-        attach_grpc(app, GrpcOptions(host=args.host, port=args.grpc_port, tls=tls,
-                                     max_message_bytes=args.max_body_bytes,
-                                     max_records=args.max_records))
-    uvicorn.run(app, host=args.host, port=args.port, log_config=config, access_log=False,
-                log_level="warning" if args.quiet else "info",
-                **(tls.uvicorn_options() if tls is not None else {}))
+    options = {name: getattr(args, name) for name in _SERVE_OPTIONS}
+    # Built here even with workers: a missing registry, model or tokens file fails now,
+    # in one line, not once per worker.
+    app = build_app(options)
+    run = dict(host=args.host, port=args.port, log_config=config, access_log=False,
+               log_level="warning" if args.quiet else "info",
+               **(tls.uvicorn_options() if tls is not None else {}))
+    if args.workers == 1:
+        uvicorn.run(app, **run)
+        return 0
+    del app  # each worker builds its own (serving/worker.py says what is per process)
+    os.environ[OPTIONS_ENV] = json.dumps(options)
+    uvicorn.run("sparkml_aiaas.serving.worker:app_from_environment", factory=True,
+                workers=args.workers, **run)
     return 0
 
 
