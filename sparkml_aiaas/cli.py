@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--rate-limit", type=_ascii_number, metavar="N",
                        help="requests per second allowed per token (bursts of N); more get "
                             "429 with Retry-After (default: no limit)")
+    serve.add_argument("--failed-auth-limit", type=_ascii_number, default=5.0, metavar="N",
+                       help="failed authentications per second allowed per client address "
+                            "(default 5; 0 turns the throttle off); past the burst a token "
+                            "the server does not know yet gets 429 before its scrypt check")
+    serve.add_argument("--failed-auth-burst", type=_ascii_number, default=20.0, metavar="N",
+                       help="failed authentications per client address allowed at once "
+                            "(default 20)")
     serve.add_argument("--trust-factory", dest="trusted_factories", action="append",
                        default=[], metavar="NAME",
                        help="a torch network factory 'pkg.module:function' (or 'pkg.module:*') "
@@ -319,7 +326,9 @@ def _serve(args) -> int:
     app = create_app(args.registry, args.models, args.tokens_file,
                      max_body_bytes=args.max_body_bytes, max_records=args.max_records,
                      alias_check_seconds=args.alias_check_seconds, rate_limit=args.rate_limit,
-                     trusted_factories=args.trusted_factories)
+                     trusted_factories=args.trusted_factories,
+                     failed_auth_limit=args.failed_auth_limit or None,
+                     failed_auth_burst=args.failed_auth_burst)
     uvicorn.run(app, host=args.host, port=args.port, log_config=config, access_log=False,
                 log_level="warning" if args.quiet else "info")
     return 0

@@ -434,3 +434,21 @@ def test_v2_openapi_fuzzed_by_schemathesis(registry_root, tokens):
                 assert "'color' has value 'a'" in response.json()["error"]
             else:
                 assert response.status_code == 200, response.text
+
+
+def test_cli_serve_failed_auth_flags(registry_root, tokens, monkeypatch):
+    import uvicorn
+
+    from sparkml_aiaas.cli import main
+
+    path, _ = tokens
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    assert main(["serve", "--registry", registry_root, "--model", "bc/1", "--tokens-file",
+                 path, "--failed-auth-limit", "0.5", "--failed-auth-burst", "2",
+                 "--quiet"]) == 0
+    failures = seen["app"].state.context.gate.failures
+    assert (failures.rate, failures.burst) == (0.5, 2.0)
+    assert main(["serve", "--registry", registry_root, "--model", "bc/1", "--tokens-file",
+                 path, "--failed-auth-limit", "0", "--quiet"]) == 0
+    assert seen["app"].state.context.gate.failures is None
