@@ -144,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--rate-limit", type=_ascii_number, metavar="N",
                        help="requests per second allowed per token (bursts of N); more get "
                             "429 with Retry-After (default: no limit)")
+    serve.add_argument("--failed-auth-limit", type=_ascii_number, default=5.0, metavar="N",
+                       help="failed authentications per second allowed per client address "
+                            "(default 5; 0 turns the throttle off); past the burst a token "
+                            "the server does not know yet gets 429 before its scrypt check")
+    serve.add_argument("--failed-auth-burst", type=_ascii_number, default=20.0, metavar="N",
+                       help="failed authentications per client address allowed at once "
+                            "(default 20)")
     serve.add_argument("--trust-factory", dest="trusted_factories", action="append",
                        default=[], metavar="NAME",
                        help="a torch network factory 'pkg.module:function' (or 'pkg.module:*') "
@@ -316,7 +323,8 @@ def _compress(args) -> int:
 #: The serve flags a worker process needs to build the app (serving/worker.py).
 _SERVE_OPTIONS = ("registry", "models", "tokens_file", "host", "grpc_port", "tls_cert",
                   "tls_key", "tls_client_ca", "max_body_bytes", "max_records",
-                  "alias_check_seconds", "rate_limit", "trusted_factories")
+                  "alias_check_seconds", "rate_limit", "trusted_factories",
+                  "failed_auth_limit", "failed_auth_burst")
 
 
 def _serve(args) -> int:

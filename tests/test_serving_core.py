@@ -262,3 +262,18 @@ def test_manager_get_raises_model_unavailable(tmp_path):
     assert raised.value.status == 503
     assert raised.value.message == ("model 'ghost' is not available: its version or alias is "
                                     "not in the registry")
+
+
+def test_probe_retries_a_failed_model_at_most_every_check_interval(tmp_path, monkeypatch):
+    from sparkml_aiaas.registry import ModelRegistry
+    from sparkml_aiaas.serving.models import ModelManager
+
+    manager = ModelManager(ModelRegistry(str(tmp_path / "r")), ["ghost@production"],
+                           check_seconds=3600)
+    manager.load_all()
+    attempts = []
+    monkeypatch.setattr(manager, "_target", lambda served: attempts.append(1) or 1 / 0)
+    assert [manager.probe() for _ in range(5)] == [False] * 5
+    assert attempts == []  # checked at load_all, less than check_seconds ago
+    manager.check_seconds = 0.0
+    assert manager.probe() is False and attempts == [1]

@@ -127,6 +127,17 @@ class ModelManager:
     def ready(self) -> bool:
         return all(s.predictor is not None for s in self.models.values())
 
+    def probe(self) -> bool:
+        """:meth:`ready`, after re-checking the models not checked for ``check_seconds``.
+
+        For unauthenticated readiness probes: a model that failed to load is retried at
+        most every ``check_seconds`` here (a request for it retries at once), so a flood
+        of probes cannot make the server re-verify files on every one."""
+        for served in self.models.values():
+            if time.monotonic() - served.checked_at >= self.check_seconds:
+                self.refresh(served)
+        return self.ready()
+
     def get(self, name: str) -> ServedModel:
         """The served model ``name``, its alias re-checked; ModelUnavailable 404 when no
         such model is served, 503 when it is not loaded."""

@@ -240,7 +240,10 @@ def _shaped(served, tensor: Tensor, spark_type: str) -> np.ndarray:
     if data.size != expected_size:
         raise InferenceError(f"{where}: {data.size} value(s) for shape {list(shape)} "
                              f"({expected_size} expected)")
-    data = data.reshape(shape)
+    try:
+        data = data.reshape(shape)
+    except ValueError:  # e.g. [0, 2**62]: no data, but no array that shape either
+        raise InferenceError(f"{where}: shape {list(shape)} is too large") from None
     if data.dtype.kind == "f":
         if np.isinf(data).any():
             raise InferenceError(f"{where}: a value is not a finite number")

@@ -234,9 +234,7 @@ def router(context: ServingContext) -> APIRouter:
     @routes.get("/v2/health/ready", response_model=ServerReady)
     def server_ready():
         """200 when every served model is loaded, else 503 (no authentication)."""
-        for served in manager.models.values():
-            manager.refresh(served)
-        if not manager.ready():
+        if not manager.probe():
             missing = sorted(n for n, s in manager.models.items() if s.predictor is None)
             raise HTTPException(503, f"not ready: model(s) {missing} not loaded")
         return {"ready": True}

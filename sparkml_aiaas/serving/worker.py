@@ -31,7 +31,9 @@ def build_app(options: Dict[str, Any]):
                      max_records=options["max_records"],
                      alias_check_seconds=options["alias_check_seconds"],
                      rate_limit=options["rate_limit"],
-                     trusted_factories=options["trusted_factories"])
+                     trusted_factories=options["trusted_factories"],
+                     failed_auth_limit=options.get("failed_auth_limit") or None,
+                     failed_auth_burst=options.get("failed_auth_burst", 20.0))
     if options.get("grpc_port") is not None:
         from sparkml_aiaas.serving.grpc_server import GrpcOptions, attach_grpc
 
