@@ -834,3 +834,29 @@ def test_serve_numbers_are_ascii(flag, value, capsys):
         main(["serve", "--registry", "r", "--model", "m", "--tokens-file", "t", flag, value])
     assert exit_info.value.code == 2
     assert f"argument {flag}: expected a" in capsys.readouterr().err
+
+
+def test_cli_serve_workers_run_the_same_app_in_each_worker(registry_root, tokens_file,
+                                                           monkeypatch):
+    """--workers N: uvicorn gets the factory's import string and N; the factory, run as in a
+    worker process (options from the environment), builds an app serving the same models;
+    a bad count is one line before anything loads."""
+    import uvicorn
+
+    from sparkml_aiaas.cli import main
+    from sparkml_aiaas.serving import worker
+
+    path, tokens = tokens_file
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    monkeypatch.delenv(worker.OPTIONS_ENV, raising=False)
+    assert main(["serve", "--registry", registry_root, "--model", "bc@production",
+                 "--tokens-file", path, "--workers", "2", "--quiet"]) == 0
+    assert seen["app"] == "sparkml_aiaas.serving.worker:app_from_environment"
+    assert seen["factory"] is True and seen["workers"] == 2
+    with TestClient(worker.app_from_environment()) as client:
+        response = client.get("/ready", headers=_auth(tokens["predict"]))
+        assert response.json() == {"status": "ready", "models": {"bc": 1}}
+    monkeypatch.delenv(worker.OPTIONS_ENV)
+    assert main(["serve", "--registry", registry_root, "--model", "bc@production",
+                 "--tokens-file", path, "--workers", "0"]) != 0
