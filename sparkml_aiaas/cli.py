@@ -324,7 +324,7 @@ def _compress(args) -> int:
 _SERVE_OPTIONS = ("registry", "models", "tokens_file", "host", "grpc_port", "tls_cert",
                   "tls_key", "tls_client_ca", "max_body_bytes", "max_records",
                   "alias_check_seconds", "rate_limit", "trusted_factories",
-                  "failed_auth_limit", "failed_auth_burst")
+                  "failed_auth_limit", "failed_auth_burst", "workers")
 
 
 def _serve(args) -> int:
@@ -361,10 +361,26 @@ def _serve(args) -> int:
         uvicorn.run(app, **run)
         return 0
     del app  # each worker builds its own (serving/worker.py says what is per process)
+    if args.grpc_port is not None:
+        _check_port_free(args.host, args.grpc_port)  # the workers share it (SO_REUSEPORT)
     os.environ[OPTIONS_ENV] = json.dumps(options)
     uvicorn.run("sparkml_aiaas.serving.worker:app_from_environment", factory=True,
                 workers=args.workers, **run)
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """One line when ``host:port`` is taken: worker processes share a gRPC port with
+    SO_REUSEPORT, which would otherwise not notice another server already on it."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SparkmlAiaasError(f"--grpc-port {port}: cannot listen on {host}:{port} "
+                                    f"({exc.strerror or exc})") from None
 
 
 def _check_ports(args) -> None:

@@ -860,3 +860,21 @@ def test_cli_serve_workers_run_the_same_app_in_each_worker(registry_root, tokens
     monkeypatch.delenv(worker.OPTIONS_ENV)
     assert main(["serve", "--registry", registry_root, "--model", "bc@production",
                  "--tokens-file", path, "--workers", "0"]) != 0
+
+
+def test_cli_serve_workers_refuse_a_taken_grpc_port(registry_root, tokens_file, monkeypatch):
+    """Workers share the gRPC port with SO_REUSEPORT, so the parent checks it is free first."""
+    import socket
+
+    import uvicorn
+
+    from sparkml_aiaas.cli import main
+
+    path, _ = tokens_file
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: pytest.fail("must not start"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--registry", registry_root, "--model", "bc@production",
+                     "--tokens-file", path, "--workers", "2", "--grpc-port", str(port)]) == 2

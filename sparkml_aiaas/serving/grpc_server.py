@@ -72,7 +72,9 @@ class GrpcOptions:
     ``max_message_bytes`` caps a request message (the REST body limit: a larger one is
     refused by grpc with RESOURCE_EXHAUSTED before it is parsed); ``max_records`` caps
     the rows of one ModelInfer (RESOURCE_EXHAUSTED, like REST's 413).  ``port`` 0 picks
-    a free port (see :attr:`GrpcEndpoint.port`).
+    a free port (see :attr:`GrpcEndpoint.port`).  ``reuse_port`` lets the worker processes
+    of ``serve --workers N`` listen on one port (``SO_REUSEPORT``; the parent checked it
+    was free); otherwise a port in use is an error.
     """
 
     host: str = "127.0.0.1"
@@ -81,6 +83,7 @@ class GrpcOptions:
     max_message_bytes: int = 1_000_000
     max_records: int = 10_000
     grace_seconds: float = 2.0
+    reuse_port: bool = False
 
 
 # --------------------------------------------------------------------------- helpers
@@ -254,7 +257,8 @@ class GrpcEndpoint:
             ("grpc.max_receive_message_length", limit),
             # Responses are bounded by max_records, not by the request limit.
             ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared listener
+            # A port in use is an error, not a shared listener, except between workers.
+            ("grpc.so_reuseport", 1 if options.reuse_port else 0),
         ])
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(manager, gate, options.max_records, metrics), self.server)

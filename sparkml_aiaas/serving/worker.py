@@ -43,7 +43,8 @@ def build_app(options: Dict[str, Any]):
         # app's models, tokens and rate limits.
         attach_grpc(app, GrpcOptions(host=options["host"], port=options["grpc_port"], tls=tls,
                                      max_message_bytes=options["max_body_bytes"],
-                                     max_records=options["max_records"]))
+                                     max_records=options["max_records"],
+                                     reuse_port=options.get("workers", 1) > 1))
     return app
 
 
