@@ -878,3 +878,36 @@ def test_cli_serve_workers_refuse_a_taken_grpc_port(registry_root, tokens_file, 
         port = taken.getsockname()[1]
         assert main(["serve", "--registry", registry_root, "--model", "bc@production",
                      "--tokens-file", path, "--workers", "2", "--grpc-port", str(port)]) == 2
+
+
+def test_small_numeric_requests_take_the_columns_path_with_the_same_numbers(
+        app_client, registry_root, pdf, monkeypatch):
+    """Up to 256 values of numeric columns go to predict_columns (no pandas frame): the same
+    outputs as predict(frame), nulls included; integers past 2**53 and larger requests still
+    build the frame."""
+    from sparkml_aiaas.serving import validation
+
+    client, tokens = app_client
+    records = _records(pdf.head(5))
+    records[1]["x1"] = None
+    records[2]["x0"] = 3  # a JSON integer in a double column
+    predictor = ModelRegistry(registry_root).load_predictor("bc/1")
+    expected = predictor.predict(pd.DataFrame.from_records(records)[COLS])
+    built = []
+    real = validation.records_columns
+    monkeypatch.setattr("sparkml_aiaas.serving.rest_v1.records_columns",
+                        lambda r, s: built.append(real(r, s)) or built[-1])
+    response = client.post("/v1/models/bc/predict", headers=_auth(tokens["predict"]),
+                           json={"records": records})
+    assert response.status_code == 200, response.text
+    assert built[-1] is not None  # the columns path ran
+    rows = response.json()["predictions"]
+    assert np.isnan(expected["rawPrediction"].iloc[1]) and rows[1]["rawPrediction"] is None
+    assert rows[1]["prediction"] == float(expected["prediction"].iloc[1])
+    finite = [i for i in range(5) if i != 1]
+    _assert_rows_equal([rows[i] for i in finite], expected.iloc[finite].reset_index(drop=True))
+
+    records[0]["x2"] = 2 ** 60  # not exact as a double: the frame path
+    response = client.post("/v1/models/bc/predict", headers=_auth(tokens["predict"]),
+                           json={"records": records})
+    assert response.status_code == 200 and built[-1] is None

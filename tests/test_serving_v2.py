@@ -303,6 +303,13 @@ def _infer_body(url, token, name, body, **kw):
      "input 'x0': binary tensor data is not supported; send the data as JSON "
      "(tritonclient: binary_data=False)"),
     (lambda b: b.pop("inputs"), "body.inputs must be a list, got null"),
+    # Found by the fuzzer: a parameters value that is not an object was a 500.
+    (lambda b: b["inputs"][0].update(parameters=38865),
+     "input 'x0'.parameters must be an object, got int 38865"),
+    (lambda b: b.update(parameters=[1]), "body.parameters must be an object, got list of 1 "
+                                         "item(s)"),
+    (lambda b: b.update(outputs=[{"name": "prediction", "parameters": "x"}]),
+     "outputs[0].parameters must be an object, got str 'x'"),
 ])
 def test_bad_tensors_are_422(server, change, message):
     _, url, made = server

@@ -23,7 +23,9 @@ from sparkml_aiaas.errors import DataValidationError
 from sparkml_aiaas.serving.context import ServingContext
 from sparkml_aiaas.serving.oip import ModelUnavailable
 from sparkml_aiaas.serving.rest import ERROR_RESPONSES, read_body, requirement, unavailable
-from sparkml_aiaas.serving.validation import describe, error_path, parse_body, records_frame
+from sparkml_aiaas.serving.oip import predict_columns
+from sparkml_aiaas.serving.validation import (describe, error_path, parse_body,
+                                              records_columns, records_frame)
 
 __all__ = ["PredictRequest", "router"]
 
@@ -96,6 +98,19 @@ def _column_values(values: pd.Series) -> List[Any]:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         return [_jsonable(v) for v in array.tolist()]
     return array.tolist()
+
+
+def _array_values(array: np.ndarray) -> List[Any]:
+    """An output array ([N] or [N, C]) as JSON-able Python values (NaN/inf → None)."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        return [_jsonable(v) for v in array.tolist()]
+    return array.tolist()
+
+
+def _array_rows(outputs: Dict[str, np.ndarray], columns: List[str]) -> List[Dict[str, Any]]:
+    """``predict_columns``' arrays as one JSON object per row, as :func:`_rows` gives them."""
+    data = [_array_values(outputs[c]) for c in columns]
+    return [dict(zip(columns, row)) for row in zip(*data)]
 
 
 def _rows(frame: pd.DataFrame, columns: List[str]) -> List[Dict[str, Any]]:
@@ -175,9 +190,12 @@ def router(context: ServingContext) -> APIRouter:
         predictor, version, signature = served.predictor, served.version, served.signature
 
         def run():
+            names = [n for n, _ in predictor.output_columns]
+            columns = records_columns(records, signature)
+            if columns is not None:  # small numeric requests: no pandas frame
+                return _array_rows(predict_columns(predictor, columns), names)
             frame = records_frame(records, signature)
-            out = predictor.predict(frame)
-            return _rows(out, [n for n, _ in predictor.output_columns])
+            return _rows(predictor.predict(frame), names)
 
         try:
             rows = await run_in_threadpool(run)

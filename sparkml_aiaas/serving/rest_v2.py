@@ -122,6 +122,17 @@ def _field(item: Dict[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
+def _parameters(item: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """The optional ``parameters`` object of a request, input or output (422 if not one)."""
+    value = item.get("parameters")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise HTTPException(422, f"{where}.parameters must be an object, got "
+                                 f"{describe(value)}")
+    return value
+
+
 def _flat(data: List[Any], where: str) -> List[Any]:
     """``data`` in row-major order: a flat list as is, a list of rows concatenated."""
     if data and type(data[0]) is list:
@@ -143,7 +154,7 @@ def _tensor(item: Any, where: str) -> oip.Tensor:
     shape = _field(item, "shape", list, where)
     data = _field(item, "data", list, where)
     where = f"input {name[:80]!r}"
-    if "binary_data_size" in (item.get("parameters") or {}):
+    if "binary_data_size" in _parameters(item, where):
         raise HTTPException(422, f"{where}: binary tensor data is not supported; send the "
                                  "data as JSON (tritonclient: binary_data=False)")
     if not all(type(d) is int and d >= 0 for d in shape):
@@ -182,6 +193,7 @@ def parse_infer_request(raw: bytes) -> Tuple[Optional[str], List[oip.Tensor],
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise HTTPException(422, f"id must be a string, got {describe(request_id)}")
+    _parameters(document, "body")
     inputs = _field(document, "inputs", list, "body")
     tensors = [_tensor(item, f"inputs[{i}]") for i, item in enumerate(inputs)]
     outputs = document.get("outputs")
@@ -193,6 +205,7 @@ def parse_infer_request(raw: bytes) -> Tuple[Optional[str], List[oip.Tensor],
     for i, item in enumerate(outputs):
         if not isinstance(item, dict):
             raise HTTPException(422, f"outputs[{i}] must be an object, got {describe(item)}")
+        _parameters(item, f"outputs[{i}]")
         names.append(_field(item, "name", str, f"outputs[{i}]"))
     return request_id, tensors, names
 

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from starlette.exceptions import HTTPException
 
-__all__ = ["NUMERIC_TYPES", "describe", "error_path", "parse_body", "records_frame",
+__all__ = ["NUMERIC_TYPES", "describe", "error_path", "parse_body", "records_columns",
+           "records_frame",
            "validate_records"]
 
 #: Spark SQL types whose values are JSON numbers (and ``decimal(p,s)``).
@@ -113,6 +114,36 @@ def _proven_columns(frame: pd.DataFrame, signature: List[Dict[str, str]]) -> set
         infinite = np.isinf(frame[floats].to_numpy()).any(axis=0)
         proven.update(name for name, bad in zip(floats, infinite) if not bad)
     return proven
+
+
+#: Integers up to this magnitude are exact as doubles, so a double column holding them
+#: converts to the predictor's feature type (float32 included) as pandas' int64 one does.
+_EXACT_INT = 2 ** 53
+
+
+def records_columns(records: List[Dict[str, Any]], signature: List[Dict[str, str]]
+                    ) -> Optional[Dict[str, np.ndarray]]:
+    """Small requests of numeric and boolean columns as one float64 array per column, for
+    the predictors' ``predict_columns`` (no pandas frame); None when the request needs
+    :func:`records_frame` (larger, strings, vectors, integers past 2**53).
+
+    Checked value by value first (:func:`validate_records`, 422 naming the field), so every
+    value is a number, a boolean in a boolean column, or null (NaN, as in the frame).
+    """
+    if not records or len(records) * len(signature) > _VALUE_BY_VALUE_CELLS:
+        return None
+    if not all(c["type"] in NUMERIC_TYPES or c["type"] == "boolean" for c in signature):
+        return None
+    validate_records(records, signature)
+    columns = {}
+    for column in signature:
+        name = column["name"]
+        values = [record[name] for record in records]
+        if any(type(v) is int and abs(v) > _EXACT_INT for v in values):
+            return None
+        columns[name] = np.array([np.nan if v is None else float(v) for v in values],
+                                 dtype=np.float64)
+    return columns
 
 
 def records_frame(records: List[Dict[str, Any]], signature: List[Dict[str, str]]
