@@ -253,15 +253,19 @@ def sklearn_predictors():
     ]
 
 
-@pytest.mark.parametrize("index", range(5))
-def test_sklearn_columns_equal_frame(index):
-    predictor = sklearn_predictors()[index]
+def assert_paths_agree_at_every_size(predictor):
+    """Both paths agree on N = each of SIZES: a vector column "v" or mixed scalar columns."""
     for n in SIZES:
         if predictor.vector_col:
             X = np.column_stack(list(float_columns(n, seed=n).values())) if n else np.zeros((0, D))
             assert_paths_agree(predictor, {"v": X})
         else:
             assert_paths_agree(predictor, mixed_columns(n, seed=n))
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_sklearn_columns_equal_frame(index):
+    assert_paths_agree_at_every_size(sklearn_predictors()[index])
 
 
 # ----------------------------------------------------------------------------- torch
@@ -285,13 +289,7 @@ def torch_predictors():
 
 @pytest.mark.parametrize("index", range(2))
 def test_torch_columns_equal_frame(index):
-    predictor = torch_predictors()[index]
-    for n in SIZES:
-        if predictor.vector_col:
-            X = np.column_stack(list(float_columns(n, seed=n).values())) if n else np.zeros((0, D))
-            assert_paths_agree(predictor, {"v": X})
-        else:
-            assert_paths_agree(predictor, mixed_columns(n, seed=n))
+    assert_paths_agree_at_every_size(torch_predictors()[index])
 
 
 # ----------------------------------------------------------------------------- xgboost

@@ -95,9 +95,7 @@ def _column_values(values: pd.Series) -> List[Any]:
             array = np.stack(values.to_numpy()).astype(np.float64)
         except (TypeError, ValueError):
             return [_jsonable(v) for v in values.tolist()]
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        return [_jsonable(v) for v in array.tolist()]
-    return array.tolist()
+    return _array_values(array)
 
 
 def _array_values(array: np.ndarray) -> List[Any]:
