@@ -649,16 +649,21 @@ def target_checks(rows: Dict[str, Row]) -> List[tuple]:
               lambda v: v * 1e3 <= TARGET_P99_MS, lambda v: f"p99 {_time(v)}")
         check(f"{row.label} 0 errors", row, row.errors, lambda v: v == 0,
               lambda v: f"{v} errors")
-    name = f"REST v1 >= {TARGET_MLFLOW_RATIO:g}x mlflow models serve"
-    mlflow, v1 = rows["mlflow"], rows["v1"]
-    if mlflow.measured and v1.measured and mlflow.rate > 0 and not mlflow.errors:
-        ratio = v1.rate / mlflow.rate
-        checks.append((name, "met" if ratio >= TARGET_MLFLOW_RATIO else "MISSED",
-                       f"{ratio:.1f}x ({v1.rate:,.0f} vs {mlflow.rate:,.0f} req/s, same wrk "
-                       f"load, same run)"))
-    else:
-        checks.append((name, "not measured", mlflow.unavailable or (
-            f"mlflow had {mlflow.errors} errors" if mlflow.errors else "REST v1 not measured")))
+    # Every protocol of ours against mlflow's REST server, each in its own check: the
+    # target holds for the slowest, not for whichever is quickest.
+    mlflow = rows["mlflow"]
+    for key in ("v1", "v2", "grpc"):
+        ours = rows[key]
+        name = f"{ours.label.split(' (')[0]} >= {TARGET_MLFLOW_RATIO:g}x mlflow"
+        if mlflow.measured and ours.measured and mlflow.rate > 0 and not mlflow.errors:
+            ratio = ours.rate / mlflow.rate
+            checks.append((name, "met" if ratio >= TARGET_MLFLOW_RATIO else "MISSED",
+                           f"{ratio:.1f}x ({ours.rate:,.0f} vs {mlflow.rate:,.0f} req/s, "
+                           f"same load, same run)"))
+        else:
+            checks.append((name, "not measured", mlflow.unavailable or (
+                f"mlflow had {mlflow.errors} errors" if mlflow.errors
+                else f"{ours.label} not measured")))
     return checks
 
 

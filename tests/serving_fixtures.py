@@ -1,11 +1,15 @@
 """Served models of every family, made without Spark, and a real HTTP server in a thread.
 
 For the serving tests of every protocol: ``build_registry(root)`` registers one model per
-family (seconds, no Spark session); ``running(app)`` serves an app with uvicorn on a free
-127.0.0.1 port (clients such as tritonclient need a real socket, not an ASGI transport).
+family (seconds, no Spark session); ``make_tokens(path)`` writes the tokens they use;
+``predictor_outputs`` is what ``load_predictor`` answers, the reference every protocol is
+compared with by ``assert_same_bits``; ``running(app)`` serves an app with uvicorn on a
+free 127.0.0.1 port (clients such as tritonclient need a real socket, not an ASGI
+transport).
 """
 
 import contextlib
+import datetime as dt
 import threading
 import time
 
@@ -94,6 +98,40 @@ def build_registry(root: str) -> ModelRegistry:
                     [("features", "vector")], featuresCol="features")
     registry.register(model, "pre", preprocessor=preprocessor)
     return registry
+
+
+def make_tokens(path: str) -> dict:
+    """Tokens in a store at ``path``: ``predict`` (scope predict), ``admin_only`` (scope
+    admin), ``expired`` (predict, expired in 2020) and ``limited`` (predict, for rate
+    limits)."""
+    from sparkml_aiaas.serving.tokens import create_token
+
+    return {"predict": create_token(path, "client", ["predict"]),
+            "admin_only": create_token(path, "ops", ["admin"]),
+            "expired": create_token(path, "old", ["predict"], expires_in_days=1,
+                                    now=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)),
+            "limited": create_token(path, "limited", ["predict"])}
+
+
+def predictor_outputs(registry_root: str, ref: str, rows: pd.DataFrame) -> dict:
+    """``load_predictor(ref)``'s outputs for ``rows`` as arrays (vector columns stacked to
+    ``[N, k]``), keyed by output column, in the predictor's order."""
+    predictor = ModelRegistry(registry_root).load_predictor(ref)
+    out = predictor.predict(rows[predictor.input_columns].reset_index(drop=True))
+    return {column: (np.stack([np.asarray(v, dtype=np.float64) for v in out[column]])
+                     if out[column].dtype == object else out[column].to_numpy())
+            for column, _ in predictor.output_columns}
+
+
+def assert_same_bits(got, expected) -> None:
+    """Same shape, dtype and bytes; NaN in the same places (its sign bit means nothing)."""
+    got, expected = np.asarray(got), np.asarray(expected)
+    assert got.shape == expected.shape and got.dtype == expected.dtype, (got, expected)
+    if got.dtype.kind == "f":
+        missing = np.isnan(expected)
+        assert (np.isnan(got) == missing).all(), (got, expected)
+        got, expected = got[~missing], expected[~missing]
+    assert got.tobytes() == expected.tobytes(), (got, expected)
 
 
 def free_port() -> int:

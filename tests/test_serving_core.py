@@ -277,3 +277,26 @@ def test_probe_retries_a_failed_model_at_most_every_check_interval(tmp_path, mon
     assert attempts == []  # checked at load_all, less than check_seconds ago
     manager.check_seconds = 0.0
     assert manager.probe() is False and attempts == [1]
+
+
+def test_a_model_that_keeps_failing_is_logged_once_per_new_error(tmp_path, caplog):
+    """The gRPC health watch and probes retry a failed model every few seconds: the log
+    says why once (and again only when the reason changes), not at every retry."""
+    import logging
+
+    from sparkml_aiaas.registry import ModelRegistry
+    from sparkml_aiaas.serving.models import ModelManager
+
+    manager = ModelManager(ModelRegistry(str(tmp_path / "r")), ["ghost@production"],
+                           check_seconds=0.0)
+    with caplog.at_level(logging.DEBUG, logger="sparkml_aiaas.serving"):
+        for _ in range(4):
+            manager.load_all()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "cannot load ghost@production" in errors[0].getMessage()
+    assert sum("still cannot load" in r.getMessage() for r in caplog.records) == 3
+    manager.models["ghost"].ref = "ghost/1"  # another reason to fail
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="sparkml_aiaas.serving"):
+        manager.load_all()
+    assert len(caplog.records) == 1  # another reason: said again

@@ -33,7 +33,16 @@ from tritonclient.grpc import (  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from serving_certs import make_certificates  # noqa: E402
-from serving_fixtures import COLS, MODELS, build_registry, frame, free_port  # noqa: E402
+from serving_fixtures import (  # noqa: E402
+    COLS,
+    MODELS,
+    assert_same_bits,
+    build_registry,
+    frame,
+    free_port,
+    make_tokens,
+    predictor_outputs,
+)
 from sparkml_aiaas import __version__  # noqa: E402
 from sparkml_aiaas.registry import DEFAULT_KEY_ENV, ModelRegistry  # noqa: E402
 from sparkml_aiaas.serving import create_app  # noqa: E402
@@ -41,7 +50,6 @@ from sparkml_aiaas.serving.grpc_server import GrpcOptions, attach_grpc  # noqa: 
 from sparkml_aiaas.serving.proto import grpc_inference_pb2 as pb  # noqa: E402
 from sparkml_aiaas.serving.proto import grpc_inference_pb2_grpc as pb_grpc  # noqa: E402
 from sparkml_aiaas.serving.tls import TLSConfig  # noqa: E402
-from sparkml_aiaas.serving.tokens import create_token  # noqa: E402
 
 MAX_RECORDS = 50
 MAX_BODY = 20_000
@@ -68,11 +76,7 @@ def registry_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tokens(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("grpc-tokens") / "tokens.json")
-    made = {"predict": create_token(path, "client", ["predict"]),
-            "admin_only": create_token(path, "ops", ["admin"]),
-            "expired": create_token(path, "old", ["predict"], expires_in_days=1e-9),
-            "limited": create_token(path, "limited", ["predict"])}
-    return path, made
+    return path, make_tokens(path)
 
 
 @contextlib.contextmanager
@@ -147,13 +151,6 @@ def _inputs(batch, columns):
     return inputs
 
 
-def _expected(frame, column) -> np.ndarray:
-    values = frame[column]
-    if values.dtype == object:
-        return np.vstack([np.asarray(v, dtype=np.float64) for v in values])
-    return values.to_numpy()
-
-
 # --------------------------------------------------------------------------- server level
 def test_live_ready_and_server_metadata(client, auth):
     assert client.is_server_live() and client.is_server_ready()  # probes: no token
@@ -202,12 +199,10 @@ def test_infer_equals_the_predictor_bit_for_bit(client, auth, registry_root, row
     response = result.get_response()
     assert response.model_name == name and response.model_version == "1"
     assert response.id == "r-1"
-    expected = predictor.predict(batch[columns].reset_index(drop=True))
-    assert [o.name for o in response.outputs] == [n for n, _ in predictor.output_columns]
-    for output, _ in predictor.output_columns:
-        got, want = result.as_numpy(output), _expected(expected, output)
-        assert got.dtype == np.float64 and got.shape == want.shape, output
-        assert got.tobytes() == np.ascontiguousarray(want, np.float64).tobytes(), output
+    expected = predictor_outputs(registry_root, MODELS[name], batch)
+    assert [o.name for o in response.outputs] == list(expected)
+    for output, want in expected.items():
+        assert_same_bits(result.as_numpy(output), want)
 
 
 def test_requested_outputs_only(client, auth, rows):
@@ -245,14 +240,13 @@ def test_typed_contents_in_and_out(server, auth, registry_root, rows):
         .extend(v.encode() for v in batch["color"])
     response = _stub(server).ModelInfer(request, metadata=tuple(auth.items()))
     assert not response.raw_output_contents
-    expected = ModelRegistry(registry_root).load_predictor("pre/1").predict(
-        batch.reset_index(drop=True))
+    expected = predictor_outputs(registry_root, "pre/1", batch)
     outputs = {o.name: o for o in response.outputs}
     assert list(outputs["prediction"].contents.fp64_contents) == \
         expected["prediction"].tolist()
     assert list(outputs["probability"].shape) == [4, 2]
     assert list(outputs["probability"].contents.fp64_contents) == \
-        _expected(expected, "probability").ravel().tolist()
+        expected["probability"].ravel().tolist()
 
 
 # --------------------------------------------------------------------------- errors

@@ -6,7 +6,6 @@ uvicorn server serves them all.  Predictions must equal ``load_predictor(...).pr
 and the v1 endpoint bit for bit (and batch scoring, in the one test that starts Spark).
 """
 
-import datetime as dt
 
 import numpy as np
 import pytest
@@ -23,13 +22,15 @@ from serving_fixtures import (  # noqa: E402
     MODELS,
     PRE_COLS,
     WIDTH,
+    assert_same_bits,
     build_registry,
     frame,
+    make_tokens,
+    predictor_outputs,
     running,
 )
 from sparkml_aiaas.registry import DEFAULT_KEY_ENV  # noqa: E402
 from sparkml_aiaas.serving import create_app  # noqa: E402
-from sparkml_aiaas.serving.tokens import create_token  # noqa: E402
 
 MAX_RECORDS = 50
 MAX_BODY = 30_000
@@ -49,11 +50,7 @@ def registry_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tokens(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("v2-tokens") / "tokens.json")
-    made = {"predict": create_token(path, "client", ["predict"]),
-            "admin_only": create_token(path, "ops", ["admin"]),
-            "expired": create_token(path, "old", ["predict"], expires_in_days=1,
-                                    now=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))}
-    return path, made
+    return path, make_tokens(path)
 
 
 @pytest.fixture(scope="module")
@@ -101,22 +98,7 @@ def _inputs(metadata, rows):
 
 
 def _expected(registry_root, name, rows):
-    from sparkml_aiaas.registry import ModelRegistry
-
-    predictor = ModelRegistry(registry_root).load_predictor(MODELS[name])
-    out = predictor.predict(rows[predictor.input_columns])
-    return {column: (np.stack(out[column].to_numpy()) if out[column].dtype == object
-                     else out[column].to_numpy()) for column, _ in predictor.output_columns}
-
-
-def _same_bits(got, expected):
-    got, expected = np.asarray(got), np.asarray(expected)
-    assert got.shape == expected.shape and got.dtype == expected.dtype, (got, expected)
-    if got.dtype.kind == "f":  # NaN in the same places (its sign bit carries no meaning)
-        missing = np.isnan(expected)
-        assert (np.isnan(got) == missing).all(), (got, expected)
-        got, expected = got[~missing], expected[~missing]
-    assert got.tobytes() == expected.tobytes(), (got, expected)
+    return predictor_outputs(registry_root, MODELS[name], rows)
 
 
 def _status(call):
@@ -179,7 +161,7 @@ def test_infer_equals_predictor_and_v1_bit_for_bit(server, registry_root, name):
     assert response["model_name"] == name and response["model_version"] == "1"
     assert [o["name"] for o in response["outputs"]] == list(expected)
     for column, values in expected.items():
-        _same_bits(result.as_numpy(column), values)
+        assert_same_bits(result.as_numpy(column), values)
 
     columns = [t["name"] for t in metadata["inputs"]]
     records = [{c: (row[c].tolist() if isinstance(row[c], np.ndarray) else row[c])
@@ -187,7 +169,7 @@ def test_infer_equals_predictor_and_v1_bit_for_bit(server, registry_root, name):
     v1 = httpx.post(f"{url}/v1/models/{name}/predict", headers=headers,
                     json={"records": records}).json()["predictions"]
     for column, values in expected.items():
-        _same_bits(np.array([row[column] for row in v1]), values)
+        assert_same_bits(np.array([row[column] for row in v1]), values)
 
 
 def test_requested_outputs_subset_and_version_route(server, registry_root):
@@ -203,7 +185,7 @@ def test_requested_outputs_subset_and_version_route(server, registry_root):
     assert [o["name"] for o in response["outputs"]] == ["prediction", "probability"]
     assert response["id"] == "req-7"
     expected = _expected(registry_root, "pre", rows)
-    _same_bits(result.as_numpy("probability"), expected["probability"])
+    assert_same_bits(result.as_numpy("probability"), expected["probability"])
 
 
 def test_json_nested_rows_nulls_and_casts(server, registry_root):
@@ -225,7 +207,7 @@ def test_json_nested_rows_nulls_and_casts(server, registry_root):
     expected = _expected(registry_root, "bc", rows)
     assert outputs["rawPrediction"]["data"][1] is None  # NaN is null, as in v1
     probability = np.array(outputs["probability"]["data"], dtype=np.float64).reshape(3, 2)
-    _same_bits(probability, expected["probability"])
+    assert_same_bits(probability, expected["probability"])
     vectors = np.stack(frame(2)["features"].to_numpy())
     nested = {"inputs": [{"name": "features", "datatype": "FP64", "shape": [2, WIDTH],
                           "data": vectors.tolist()}]}
@@ -248,8 +230,8 @@ def test_same_numbers_as_batch_scoring(server, registry_root, spark, tmp_path):
     score(spark, "pre/1", spark.createDataFrame(rows[PRE_COLS + ["id"]]), out,
           registry=registry_root)
     scored = read_scores(spark, out).orderBy("id").toPandas()
-    _same_bits(result.as_numpy("prediction"), scored["prediction"].to_numpy())
-    _same_bits(result.as_numpy("probability"), np.stack(scored["probability"].to_numpy()))
+    assert_same_bits(result.as_numpy("prediction"), scored["prediction"].to_numpy())
+    assert_same_bits(result.as_numpy("probability"), np.stack(scored["probability"].to_numpy()))
 
 
 # --------------------------------------------------------------------------- errors

@@ -112,10 +112,15 @@ class ModelManager:
                 if force or served.predictor is None or target != served.version:
                     self._load(served, target)
             except Exception as exc:  # noqa: BLE001 - keep serving the loaded version
-                served.error = f"{type(exc).__name__}: {exc}"
-                served.reason = short_reason(exc)
-                if isinstance(exc, SparkmlAiaasError):  # expected: the message says it all
-                    logger.error("cannot load %s: %s", served.ref, served.error)
+                error = f"{type(exc).__name__}: {exc}"
+                # Retried every check_seconds (probes, the gRPC health watch): the same
+                # failure again is logged at DEBUG, so the log says it once, not forever.
+                repeated = error == served.error
+                served.error, served.reason = error, short_reason(exc)
+                if repeated:
+                    logger.debug("still cannot load %s: %s", served.ref, error)
+                elif isinstance(exc, SparkmlAiaasError):  # expected: the message says it all
+                    logger.error("cannot load %s: %s", served.ref, error)
                 else:
                     logger.exception("cannot load %s", served.ref)
             served.checked_at = time.monotonic()
