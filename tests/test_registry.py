@@ -190,7 +190,7 @@ def test_metadata_records_everything(tmp_path, fitted, df, monkeypatch):
     fitted = LogisticRegression(featuresCol="features", maxIter=10, regParam=0.01).fit(
         pre.transform(df))
     registry = ModelRegistry(str(tmp_path / "reg"))
-    monkeypatch.chdir(tmp_path)  # not a git checkout: git_commit is None, never an error
+    monkeypatch.chdir(tmp_path)  # the commit is the package's checkout's, not the cwd's
     version = registry.register(fitted, "bc", metrics={"auc": np.float64(0.9)},
                                 config={"model": {"type": "logistic_regression"}},
                                 data_source="s3://bucket/train.parquet", preprocessor=pre,
@@ -204,7 +204,9 @@ def test_metadata_records_everything(tmp_path, fitted, df, monkeypatch):
     assert meta["config"] == {"model": {"type": "logistic_regression"}}
     assert meta["data_source"] == "s3://bucket/train.parquet"
     assert meta["package_version"] == __version__
-    assert meta["git_commit"] is None
+    from sparkml_aiaas.registry.provenance import git_commit
+
+    assert meta["git_commit"] == git_commit()
     assert meta["created_at"].endswith("Z")
     assert meta["model"]["class"].endswith("LogisticRegressionModel")
     # Every file under the version dir is checksummed, and the digest is over them.
@@ -230,7 +232,7 @@ def test_git_commit_recorded_in_a_checkout(tmp_path, model_dir, monkeypatch):
     registry = ModelRegistry(str(tmp_path))
     registry.register(model_dir, "bc")
     commit = registry.resolve("bc").metadata["git_commit"]
-    assert commit is None or len(commit) == 40
+    assert commit is None or len(commit.removesuffix("+dirty")) == 40
 
 
 # --------------------------------------------------------------------------- tampering

@@ -1,4 +1,5 @@
-"""``sparkml-aiaas models list|describe|set-alias|delete``: the registry on the command line.
+"""``sparkml-aiaas models list|describe|register|reproduce|set-alias|delete``: the registry
+on the command line.
 
 Wired into :mod:`sparkml_aiaas.cli`; errors are :class:`SparkmlAiaasError`
 subclasses, so the CLI prints one line and exits 2.  ``--json`` prints
@@ -17,8 +18,8 @@ REGISTRY_ENV = "SPARKML_AIAAS_REGISTRY"
 
 def add_models_parser(commands) -> argparse.ArgumentParser:
     """Add the ``models`` command (with its sub-commands) to the CLI's subparsers."""
-    models = commands.add_parser("models", help="list, describe, alias and delete registered "
-                                 "model versions")
+    models = commands.add_parser("models", help="register, list, describe, reproduce, alias "
+                                 "and delete model versions")
     actions = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
 
     def common(p):
@@ -36,6 +37,28 @@ def add_models_parser(commands) -> argparse.ArgumentParser:
     p = actions.add_parser("describe", help="verify and show one version")
     common(p)
     p.add_argument("ref", help="name, name/VERSION or name@ALIAS")
+
+    p = actions.add_parser("register", help="register a saved model folder as a new version")
+    common(p)
+    p.add_argument("model_dir", metavar="MODEL_DIR",
+                   help="a model a train job (or model.save) wrote; a saved PipelineModel of "
+                   "a preprocessor and a model is registered as a bundle")
+    p.add_argument("--name", required=True, help="model name (the version number is the next)")
+    p.add_argument("--alias", help="point this alias (e.g. production) at the new version")
+    p.add_argument("--description")
+
+    p = actions.add_parser("reproduce", help="retrain a version as recorded and compare it "
+                           "array by array (exit 0 identical, 1 different, 2 cannot try)")
+    common(p)
+    p.add_argument("ref", help="name, name/VERSION or name@ALIAS")
+    p.add_argument("--workdir", metavar="DIR",
+                   help="keep the retrained model here (default: a temporary folder)")
+    p.add_argument("--allow-environment-change", action="store_true",
+                   help="retrain even when the code or a library that decides the bits is not "
+                   "the recorded one, to see the difference")
+    p.add_argument("--master", help="Spark master for the session (default local[*])")
+    p.add_argument("--remote", metavar="sc://HOST:PORT",
+                   help="retrain on a Spark Connect server (default: $SPARK_REMOTE)")
 
     p = actions.add_parser("set-alias", help="point an alias (e.g. production) at a version")
     common(p)
@@ -134,11 +157,74 @@ def _describe(args) -> int:
         lines.append(f"  preprocessor    digest {info['preprocessor'].get('digest')}")
     metrics = info.get("metrics") or {}
     lines.append("  metrics         " + (_format_metrics(metrics, limit=len(metrics)) or "-"))
+    lines.append("  reproducible    " + _reproducible(info))
+    last = info.get("last_reproduction")
+    lines.append("  reproduced      " + (
+        f"{str(last.get('started_at', ''))[:19]}Z {last.get('status')}: {last.get('summary')}"
+        if last else "never"))
     params = info.get("params") or {}
     lines.append("  params          " + (", ".join(f"{k}={json.dumps(v)}"
                                                   for k, v in sorted(params.items())) or "-"))
     print("\n".join(lines))
     return 0
+
+
+def _reproducible(info: Dict[str, Any]) -> str:
+    provenance = info.get("provenance") or {}
+    if not provenance:
+        return "no (no train-job provenance recorded)"
+    source = provenance.get("input") or {}
+    what = (f"Delta {source.get('path')} version {source.get('delta_version')}"
+            if source.get("format") == "delta" else
+            f"{len((source.get('manifest') or {}).get('files') or [])} file(s) under "
+            f"{source.get('path')}")
+    env = provenance.get("environment") or {}
+    return (f"yes: {what}, seed {provenance.get('seed')}, {provenance.get('blocks')} blocks, "
+            f"numpy {env.get('numpy')}, pyspark {env.get('pyspark')}, {env.get('blas')}")
+
+
+def _register(args) -> int:
+    from sparkml_aiaas.errors import ConfigError
+
+    if not os.path.isdir(args.model_dir):
+        raise ConfigError(f"no saved model at {args.model_dir!r}: the folder does not exist "
+                          "(train one with `sparkml-aiaas train`, or save one with "
+                          "model.write().save(path))")
+    registry = _registry(args)
+    if args.alias is not None:
+        from sparkml_aiaas.registry import validate_alias
+
+        validate_alias(args.alias)  # before anything is written
+    version = registry.register(os.path.abspath(args.model_dir), args.name,
+                                description=args.description)
+    if args.alias is not None:
+        registry.set_alias(args.name, args.alias, version)
+    mv = registry.resolve(f"{args.name}/{version}")
+    reproducible = bool(mv.metadata.get("provenance"))
+    if args.json:
+        _print_json({**_summary(mv), "reproducible": reproducible})
+    else:
+        alias = f" ({args.name}@{args.alias})" if args.alias else ""
+        print(f"registered {mv.ref}{alias} from {os.path.abspath(args.model_dir)}; digest "
+              f"{mv.digest[:12]}; " + ("reproducible: provenance recorded" if reproducible
+                                       else "not reproducible: no train-job provenance"))
+    return 0
+
+
+def _reproduce(args) -> int:
+    registry = _registry(args)
+    spark = None
+    if args.master or args.remote:
+        from sparkml_aiaas.session import get_spark
+
+        spark = get_spark("sparkml_aiaas-reproduce", master=args.master, remote=args.remote)
+    outcome = registry.reproduce(args.ref, spark=spark, workdir=args.workdir,
+                                 allow_environment_change=args.allow_environment_change)
+    if args.json:
+        _print_json({**outcome.to_json(), "exit_code": outcome.exit_code})
+    else:
+        print(outcome.summary)
+    return outcome.exit_code
 
 
 def _set_alias(args) -> int:
@@ -168,7 +254,8 @@ def _delete(args) -> int:
     return 0
 
 
-_ACTIONS = {"list": _list, "describe": _describe, "set-alias": _set_alias, "delete": _delete}
+_ACTIONS = {"list": _list, "describe": _describe, "register": _register,
+            "reproduce": _reproduce, "set-alias": _set_alias, "delete": _delete}
 
 
 def run_models(args) -> int:

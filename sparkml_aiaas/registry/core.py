@@ -8,6 +8,8 @@ Layout under the registry root (see ``docs/registry.md``)::
     <root>/<name>/versions/<n>/model/         the saved model artifact (models/artifact.py format)
     <root>/<name>/versions/<n>/preprocessor/  the fitted PreprocessorModel, when registered with one
     <root>/<name>/aliases/<alias>             {"version": n, ...}, replaced atomically
+    <root>/<name>/reproductions/<n>/<time>.json   reports of ``reproduce`` runs of version n
+                                              (beside the version: it stays as registered)
     <root>/<name>/.staging/, .trash/          in-flight registrations and deletions (leftovers
                                               of crashed ones are swept after 24 h)
 
@@ -24,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -215,14 +216,11 @@ def content_digest(files: Mapping[str, str]) -> str:
 
 
 def _git_commit() -> Optional[str]:
-    """``git rev-parse HEAD`` in the current directory; None when unknown (never raises)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=False)
-    except Exception:  # noqa: BLE001 - git missing, timeout, permission: just unknown
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
+    """The git commit of this package's checkout (``+dirty`` with uncommitted changes);
+    None for an installed wheel (never raises)."""
+    from sparkml_aiaas.registry.provenance import git_commit
+
+    return git_commit()
 
 
 def _resolve_key(key: Optional[bytes], key_env: Optional[str],
@@ -387,7 +385,8 @@ class ModelRegistry:
     def register(self, model: Any, name: str, *, metrics: Optional[Mapping[str, Any]] = None,
                  params: Optional[Mapping[str, Any]] = None, config: Any = None,
                  data_source: Any = None, preprocessor: Any = None,
-                 description: Optional[str] = None, trusted_factories=None) -> int:
+                 description: Optional[str] = None, trusted_factories=None,
+                 provenance: Optional[Mapping[str, Any]] = None) -> int:
         """Store a fitted model (or a saved model directory) as the next version of ``name``.
 
         Parameters
@@ -402,9 +401,11 @@ class ModelRegistry:
         metrics, params : mapping, optional
             Stored as given; ``params`` defaults to the model's saved param map.
         config : mapping or pydantic model, optional
-            The training configuration (stored as JSON).
+            The training configuration (stored as JSON).  Default: the train job's
+            config recorded in the model's metadata (``training_job``), if any.
         data_source : any JSON value, optional
             Where the training data came from (path, table, snapshot version...).
+            Default: what the train job recorded in the model's metadata, if any.
         preprocessor : fitted ``PreprocessorModel`` or str, optional
             Copied in beside the model (``preprocessor/``); its digest is recorded.
             The model must read its output column.  :meth:`load` then returns
@@ -414,6 +415,10 @@ class ModelRegistry:
         trusted_factories : list of str, optional
             Torch factories the model may name, for the check that a preprocessor and
             model chain (a fitted model object's own factory is trusted already).
+        provenance : mapping, optional
+            What :meth:`reproduce` needs (see :mod:`~sparkml_aiaas.registry.provenance`).
+            Default: the one a train job recorded in the model's metadata, if any;
+            without one the version is stored but cannot be reproduced.
 
         Returns
         -------
@@ -445,6 +450,13 @@ class ModelRegistry:
             if model_meta.get("class", "").endswith(".PreprocessorModel"):
                 raise ConfigError("register() got a PreprocessorModel as the model; pass it as "
                                   "preprocessor= beside a fitted model")
+            # What a train job recorded beside the model travels into the registry.
+            if config is None:
+                config = model_meta.get("training_job")
+            if data_source is None:
+                data_source = model_meta.get("data_source")
+            if provenance is None:
+                provenance = model_meta.get("provenance")
             pre_meta = pre_signature = None
             if preprocessor is not None:
                 pre_dir = fs.join(staging, PREPROCESSOR_DIR)
@@ -495,6 +507,7 @@ class ModelRegistry:
                 "metrics": _jsonable(dict(metrics or {}), "metrics"),
                 "config": _jsonable(config, "config"),
                 "data_source": _jsonable(data_source, "data_source"),
+                "provenance": _jsonable(provenance, "provenance"),
                 "preprocessor": pre_meta,
                 "package_version": __version__,
                 "git_commit": _git_commit(),
@@ -848,6 +861,7 @@ class ModelRegistry:
             "signed": self.storage.exists(self.storage.join(self._version_dir(mv.name, mv.version),
                                                             SIG_FILE)),
             "signature_verified": self.signed,
+            "last_reproduction": self.last_reproduction(mv.name, mv.version),
         })
         return out
 
@@ -908,6 +922,52 @@ class ModelRegistry:
         trash = fs.staging_dir(fs.join(self._model_dir(name), ".trash"), f"{version}-")
         fs.rename(vdir, fs.join(trash, "version"))  # disappears atomically, then is removed
         fs.rmtree(trash)
+        fs.rmtree(self._reproductions_dir(name, version))
+
+    # ------------------------------------------------------------------ reproduction
+    def reproduce(self, ref: str, *, spark=None, workdir: Optional[str] = None,
+                  allow_environment_change: bool = False):
+        """Retrain ``ref`` from its recorded provenance and compare it with the registered
+        arrays: a :class:`~sparkml_aiaas.registry.reproduce.Reproduction` (``exit_code``
+        0 identical, 1 different, 2 could not try, with the reason).  The report is kept
+        beside the version (:meth:`last_reproduction`)."""
+        from sparkml_aiaas.registry.reproduce import reproduce
+
+        return reproduce(self, ref, spark=spark, workdir=workdir,
+                         allow_environment_change=allow_environment_change)
+
+    def _reproductions_dir(self, name: str, version: int) -> str:
+        return self.storage.join(self._model_dir(name), "reproductions", str(version))
+
+    def record_reproduction(self, name: str, version: int, report: Mapping[str, Any]) -> str:
+        """Store a reproduction report of ``name/version`` (JSON, written atomically under
+        a UTC timestamp); returns its path."""
+        fs = self.storage
+        directory = self._reproductions_dir(name, _validate_version(version))
+        fs.makedirs(directory)
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        path = fs.join(directory, f"{stamp}.json")
+        fs.write_atomic(path, (json.dumps(_jsonable(dict(report), "the report"), indent=2,
+                                          sort_keys=True) + "\n").encode("utf-8"))
+        return path
+
+    def last_reproduction(self, name: str, version: int) -> Optional[Dict[str, Any]]:
+        """The newest reproduction report of ``name/version`` (plus its ``report_path``), or
+        None when it was never reproduced."""
+        fs = self.storage
+        directory = self._reproductions_dir(name, _validate_version(version))
+        names = sorted(n for n in fs.listdir(directory) if n.endswith(".json")
+                       and not n.startswith("."))
+        if not names:
+            return None
+        path = fs.join(directory, names[-1])
+        try:
+            report = json.loads(fs.read_bytes(path))
+        except (OSError, ValueError):
+            return {"status": "unreadable", "report_path": path}
+        report = report if isinstance(report, dict) else {"status": "unreadable"}
+        report["report_path"] = path
+        return report
 
     # ------------------------------------------------------------------ MLflow
     def export_mlflow(self, ref: str, path: str, trusted_factories=None) -> str:
