@@ -136,7 +136,7 @@ def training_blocks(model) -> Optional[int]:
     """
     model = _final_stage(model)
     summary = _summary_of(model)
-    if model.hasParam("numWorkers"):
+    if hasattr(model, "hasParam") and model.hasParam("numWorkers"):
         # The summary holds the workers actually used (the param may be 0: automatic).
         workers = getattr(summary, "numWorkers", 0) or model.getOrDefault("numWorkers")
         return int(workers) if workers else None

@@ -186,6 +186,15 @@ def test_torch_fit_from_config_forces_num_partitions(spark, csv_path, tmp_path):
     assert run.estimator.getNumPartitions() == 3 and training_blocks(run.model) == 3
 
 
+def test_forest_fit_from_config_forces_num_workers(spark, csv_path, tmp_path):
+    pytest.importorskip("xgboost")
+    config = _config(csv_path, tmp_path, {"type": "random_forest_classifier",
+                                          "features": ["a", "b"],
+                                          "params": {"num_trees": 5, "max_depth": 3}})
+    run = fit_from_config(spark, config, num_partitions=2)  # 2 cores: at most 2 barrier tasks
+    assert run.estimator.getOrDefault("numWorkers") == 2 and training_blocks(run.model) == 2
+
+
 def _problem(data):
     """The one problem line of the ConfigError ``data`` raises (after the header line)."""
     with pytest.raises(ConfigError) as info:
