@@ -71,3 +71,31 @@ def write_bytes_atomically(path: str, data: bytes, *,
     """Replace ``path`` with ``data`` (see :func:`atomic_file`)."""
     with atomic_file(path, "wb", permissions=permissions) as handle:
         handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str) -> Iterator[str]:
+    """A path (not yet created) beside ``path`` for a writer that builds a whole directory;
+    it replaces ``path`` when the block ends without error, else is removed.
+
+    An existing ``path`` is first moved aside, so the one rename that publishes the new
+    directory is atomic; the old one is deleted afterwards.
+    """
+    import shutil
+
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    try:
+        built = os.path.join(staging, "dir")
+        yield built
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
+            os.rename(path, os.path.join(old, "dir"))
+            os.rename(built, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(built, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

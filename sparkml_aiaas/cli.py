@@ -255,6 +255,8 @@ def _train(args) -> int:
           f"iterations={report.iterations} {metrics} (on {report.evaluated_on})")
     if report.report_path:
         print(f"report {report.report_path}")
+    if report.registered_ref:
+        print(f"registered {report.registered_ref}")
     return 0
 
 

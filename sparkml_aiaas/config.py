@@ -107,6 +107,8 @@ ESTIMATOR_CLASSES = {
     "xgboost_regressor": "sparkml_aiaas.models.xgboost:XGBoostRegressor",
     "random_forest_classifier": "sparkml_aiaas.models.xgboost:RandomForestClassifier",
     "random_forest_regressor": "sparkml_aiaas.models.xgboost:RandomForestRegressor",
+    "torch_classifier": "sparkml_aiaas.models.torch:TorchClassifier",
+    "torch_regressor": "sparkml_aiaas.models.torch:TorchRegressor",
 }
 
 
@@ -177,6 +179,99 @@ class ModelSettings(_Strict):
         return params
 
 
+def preprocess_param_aliases(params: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
+    """``{snake_case: camelCase}`` of the keys a ``preprocess:`` block may set: every Param
+    of :class:`~sparkml_aiaas.preprocessing.Preprocessor`, derived as the models' are.
+    ValueError names the keys of ``params`` it does not know."""
+    from sparkml_aiaas.models.param_signature import config_param_names
+    from sparkml_aiaas.preprocessing.stages import Preprocessor
+
+    aliases = config_param_names(Preprocessor, skip=())
+    unknown = sorted(set(params or {}) - set(aliases))
+    if unknown:
+        raise ValueError(f"unknown preprocess key(s) {unknown}; known: {sorted(aliases)}")
+    return aliases
+
+
+class PreprocessSettings(BaseModel):
+    """The ``preprocess:`` block: a :class:`~sparkml_aiaas.preprocessing.Preprocessor` fitted
+    on the training split, whose output column the model reads.
+
+    Its keys are the Preprocessor's Params in snake_case (``numeric_cols``,
+    ``categorical_cols``, ``scaling``...), derived from the class
+    (:func:`preprocess_param_aliases`), so they are declared once.  The values are
+    checked by building the Preprocessor when the config is read.
+    """
+
+    # The keys are the Preprocessor's Params, not fields declared here: kept as extras,
+    # checked against the class by _known_keys.
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, value):
+        if isinstance(value, dict):
+            preprocess_param_aliases({str(k): v for k, v in value.items()})
+        return value
+
+    @model_validator(mode="after")
+    def _valid_values(self):
+        from sparkml_aiaas.preprocessing.stages import Preprocessor
+
+        try:
+            Preprocessor(**self.spark_params()).spec()
+        except (TypeError, ValueError) as exc:  # param converters; ConfigError from spec()
+            raise ValueError(f"invalid preprocess settings: {exc}") from None
+        return self
+
+    @property
+    def params(self) -> Dict[str, Any]:
+        """The keys as given (snake_case), ``None`` values dropped (they mean "default")."""
+        return {k: v for k, v in (self.model_extra or {}).items() if v is not None}
+
+    def spark_params(self) -> Dict[str, Any]:
+        """Constructor keywords of the Preprocessor (camelCase)."""
+        aliases = preprocess_param_aliases(self.params)
+        return {aliases[k]: v for k, v in self.params.items()}
+
+    @property
+    def output_col(self) -> str:
+        """The vector column the preprocessing appends (the Preprocessor's default when unset)."""
+        return self.params.get("output_col") or _default_preprocess_output()
+
+
+def _default_preprocess_output() -> str:
+    from sparkml_aiaas.preprocessing.stages import Preprocessor
+
+    return Preprocessor().getOutputCol()
+
+
+class RegistrySettings(_Strict):
+    """The ``registry:`` block: register the saved model as the next version of ``name``
+    in the registry at ``root``, then point ``alias`` (if given) at it."""
+
+    root: str
+    name: str
+    alias: Optional[str] = None
+    description: Optional[str] = None
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value):
+        from sparkml_aiaas.registry import validate_name
+
+        return validate_name(value)
+
+    @field_validator("alias")
+    @classmethod
+    def _valid_alias(cls, value):
+        if value is not None:
+            from sparkml_aiaas.registry import validate_alias
+
+            validate_alias(value)
+        return value
+
+
 class TrainOutput(_Strict):
     model_path: str
     metrics_path: Optional[str] = None
@@ -200,8 +295,39 @@ class TrainJobConfig(_Strict):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     input: InputSettings
     split: Optional[SplitSettings] = None
+    #: Fitted on the training split; the model then reads its output column.
+    preprocess: Optional[PreprocessSettings] = None
     model: ModelSettings
     output: TrainOutput
+    #: Register the saved model (see docs/registry.md).
+    registry: Optional[RegistrySettings] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_reads_preprocess_output(cls, data):
+        # With preprocessing the model's input is known: its output column.  Filled in here
+        # so the model block need not repeat it (and the recorded config states it).
+        if isinstance(data, dict) and isinstance(data.get("preprocess"), dict) \
+                and isinstance(data.get("model"), dict):
+            model = data["model"]
+            if not model.get("features") and not model.get("features_col"):
+                output = data["preprocess"].get("output_col") or _default_preprocess_output()
+                data = {**data, "model": {**model, "features_col": output}}
+        return data
+
+    @model_validator(mode="after")
+    def _preprocess_feeds_model(self):
+        if self.preprocess is not None:
+            output = self.preprocess.output_col
+            if self.model.features:
+                raise ValueError(
+                    f"model.features must be unset with preprocess: the model reads the "
+                    f"preprocess output column {output!r} (model.features_col)")
+            if self.model.features_col != output:
+                raise ValueError(
+                    f"model.features_col must equal the preprocess output column {output!r} "
+                    f"(or be left unset), not {self.model.features_col!r}")
+        return self
 
 
 class ScoreOutput(_Strict):

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from sparkml_aiaas.atomic import atomic_file
-from sparkml_aiaas.config import (InputSettings, ModelSettings, QuickstartConfig, ScoreJobConfig,
-                                  TrainJobConfig, TrainOutput)
+from sparkml_aiaas.config import (InputSettings, ModelSettings, PreprocessSettings,
+                                  QuickstartConfig, ScoreJobConfig, TrainJobConfig, TrainOutput)
 from sparkml_aiaas.errors import ConfigError, SparkmlAiaasError
 
 logger = logging.getLogger("sparkml_aiaas.pipeline")
@@ -42,6 +42,30 @@ class TrainReport:
     data_source: Optional[Dict[str, Any]] = None
     #: The run report (report.html: metrics, plots, config), or None when disabled.
     report_path: Optional[str] = None
+    #: ``"name/version"`` when the config's ``registry:`` block registered the model.
+    registered_ref: Optional[str] = None
+
+
+@dataclass
+class TrainedRun:
+    """What :func:`fit_from_config` read and fitted (everything a job needs to evaluate,
+    save and register the model)."""
+
+    model: Any
+    #: The fitted PreprocessorModel (``preprocess:`` block), or None.
+    preprocessor: Any
+    #: The training rows the model was fitted on (after preprocessing).
+    train: Any = field(repr=False)
+    #: The held-out rows (after preprocessing); None without a ``split:`` block.
+    test: Any = field(repr=False)
+    train_rows: int
+    test_rows: int
+    #: Ingest counts: read, accepted, rejected.
+    counts: Dict[str, int]
+    #: What was read (see :func:`read_input_with_source`).
+    data_source: Dict[str, Any]
+    #: The estimator as fitted (its params include a forced number of training blocks).
+    estimator: Any = field(repr=False)
 
 
 # ScoreReport lives with the scoring code; importable from here as before.
@@ -55,6 +79,90 @@ def build_estimator(settings: ModelSettings):
         return estimator_class(settings.type)(**settings.spark_params())
     except (TypeError, ValueError) as exc:  # pyspark's param type converters
         raise ConfigError(f"invalid model.params: {exc}") from None
+
+
+def build_preprocessor(settings: PreprocessSettings):
+    """The unfitted :class:`~sparkml_aiaas.preprocessing.Preprocessor` of a ``preprocess:`` block."""
+    from sparkml_aiaas.preprocessing.stages import Preprocessor
+
+    try:
+        preprocessor = Preprocessor(**settings.spark_params())
+        preprocessor.spec()  # validates the combination (ConfigError)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"invalid preprocess settings: {exc}") from None
+    return preprocessor
+
+
+#: The Param that sets how many blocks (partitions, barrier workers) a fit trains on.
+_BLOCK_PARAMS = ("numPartitions", "numWorkers")
+
+
+def _force_training_blocks(estimator, num_partitions: int) -> None:
+    """Set the number of training blocks: ``numPartitions`` (linear, torch) or ``numWorkers``
+    (xgboost, forests).  The sums of a fit depend on how its rows are blocked."""
+    if isinstance(num_partitions, bool) or not isinstance(num_partitions, int) \
+            or num_partitions < 1:
+        raise ConfigError(f"num_partitions must be a whole number >= 1, got {num_partitions!r}")
+    for name in _BLOCK_PARAMS:
+        if estimator.hasParam(name):
+            estimator.set(estimator.getParam(name), num_partitions)
+            return
+    raise ConfigError(f"{type(estimator).__name__} has no param setting the number of training "
+                      f"blocks ({' or '.join(_BLOCK_PARAMS)})")
+
+
+def _final_stage(model):
+    """The model of a ``PipelineModel`` (its last stage), else ``model`` itself."""
+    from pyspark.ml import PipelineModel
+
+    return model.stages[-1] if isinstance(model, PipelineModel) else model
+
+
+def _summary_of(model):
+    """The model's training summary, or None (never raises: some models have none)."""
+    if not getattr(model, "hasSummary", False):
+        return None
+    return model.summary
+
+
+def training_blocks(model) -> Optional[int]:
+    """How many blocks ``model`` (or a ``PipelineModel``'s final stage) was trained on.
+
+    Linear and torch models: the summary's ``numPartitions`` (None when not recorded:
+    models saved before it was); xgboost and forest models: the number of barrier
+    workers they trained with (``numWorkers``); other models: None.
+    """
+    model = _final_stage(model)
+    summary = _summary_of(model)
+    if hasattr(model, "hasParam") and model.hasParam("numWorkers"):
+        # The summary holds the workers actually used (the param may be 0: automatic).
+        workers = getattr(summary, "numWorkers", 0) or model.getOrDefault("numWorkers")
+        return int(workers) if workers else None
+    blocks = getattr(summary, "numPartitions", 0)
+    return int(blocks) if blocks else None
+
+
+def _summary_progress(summary):
+    """``(iterations, passes, objective history)`` of any summary kind: linear and tree
+    models' totalIterations/numPasses/objectiveHistory, torch's epochs/numJobs/lossHistory."""
+    if summary is None:
+        return 0, 0, []
+    if hasattr(summary, "lossHistory"):
+        return int(summary.epochs), int(summary.numJobs), [float(v) for v in summary.lossHistory]
+    return (int(summary.totalIterations), int(summary.numPasses),
+            [float(v) for v in summary.objectiveHistory])
+
+
+def _num_classes(model) -> int:
+    """The number of classes of a classification model (2 when it does not say)."""
+    from pyspark.ml.param import Param
+
+    value = getattr(model, "numClasses", 2)
+    if isinstance(value, Param):  # the torch models hold it as a Param
+        value = model.getOrDefault(value)
+    return int(value or 2)
 
 
 def read_input(spark, settings: InputSettings):
@@ -150,41 +258,89 @@ def write_json_atomically(path: str, payload: Dict[str, Any]) -> None:
 _write_json_atomically = write_json_atomically  # the name older code imports
 
 
-def _save_model(model, path: str, overwrite: bool, data_source: Dict[str, Any]) -> None:
-    """Save ``model`` with ``data_source`` recorded in its metadata.json.
+def _save_model(model, path: str, overwrite: bool, extra_metadata: Dict[str, Any]) -> None:
+    """Save ``model`` with ``extra_metadata`` merged into its metadata.json.
 
-    The model id digests class, params and arrays only, so recording the
-    source does not change it.
+    For a ``PipelineModel`` the entries go into the model stage's (the last stage's)
+    metadata.json only, and the pipeline directory is published in one rename.  The
+    model id digests class, params and arrays only, so the entries do not change it.
     """
-    artifact = getattr(model, "_artifact", None)  # what ArtifactWriter saves
+    from pyspark.ml import PipelineModel
+
+    target = _final_stage(model)
+    artifact = getattr(target, "_artifact", None)  # what ArtifactWriter saves
     if artifact is not None:
-        def with_source():
+        def with_metadata():
             # (metadata, arrays) or (metadata, arrays, files): extra files pass through.
             parts = artifact()
-            return ({**parts[0], "data_source": data_source}, *parts[1:])
+            return ({**parts[0], **extra_metadata}, *parts[1:])
 
         # For this save only: the instance attribute shadows the method until deleted.
-        model._artifact = with_source
+        target._artifact = with_metadata
     try:
-        writer = model.write().overwrite() if overwrite else model.write()
-        writer.save(path)
+        if isinstance(model, PipelineModel):
+            _save_pipeline(model, path, overwrite)
+        else:
+            writer = model.write().overwrite() if overwrite else model.write()
+            writer.save(path)
     finally:
         if artifact is not None:
-            del model._artifact
+            del target._artifact
 
 
-def run_training(spark, config: TrainJobConfig) -> TrainReport:
-    """Ingest → split → fit → evaluate → save the model (atomically) and its metrics."""
+def _save_pipeline(model, path: str, overwrite: bool) -> None:
+    """pyspark's PipelineModel writer into a staging directory, renamed onto ``path``:
+    its writer deletes the old directory first and writes stage by stage, so a failure
+    would otherwise leave no model or half of one."""
+    from sparkml_aiaas.atomic import atomic_directory
+    from sparkml_aiaas.models.artifact import local_path
+
+    target = os.path.abspath(local_path(path))
+    if os.path.exists(target) and not overwrite:
+        raise SparkmlAiaasError(f"model path {path!r} already exists (output.overwrite is false)")
+    with atomic_directory(target) as staging:
+        model.write().save(staging)
+
+
+def _saved_model_metadata(path: str) -> Dict[str, Any]:
+    """The metadata.json of a saved model, or of a saved PipelineModel's model stage."""
+    from sparkml_aiaas.models.artifact import local_path, read_artifact
+    from sparkml_aiaas.models.pipeline_predictor import _stage_dirs, is_saved_pipeline
+
+    if is_saved_pipeline(path):
+        path = _stage_dirs(local_path(path))[-1]
+    return read_artifact(path)[0]
+
+
+def training_metadata(spark, config: TrainJobConfig, run: TrainedRun) -> Dict[str, Any]:
+    """What the train job records in the saved model's metadata.json beside its own
+    entries: ``data_source`` (what was read) and ``training_job`` (the config, secrets
+    hidden), so the model can be retrained from it."""
+    return {"data_source": run.data_source, "training_job": _redacted(config)}
+
+
+def fit_from_config(spark, config: TrainJobConfig, *,
+                    num_partitions: Optional[int] = None) -> TrainedRun:
+    """Ingest → split → fit the preprocessing (if any) → fit the model, as the train job does.
+
+    The estimator (and preprocessor) are built and validated before any data is read,
+    so a bad config fails in a second.  The preprocessing is fitted on the training
+    split only; the model on the transformed training rows.
+
+    Parameters
+    ----------
+    num_partitions : int, optional
+        Train on exactly this many blocks: ``numPartitions`` of the linear and torch
+        estimators, ``numWorkers`` of the xgboost and forest ones (what
+        :func:`training_blocks` reports), to reproduce a fit bit for bit.
+    """
     from sparkml_aiaas.data import split_by_key
-    from sparkml_aiaas.evaluation import (evaluate_binary, evaluate_multiclass,
-                                          evaluate_regression)
 
-    import datetime
-
-    started_at = datetime.datetime.now(datetime.timezone.utc)
-    # Params are checked before any data is read: a bad config fails in a second.
     estimator = build_estimator(config.model)
+    if num_partitions is not None:
+        _force_training_blocks(estimator, num_partitions)
     estimator.validate_params()
+    preprocessor = build_preprocessor(config.preprocess) if config.preprocess else None
     ingested, data_source = read_input_with_source(spark, config.input)
     counts = dict(ingested.counts)
     logger.info("ingest    read %d, accepted %d, rejected %d%s", counts["read"],
@@ -203,69 +359,126 @@ def run_training(spark, config: TrainJobConfig) -> TrainReport:
         logger.info("split     train %d, test %d (hash of %r, seed %d)", train_rows, test_rows,
                     config.split.key, config.split.seed)
 
-    logger.info("train     %s %s", type(estimator).__name__,
-                ", ".join(f"{k}={v}" for k, v in sorted(config.model.params.items())))
-    model = estimator.fit(train)
-    summary = model.summary
+    fitted_preprocessor = None
+    if preprocessor is not None:
+        fitted_preprocessor = preprocessor.fit(train)
+        # Cached: the model's fit and the evaluation read the vectors more than once.
+        train = fitted_preprocessor.transform(train).cache()
+        test = fitted_preprocessor.transform(test).cache() if test is not None else None
+        logger.info("preprocess fitted on %d train rows → %r (%d features)", train_rows,
+                    fitted_preprocessor.getOutputCol(), fitted_preprocessor.numFeatures)
 
-    evaluated_on = "test" if test is not None and test_rows > 0 else "train"
-    scored = model.transform(test if evaluated_on == "test" else train)
-    report_kind, score_col = "regression", None  # what the run report plots
-    if config.model.type == "logistic_regression" and model.numClasses > 2:
-        report_kind, score_col = "multiclass", model.getProbabilityCol()
-        metrics = evaluate_multiclass(scored, label_col=config.model.label_col,
+    params = dict(config.model.params)
+    if num_partitions is not None:
+        params["num_partitions (forced)"] = num_partitions
+    logger.info("train     %s %s", type(estimator).__name__,
+                ", ".join(f"{k}={v}" for k, v in sorted(params.items())))
+    model = estimator.fit(train)
+    return TrainedRun(model=model, preprocessor=fitted_preprocessor, train=train, test=test,
+                      train_rows=train_rows, test_rows=test_rows, counts=counts,
+                      data_source=data_source, estimator=estimator)
+
+
+#: Model types evaluated as classifiers with probabilities (binary, or multiclass above 2).
+_PROBABILISTIC_CLASSIFIERS = ("logistic_regression", "torch_classifier", "xgboost_classifier",
+                              "random_forest_classifier")
+
+
+def _evaluate(config: TrainJobConfig, model, scored):
+    """``(metrics, report kind, score column)`` of ``scored`` rows for the model's type."""
+    from sparkml_aiaas.evaluation import (evaluate_binary, evaluate_multiclass,
+                                          evaluate_regression)
+
+    label_col = config.model.label_col
+    model_type = config.model.type
+    if model_type in _PROBABILISTIC_CLASSIFIERS and _num_classes(model) > 2:
+        metrics = evaluate_multiclass(scored, label_col=label_col,
                                       prediction_col=model.getPredictionCol())
-    elif config.model.type in ("xgboost_classifier", "random_forest_classifier"):
-        if model.numClasses > 2:
-            report_kind, score_col = "multiclass", model.getProbabilityCol()
-            metrics = evaluate_multiclass(scored, label_col=config.model.label_col,
-                                          prediction_col=model.getPredictionCol())
-        else:
-            report_kind, score_col = "binary", model.getProbabilityCol()
-            # rawPrediction is the vector [-m, m], as MLlib's: the evaluator ranks by m.
-            metrics = evaluate_binary(scored, label_col=config.model.label_col,
-                                      raw_prediction_col=model.getRawPredictionCol(),
-                                      prediction_col=model.getPredictionCol())
-    elif config.model.type in ("logistic_regression", "linear_svc"):
-        report_kind = "binary"
-        score_col = (model.getProbabilityCol() if config.model.type == "logistic_regression"
-                     else model.getRawPredictionCol())
-        metrics = evaluate_binary(scored, label_col=config.model.label_col,
+        return metrics, "multiclass", model.getProbabilityCol()
+    if model_type in _PROBABILISTIC_CLASSIFIERS or model_type == "linear_svc":
+        # The trees' rawPrediction is the vector [-m, m], as MLlib's: the evaluator ranks by m.
+        metrics = evaluate_binary(scored, label_col=label_col,
                                   raw_prediction_col=model.getRawPredictionCol(),
                                   prediction_col=model.getPredictionCol())
-    else:
-        metrics = evaluate_regression(scored, label_col=config.model.label_col,
-                                      prediction_col=model.getPredictionCol())
+        score_col = (model.getRawPredictionCol() if model_type == "linear_svc"
+                     else model.getProbabilityCol())
+        return metrics, "binary", score_col
+    metrics = evaluate_regression(scored, label_col=label_col,
+                                  prediction_col=model.getPredictionCol())
+    return metrics, "regression", None
+
+
+def register_training_run(spark, config: TrainJobConfig, report: TrainReport) -> str:
+    """Register the saved model (``output.model_path``) as the next version of
+    ``registry.name``, with the run's metrics, config and data source; point
+    ``registry.alias`` at it when given.  Returns the ref ``"name/version"``."""
+    from sparkml_aiaas.registry import ModelRegistry
+
+    settings = config.registry
+    registry = ModelRegistry(settings.root)
+    version = registry.register(config.output.model_path, settings.name, metrics=report.metrics,
+                                config=_redacted(config), data_source=report.data_source,
+                                description=settings.description)
+    if settings.alias:
+        registry.set_alias(settings.name, settings.alias, version)
+    ref = f"{settings.name}/{version}"
+    logger.info("register  %s%s", ref, f" (alias {settings.alias})" if settings.alias else "")
+    return ref
+
+
+def run_training(spark, config: TrainJobConfig) -> TrainReport:
+    """Ingest → split → [preprocess] → fit → evaluate → save the model (atomically), its
+    metrics and run report → register it (``registry:`` block).
+
+    With a ``preprocess:`` block the saved model is a ``PipelineModel`` of the fitted
+    PreprocessorModel and the model, scoring raw columns.
+    """
+    import datetime
+
+    from pyspark.ml import PipelineModel
+
+    started_at = datetime.datetime.now(datetime.timezone.utc)
+    run = fit_from_config(spark, config)
+    model, test, data_source = run.model, run.test, run.data_source
+    iterations, passes, history = _summary_progress(_summary_of(model))
+
+    evaluated_on = "test" if test is not None and run.test_rows > 0 else "train"
+    scored = model.transform(test if evaluated_on == "test" else run.train)
+    metrics, report_kind, score_col = _evaluate(config, model, scored)
     logger.info("evaluate  %s on %s rows", ", ".join(
         f"{k} {v:.4f}" for k, v in metrics.items() if k != "rows"), evaluated_on)
 
-    _save_model(model, config.output.model_path, config.output.overwrite, data_source)
-    from sparkml_aiaas.models.artifact import read_artifact
-
-    model_id = read_artifact(config.output.model_path)[0]["model_id"]
+    saved = model if run.preprocessor is None else PipelineModel(stages=[run.preprocessor, model])
+    _save_model(saved, config.output.model_path, config.output.overwrite,
+                training_metadata(spark, config, run))
+    model_id = _saved_model_metadata(config.output.model_path)["model_id"]
     logger.info("save      model → %s (model_id %s)", os.path.abspath(config.output.model_path),
                 model_id)
     report = TrainReport(
         model_path=os.path.abspath(config.output.model_path), model_id=model_id, metrics=metrics,
-        evaluated_on=evaluated_on, ingest_counts=counts, train_rows=train_rows,
-        test_rows=test_rows, iterations=summary.totalIterations, passes=summary.numPasses,
-        final_objective=summary.objectiveHistory[-1], metrics_path=config.output.metrics_path,
-        test_frame=test, model=model, data_source=data_source,
+        evaluated_on=evaluated_on, ingest_counts=run.counts, train_rows=run.train_rows,
+        test_rows=run.test_rows, iterations=iterations, passes=passes,
+        final_objective=history[-1] if history else float("nan"),
+        metrics_path=config.output.metrics_path, test_frame=test, model=model,
+        data_source=data_source,
     )
     report_dir = config.output.resolved_report_dir()
     if report_dir:
         report.report_path = _write_run_report(
             report_dir, config, report, scored, report_kind, score_col,
-            rows=test_rows if evaluated_on == "test" else train_rows, started_at=started_at)
+            rows=run.test_rows if evaluated_on == "test" else run.train_rows,
+            started_at=started_at)
         logger.info("report    %s", report.report_path)
     if config.output.metrics_path:
         write_json_atomically(config.output.metrics_path, {
             "model_path": report.model_path, "model_id": model_id, "metrics": metrics,
-            "evaluated_on": evaluated_on, "ingest": counts, "train_rows": train_rows,
-            "test_rows": test_rows, "iterations": report.iterations, "passes": report.passes,
-            "objective_history": summary.objectiveHistory, "data_source": data_source,
+            "evaluated_on": evaluated_on, "ingest": run.counts, "train_rows": run.train_rows,
+            "test_rows": run.test_rows, "iterations": report.iterations, "passes": report.passes,
+            "objective_history": history, "data_source": data_source,
             "report_path": report.report_path,
         })
+    if config.registry is not None:
+        report.registered_ref = register_training_run(spark, config, report)
     return report
 
 
@@ -297,8 +510,8 @@ def _write_run_report(directory: str, config: TrainJobConfig, report: TrainRepor
                                    score_vector=kind == "multiclass")
     labels = None
     if kind in ("binary", "multiclass"):
-        labels = [float(c) for c in range(int(getattr(model, "numClasses", 2) or 2))]
-    history, history_label = loss_history(model.summary)
+        labels = [float(c) for c in range(_num_classes(model))]
+    history, history_label = loss_history(_summary_of(model))
     run = {"model type": config.model.type, "model_id": report.model_id,
            "evaluated on": report.evaluated_on, "train rows": report.train_rows,
            "test rows": report.test_rows, "iterations": report.iterations,

@@ -59,7 +59,10 @@ class TrainingSummary:
     empty and ``bestIteration`` is None.  ``numPasses`` counts training passes.
     ``blockBuildSeconds`` is the part of ``wallTimeSeconds`` spent turning the
     training rows into resident blocks, ``blockSource`` how (``"parquet"``: read
-    straight from the files; ``"spark"``: through a Spark job).
+    straight from the files; ``"spark"``: through a Spark job).  ``numPartitions``
+    is the number of blocks the fit trained on (the floating-point sums depend on it,
+    so a fit is reproduced bit for bit with the same number); models saved before it
+    was recorded load with 0.
     """
 
     objectiveHistory: List[float] = field(default_factory=list)
@@ -76,6 +79,7 @@ class TrainingSummary:
     numValidationRows: int = 0
     blockBuildSeconds: float = 0.0
     blockSource: str = ""
+    numPartitions: int = 0
 
     @classmethod
     def of_fit(cls, fit, *, passes: int, blocks, build_seconds: float, wall_seconds: float,
@@ -93,6 +97,7 @@ class TrainingSummary:
             bestIteration=fit.best_iteration, stoppedEarly=bool(fit.stopped_early),
             numValidationRows=int(validation_rows),
             blockBuildSeconds=build_seconds, blockSource=blocks.source,
+            numPartitions=int(blocks.num_partitions),
         )
 
 

@@ -357,6 +357,11 @@ class _TorchEstimator(KeywordParams, Estimator, DefaultParamsReadable, DefaultPa
     def _num_classes_param(self) -> int:
         return 0
 
+    def validate_params(self) -> None:
+        """Check the params alone (ConfigError naming the first bad one), as the linear and
+        tree estimators do: a job refuses a bad config before reading any data."""
+        self._check_params()
+
     def _fit(self, dataset):
         from sparkml_aiaas.core.torch_nets import (NetworkSpecError, build_network, get_vector,
                                                    n_parameters, output_size, set_vector)
