@@ -314,9 +314,15 @@ def _saved_model_metadata(path: str) -> Dict[str, Any]:
 
 def training_metadata(spark, config: TrainJobConfig, run: TrainedRun) -> Dict[str, Any]:
     """What the train job records in the saved model's metadata.json beside its own
-    entries: ``data_source`` (what was read) and ``training_job`` (the config, secrets
-    hidden), so the model can be retrained from it."""
-    return {"data_source": run.data_source, "training_job": _redacted(config)}
+    entries: ``data_source`` (what was read), ``training_job`` (the config, secrets
+    hidden) and ``provenance`` (that config, the input's content hashes or Delta version,
+    the blocks and the environment: what ``ModelRegistry.reproduce`` retrains from)."""
+    from sparkml_aiaas.registry.provenance import training_record
+
+    job = _redacted(config)
+    return {"data_source": run.data_source, "training_job": job,
+            "provenance": training_record(spark, job, run.data_source, run.model,
+                                          training_blocks(run.model))}
 
 
 def fit_from_config(spark, config: TrainJobConfig, *,

@@ -28,7 +28,8 @@ def add_models_parser(commands) -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print JSON instead of text")
         p.add_argument("--key-file", help="registry signing key file (default: the "
                        "SPARKML_AIAAS_REGISTRY_KEY environment variable when set)")
-        p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+        p.add_argument("--quiet", action="store_true",
+                       help="print only the result (no progress lines)")
 
     p = actions.add_parser("list", help="list versions (of one model, or of all)")
     common(p)
