@@ -312,15 +312,19 @@ def _saved_model_metadata(path: str) -> Dict[str, Any]:
     return read_artifact(path)[0]
 
 
-def training_metadata(spark, config: TrainJobConfig, run: TrainedRun) -> Dict[str, Any]:
+def training_metadata(spark, config: TrainJobConfig, run: TrainedRun,
+                      metrics: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
     """What the train job records in the saved model's metadata.json beside its own
     entries: ``data_source`` (what was read), ``training_job`` (the config, secrets
-    hidden) and ``provenance`` (that config, the input's content hashes or Delta version,
-    the blocks and the environment: what ``ModelRegistry.reproduce`` retrains from)."""
+    hidden), ``training_metrics`` (the evaluation) and ``provenance`` (that config, the
+    input's content hashes or Delta version, the blocks and the environment: what
+    ``ModelRegistry.reproduce`` retrains from).  ``models register MODEL_DIR`` takes
+    them from there."""
     from sparkml_aiaas.registry.provenance import training_record
 
     job = _redacted(config)
     return {"data_source": run.data_source, "training_job": job,
+            "training_metrics": dict(metrics or {}),
             "provenance": training_record(spark, job, run.data_source, run.model,
                                           training_blocks(run.model))}
 
@@ -456,7 +460,7 @@ def run_training(spark, config: TrainJobConfig) -> TrainReport:
 
     saved = model if run.preprocessor is None else PipelineModel(stages=[run.preprocessor, model])
     _save_model(saved, config.output.model_path, config.output.overwrite,
-                training_metadata(spark, config, run))
+                training_metadata(spark, config, run, metrics))
     model_id = _saved_model_metadata(config.output.model_path)["model_id"]
     logger.info("save      model → %s (model_id %s)", os.path.abspath(config.output.model_path),
                 model_id)

@@ -58,13 +58,18 @@ def test_relative_names_rebuild_the_paths(names):
     assert [f"{root}/{r}" for r in relative] == files
 
 
-def test_check_input_names_changed_gone_and_new_files_and_accepts_a_copy(spark, tmp_path):
+def test_check_input_names_changed_gone_and_new_files_and_accepts_a_copy(spark, tmp_path,
+                                                                          monkeypatch):
     folder = tmp_path / "input"
     folder.mkdir()
     (folder / "a.csv").write_text("x,y\n1,2\n")
     (folder / "b.csv").write_text("x,y\n3,4\n")
-    settings_ = {"path": str(folder), "format": "csv"}
-    record = provenance.input_record(spark, settings_, {"delta_version": None})
+    # A relative input path is recorded absolute: reproduce may run from another folder.
+    with monkeypatch.context() as patch:
+        patch.chdir(tmp_path)
+        record = provenance.input_record(spark, {"path": "input", "format": "csv"},
+                                         {"delta_version": None})
+    assert record["path"] == str(folder)
     assert [f["path"] for f in record["manifest"]["files"]] == ["a.csv", "b.csv"]
     assert provenance.check_input(spark, record) == []
     # A copy with a new modification time and the same bytes is the same input.

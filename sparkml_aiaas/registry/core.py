@@ -457,6 +457,8 @@ class ModelRegistry:
                 data_source = model_meta.get("data_source")
             if provenance is None:
                 provenance = model_meta.get("provenance")
+            if metrics is None:
+                metrics = model_meta.get("training_metrics")
             pre_meta = pre_signature = None
             if preprocessor is not None:
                 pre_dir = fs.join(staging, PREPROCESSOR_DIR)

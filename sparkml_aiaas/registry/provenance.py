@@ -218,7 +218,15 @@ def input_record(spark, settings: Mapping[str, Any], data_source: Mapping[str, A
     """What a train job read: ``path``, ``format``; for Delta the ``delta_version``; for
     files the :func:`file_manifest` of the files its path lists now (just after the read,
     as the job's fingerprint is taken)."""
-    record = {"path": settings.get("path"), "format": settings.get("format"),
+    from sparkml_aiaas.spark_env import is_connect
+
+    path = settings.get("path")
+    if isinstance(path, str) and "://" not in path and not path.startswith("file:") \
+            and not is_connect(spark):
+        # Relative to the job's folder, which is not where reproduce may run.  (On Spark
+        # Connect it is the server's folder, unknown here: kept as given.)
+        path = os.path.abspath(path)
+    record = {"path": path, "format": settings.get("format"),
               "delta_version": data_source.get("delta_version"), "manifest": None}
     if record["format"] != "delta":
         from sparkml_aiaas.data.ingest_job import source_files

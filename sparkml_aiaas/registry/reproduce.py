@@ -160,6 +160,8 @@ def reproduction_config(provenance: Mapping[str, Any], workdir: str):
     if source.get("quarantine_path"):
         source["quarantine_path"] = os.path.join(workdir, "quarantine")
     recorded_input = provenance.get("input") or {}
+    if recorded_input.get("path"):
+        source["path"] = recorded_input["path"]  # absolute: the job's cwd is not ours
     if recorded_input.get("format") == "delta":
         source["version"] = recorded_input.get("delta_version")
     data["input"] = source
