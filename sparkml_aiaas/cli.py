@@ -353,6 +353,12 @@ def _serve(args) -> int:
     config = log_config(args.quiet)
     logging.config.dictConfig(config)
     options = {name: getattr(args, name) for name in _SERVE_OPTIONS}
+    from sparkml_aiaas.registry import ModelRegistry
+    from sparkml_aiaas.serving.models import check_served_refs
+
+    # A registry, model or alias that does not exist is refused now, in one line saying
+    # how to create it, rather than served as 503s.
+    check_served_refs(ModelRegistry(args.registry), args.models)
     # Built here even with workers: a missing registry, model or tokens file fails now,
     # in one line, not once per worker.
     app = build_app(options)

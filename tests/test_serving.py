@@ -911,3 +911,38 @@ def test_small_numeric_requests_take_the_columns_path_with_the_same_numbers(
     response = client.post("/v1/models/bc/predict", headers=_auth(tokens["predict"]),
                            json={"records": records})
     assert response.status_code == 200 and built[-1] is None
+
+
+@pytest.mark.parametrize("model, message", [
+    ("churn@production", "no model named 'churn' in the registry '{root}' (it holds: bc, pre); "
+     "register one: sparkml-aiaas models register MODEL_DIR --registry {root} --name churn "
+     "--alias production"),
+    ("bc@staging", "bc has no alias 'staging' in the registry '{root}' (versions: 1, 2; "
+     "aliases: production -> 1); set it: sparkml-aiaas models set-alias --registry {root} bc "
+     "staging 2"),
+    ("bc/9", "bc has no version 9 in the registry '{root}' (its versions: 1, 2)"),
+])
+def test_serve_refuses_a_model_or_alias_that_does_not_exist(registry_root, tokens_file,
+                                                            model, message, capsys):
+    """One line naming what is missing and how to create it, before any port opens."""
+    from sparkml_aiaas.cli import main
+
+    code = main(["serve", "--registry", registry_root, "--model", model,
+                 "--tokens-file", tokens_file[0]])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == "error: " + message.format(root=registry_root)
+
+
+def test_serve_refuses_a_registry_that_does_not_exist(tmp_path, tokens_file, capsys):
+    from sparkml_aiaas.cli import main
+
+    missing = str(tmp_path / "models_registry")
+    code = main(["serve", "--registry", missing, "--model", "churn@production",
+                 "--tokens-file", tokens_file[0]])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: the registry folder '{missing}' does not exist; create it by registering a "
+        f"model: sparkml-aiaas models register MODEL_DIR --registry {missing} --name NAME "
+        "--alias production")
+    assert not os.path.exists(missing)

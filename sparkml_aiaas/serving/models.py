@@ -164,3 +164,41 @@ def short_reason(exc: BaseException) -> str:
     if isinstance(exc, ModelFormatError):
         return "its files failed verification"
     return "it could not be loaded"
+
+
+def check_served_refs(registry, refs: Sequence[str]) -> None:
+    """ConfigError, in one line that says how to fix it, when the registry, a model, a
+    version or an alias that ``serve`` is told to serve does not exist.
+
+    ``serve`` calls this before it starts: a typo'd name or an alias never set is a
+    mistake to fix now, not a 503 for every request.  (:class:`ModelManager` itself stays
+    lenient, so that a running server keeps serving while an alias is being moved.)"""
+    root = registry.root
+    fs = registry.storage
+    if not fs.isdir(root):
+        raise ConfigError(
+            f"the registry folder {root!r} does not exist; create it by registering a "
+            f"model: sparkml-aiaas models register MODEL_DIR --registry {root} --name NAME "
+            "--alias production")
+    names = registry.names()
+    for ref in refs:
+        name, version, alias = parse_ref(ref)
+        if name not in names:
+            known = f" (it holds: {', '.join(names)})" if names else " (it holds no model)"
+            raise ConfigError(
+                f"no model named {name!r} in the registry {root!r}{known}; register one: "
+                f"sparkml-aiaas models register MODEL_DIR --registry {root} --name {name}"
+                + (f" --alias {alias}" if alias else ""))
+        versions = registry.versions(name)
+        if version is not None and version not in versions:
+            raise ConfigError(f"{name} has no version {version} in the registry {root!r} "
+                              f"(its versions: {', '.join(map(str, versions)) or 'none'})")
+        if alias is not None:
+            aliases = registry.aliases(name)
+            if alias not in aliases:
+                have = ", ".join(f"{a} -> {v}" for a, v in sorted(aliases.items())) or "none"
+                latest = versions[-1] if versions else "VERSION"
+                raise ConfigError(
+                    f"{name} has no alias {alias!r} in the registry {root!r} (versions: "
+                    f"{', '.join(map(str, versions)) or 'none'}; aliases: {have}); set it: "
+                    f"sparkml-aiaas models set-alias --registry {root} {name} {alias} {latest}")
