@@ -172,10 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tokens-file", required=True, metavar="FILE")
     create.add_argument("--expires-in-days", type=_ascii_number, metavar="N",
                         help="the token stops working N days from now (default: never)")
+    create.add_argument("--quiet", action="store_true",
+                        help="print only the token (TOKEN=$(sparkml-aiaas tokens create ...))")
     revoke = tokens_commands.add_parser("revoke", help="remove a token")
     revoke.add_argument("--name", required=True)
     revoke.add_argument("--tokens-file", required=True, metavar="FILE")
-    tokens.set_defaults(quiet=False)
+    revoke.set_defaults(quiet=False)
     return parser
 
 
@@ -406,6 +408,9 @@ def _tokens(args) -> int:
     if args.tokens_command == "create":
         token = create_token(args.tokens_file, args.name, args.scopes,
                              expires_in_days=args.expires_in_days)
+        if args.quiet:
+            print(token)
+            return 0
         expiry = ""
         if args.expires_in_days is not None:
             (record,) = [r for r in load_tokens(args.tokens_file) if r.name == args.name]
