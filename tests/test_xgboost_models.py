@@ -421,3 +421,39 @@ def test_train_job_from_shipped_config(spark, tmp_path):
                                           r"type 'random_forest_classifier'; known: \[.*'num_trees'"):
         load_config(TrainJobConfig, os.path.join(ROOT, "conf", "xgboost.yaml"),
                     ["model.type=random_forest_classifier"])
+
+
+def test_xgboost_and_xgboost_cpu_side_by_side_are_refused(monkeypatch):
+    """Both distributions write the 'xgboost' module: one line saying which to keep."""
+    import importlib.metadata
+
+    from sparkml_aiaas.models import xgboost_predictor
+
+    monkeypatch.setattr(xgboost_predictor, "_DISTRIBUTIONS_CHECKED", False)
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: {
+        "xgboost": "3.2.0", "xgboost-cpu": "3.2.0"}[name])
+    with pytest.raises(ConfigError) as raised:
+        xgboost_predictor.check_xgboost_distribution()
+    assert str(raised.value) == (
+        "both xgboost 3.2.0 and xgboost-cpu 3.2.0 are installed, and they write the same "
+        "'xgboost' module; keep one: pip uninstall -y xgboost xgboost-cpu && pip install "
+        "xgboost-cpu (or xgboost on a CUDA machine)")
+
+
+@pytest.mark.parametrize("system, machine", [("Linux", "x86_64"), ("Linux", "aarch64"),
+                                             ("Darwin", "arm64"), ("Windows", "AMD64")])
+def test_the_xgboost_extra_installs_exactly_one_distribution(system, machine):
+    """pyproject's [xgboost] extra: xgboost-cpu on Linux x86-64 (no 469 MB NCCL), xgboost
+    elsewhere; never both, never neither."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    environment = {"platform_system": system, "platform_machine": machine}
+    chosen = [Requirement(r).name for r in extras["xgboost"]
+              if Requirement(r).marker is None or Requirement(r).marker.evaluate(environment)]
+    assert chosen == (["xgboost-cpu"] if (system, machine) == ("Linux", "x86_64")
+                      else ["xgboost"])

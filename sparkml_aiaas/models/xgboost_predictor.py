@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from sparkml_aiaas.errors import DataValidationError, ModelFormatError
+from sparkml_aiaas.errors import ConfigError, DataValidationError, ModelFormatError
 from sparkml_aiaas.models.predictor_base import Predictor
 
 #: Name of the booster file inside a saved model directory.
@@ -40,6 +40,33 @@ _CLASSIFIER_OUTPUTS = [("rawPrediction", "array<double>"), ("probability", "arra
 _REGRESSOR_OUTPUTS = [("prediction", "double")]
 
 
+_DISTRIBUTIONS_CHECKED = False
+
+
+def check_xgboost_distribution() -> None:
+    """ConfigError when both the ``xgboost`` and the ``xgboost-cpu`` distributions are
+    installed: they write the same ``xgboost`` module, so which one runs depends on the
+    order they were installed in, and uninstalling either breaks the other.  Checked once
+    per process, before the first booster is read or trained."""
+    global _DISTRIBUTIONS_CHECKED
+    if _DISTRIBUTIONS_CHECKED:
+        return
+    import importlib.metadata
+
+    found = []
+    for name in ("xgboost", "xgboost-cpu"):
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    if len(found) == 2:
+        raise ConfigError(
+            f"both {found[0]} and {found[1]} are installed, and they write the same "
+            "'xgboost' module; keep one: pip uninstall -y xgboost xgboost-cpu && pip install "
+            "xgboost-cpu (or xgboost on a CUDA machine)")
+    _DISTRIBUTIONS_CHECKED = True
+
+
 def booster_from_bytes(data: bytes, where: str = "booster"):
     """An ``xgboost.Booster`` parsed from UBJ bytes; never unpickles.
 
@@ -47,6 +74,7 @@ def booster_from_bytes(data: bytes, where: str = "booster"):
     (:func:`~sparkml_aiaas.models.xgboost_check.check_booster_bytes`): XGBoost's C++ parser
     and predictor trust the file, and a damaged or edited one crashes them.
     """
+    check_xgboost_distribution()
     import xgboost
 
     from sparkml_aiaas.models.xgboost_check import check_booster_bytes
