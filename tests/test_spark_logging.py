@@ -14,7 +14,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # already), and stops it.
 _START = ("from sparkml_aiaas.session import get_spark\n"
           "spark = get_spark('log-test', master='local[1]')\n"
-          "spark.range(3).count()\n"
           "spark.stop()\n")
 
 
