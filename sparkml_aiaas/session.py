@@ -8,11 +8,19 @@ configuration belong to the platform), whether classic or Spark Connect.  With a
 --remote`` do) a Spark Connect client session connects to that server: no JVM
 starts here.  Otherwise an embedded ``local[*]`` session starts with defaults
 that suit a laptop or a CI box.
+
+A JVM started here logs WARN and above from its start: the package's
+``resources/log4j2.properties`` is given to it at launch (``spark.driver.defaultJavaOptions``;
+``spark-submit`` jobs get it with ``--driver-java-options``, see README).
+``SPARKML_AIAAS_SPARK_LOG_LEVEL=INFO`` brings Spark's INFO lines back; a log4j2 configuration
+of the user's own (``-Dlog4j2.configurationFile`` in the driver's Java options, a
+``log4j2.properties`` in ``SPARK_CONF_DIR``) is left alone.
 """
 
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import sys
 from typing import Mapping, Optional
@@ -39,6 +47,109 @@ LOCAL_DEFAULTS: dict[str, str] = {
     "spark.python.worker.reuse": "true",
     "spark.sql.session.timeZone": "UTC",
 }
+
+
+#: Environment variable: the level of Spark's JVM logging (``INFO``, ``DEBUG``...; WARN
+#: when unset).
+LOG_LEVEL_ENV = "SPARKML_AIAAS_SPARK_LOG_LEVEL"
+#: The JVM system property our log4j2 file reads its level from (the environment
+#: variable's, checked, when we set it; the variable itself otherwise).
+_LEVEL_PROPERTY = "sparkml_aiaas.spark.log.level"
+_LEVELS = ("OFF", "FATAL", "ERROR", "WARN", "INFO", "DEBUG", "TRACE", "ALL")
+_LOG4J_FILES = tuple(f"log4j2{test}.{ext}" for test in ("", "-test")
+                     for ext in ("properties", "xml", "json", "jsn", "yaml", "yml"))
+
+
+def spark_log_level(explicit: Optional[str] = None) -> str:
+    """The level for Spark's JVM logging: ``explicit``, else ``$SPARKML_AIAAS_SPARK_LOG_LEVEL``,
+    else ``WARN``."""
+    value = explicit if explicit is not None else (os.environ.get(LOG_LEVEL_ENV) or "WARN")
+    level = value.strip().upper()
+    if level == "WARNING":
+        level = "WARN"
+    if level not in _LEVELS:
+        source = "log_level" if explicit is not None else LOG_LEVEL_ENV
+        raise ConfigError(f"{source}={value!r} is not a log level: expected one of "
+                          f"{', '.join(_LEVELS)}")
+    return level
+
+
+def log4j2_config_uri() -> Optional[str]:
+    """The URI of the package's log4j2 configuration (``file:`` or, from a zip on
+    ``--py-files``, ``jar:file:…!/``), or None when it cannot be named."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, "resources", "log4j2.properties")
+    if os.path.isfile(path):
+        return pathlib.Path(path).as_uri()
+    archive = getattr(sys.modules["sparkml_aiaas"].__spec__.loader, "archive", None)
+    if archive and os.path.isfile(archive):  # zipimport: the package inside a .zip
+        inner = os.path.relpath(path, archive).replace(os.sep, "/")
+        return f"jar:{pathlib.Path(archive).as_uri()}!/{inner}"
+    return None
+
+
+def _names_log4j_config(options: Optional[str]) -> bool:
+    return bool(options) and re.search(r"log4j2?\.configurationFile", options) is not None
+
+
+def _spark_conf_dir() -> Optional[str]:
+    if os.environ.get("SPARK_CONF_DIR"):
+        return os.environ["SPARK_CONF_DIR"]
+    if os.environ.get("SPARK_HOME"):
+        return os.path.join(os.environ["SPARK_HOME"], "conf")
+    return None
+
+
+def _spark_defaults() -> dict[str, str]:
+    """``spark-defaults.conf`` of the configuration folder spark-submit reads."""
+    conf_dir = _spark_conf_dir()
+    values: dict[str, str] = {}
+    if not conf_dir:
+        return values
+    try:
+        with open(os.path.join(conf_dir, "spark-defaults.conf"), encoding="utf-8") as handle:
+            for line in handle:
+                line = line.strip()
+                match = re.match(r"([^\s=:]+)\s*[=:\s]\s*(.*)", line)
+                if match and not line.startswith(("#", "!")):
+                    values[match.group(1)] = match.group(2)
+    except OSError:
+        pass
+    return values
+
+
+def _user_log4j_config(settings: Mapping[str, str]) -> bool:
+    """Whether the user configured log4j2 for the JVM we are about to start."""
+    defaults = _spark_defaults()
+    for role in ("driver", "executor"):
+        for kind in ("extraJavaOptions", "defaultJavaOptions"):
+            key = f"spark.{role}.{kind}"
+            if _names_log4j_config(settings.get(key)) or _names_log4j_config(defaults.get(key)):
+                return True
+    for variable in ("PYSPARK_SUBMIT_ARGS", "SPARK_SUBMIT_OPTS", "JAVA_TOOL_OPTIONS",
+                     "JDK_JAVA_OPTIONS", "_JAVA_OPTIONS"):
+        if _names_log4j_config(os.environ.get(variable)):
+            return True
+    conf_dir = _spark_conf_dir()  # on spark-submit's classpath: log4j2 finds a file there
+    return bool(conf_dir) and any(os.path.isfile(os.path.join(conf_dir, name))
+                                  for name in _LOG4J_FILES)
+
+
+def _quiet_launch(settings: dict[str, str], master: Optional[str], level: str) -> None:
+    """Point the JVM we are about to launch (and local-cluster executors) at our log4j2
+    file, ahead of the user's own Java options (which come after, and so win)."""
+    uri = log4j2_config_uri()
+    if uri is None:
+        return
+    options = f"-Dlog4j2.configurationFile={uri} -D{_LEVEL_PROPERTY}={level}"
+    roles = ["driver"]
+    if (master or "").startswith("local-cluster"):  # executors on this machine's files
+        roles.append("executor")
+    defaults = _spark_defaults()
+    for role in roles:
+        key = f"spark.{role}.defaultJavaOptions"
+        theirs = settings.get(key) or defaults.get(key) or ""
+        settings[key] = f"{options} {theirs}".strip()
 
 
 def _core_count(master: str) -> int:
@@ -105,7 +216,7 @@ def get_spark(
     app_name: str = "sparkml_aiaas",
     master: Optional[str] = None,
     conf: Optional[Mapping[str, object]] = None,
-    log_level: str = "WARN",
+    log_level: Optional[str] = None,
     remote: Optional[str] = None,
 ):
     """Return the active SparkSession, or start an embedded one.
@@ -121,8 +232,10 @@ def get_spark(
     conf : mapping, optional
         Extra Spark configuration for a session we start; wins over
         :data:`LOCAL_DEFAULTS`.
-    log_level : str
-        Log level set on a session we start.
+    log_level : str, optional
+        Log level of Spark's JVM logging in a session we start; ``$SPARKML_AIAAS_SPARK_LOG_LEVEL``
+        or ``WARN`` when omitted (and then a log4j2 configuration of the user's own is left
+        as it is).
     remote : str, optional
         A Spark Connect URL (``sc://host:port``); ``SPARK_REMOTE`` when omitted.  The
         session is then a Connect client: ``master`` and the local defaults do not apply,
@@ -177,6 +290,16 @@ def get_spark(
     for key, value in (conf or {}).items():
         settings[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
 
+    level = spark_log_level(log_level)
+    set_level = True
+    # Under spark-submit the JVM runs already, logging as spark-submit was told (README
+    # passes our file with --driver-java-options): only the level after start-up is ours.
+    if not launched_by_submit:
+        if _user_log4j_config(settings):
+            set_level = log_level is not None  # the user's own file decides
+        else:
+            _quiet_launch(settings, master, level)
+
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)
@@ -184,5 +307,6 @@ def get_spark(
         if value != "":
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(log_level)
+    if set_level:
+        spark.sparkContext.setLogLevel(level)
     return spark

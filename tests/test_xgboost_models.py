@@ -457,3 +457,37 @@ def test_the_xgboost_extra_installs_exactly_one_distribution(system, machine):
               if Requirement(r).marker is None or Requirement(r).marker.evaluate(environment)]
     assert chosen == (["xgboost-cpu"] if (system, machine) == ("Linux", "x86_64")
                       else ["xgboost"])
+
+
+# ---------------------------------------------------------------------------------- logging
+@pytest.mark.parametrize("xgb_params, expect_info", [({}, False), ({"verbosity": 2}, True)])
+def test_fit_is_quiet_unless_verbosity_asks(train_df, caplog, monkeypatch, xgb_params,
+                                            expect_info):
+    """A default fit logs nothing at INFO (xgboost.spark's params, "Training on CPUs",
+    "Finished") and prints no per-round evaluation lines; verbosity >= 2 brings both back.
+    The training task runs in a Python worker whose output the JVM owns, so what it is sent
+    (verbose_eval, the logger level it reads) is checked where xgboost.spark computes it."""
+    import logging
+
+    from xgboost.spark import core
+
+    shipped = {}
+    original = core._SparkXGBEstimator._get_distributed_train_params
+
+    def spy(self, dataset):
+        params = original(self, dataset)
+        shipped["verbose_eval"] = params.get("verbose_eval")
+        shipped["worker_log_level"] = core.get_logger_level(core._LOG_TAG)
+        return params
+
+    monkeypatch.setattr(core._SparkXGBEstimator, "_get_distributed_train_params", spy)
+    caplog.set_level(logging.INFO)  # the root: the XGBoost-PySpark logger keeps its level
+    level_before = logging.getLogger("XGBoost-PySpark").level
+    XGBoostClassifier(featuresCols=COLS, numRound=2, maxDepth=2, numWorkers=1,
+                      xgbParams=xgb_params).fit(train_df.limit(500))
+    info = [r for r in caplog.records if r.name == "XGBoost-PySpark" and r.levelno == logging.INFO]
+    assert bool(info) is expect_info, [r.getMessage()[:80] for r in info]
+    assert shipped["verbose_eval"] is expect_info
+    if not expect_info:
+        assert shipped["worker_log_level"] == logging.WARNING
+        assert logging.getLogger("XGBoost-PySpark").level == level_before  # restored

@@ -23,6 +23,7 @@ are wrapped with ``XGBoostClassificationModel.from_booster`` /
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -61,6 +62,40 @@ _RESERVED = {"objective", "n_estimators", "num_boost_round", "num_round", "learn
              "use_gpu", "nthread", "n_jobs", "missing", "seed", "random_state", "subsample",
              "colsample_bytree", "colsample_bynode", "min_child_weight", "reg_lambda", "lambda",
              "reg_alpha", "alpha", "gamma", "min_split_loss", "max_bin", "tree_method"}
+
+#: xgboost.spark's Python logger (driver and training tasks): INFO unless told otherwise.
+_XGBOOST_SPARK_LOGGER = "XGBoost-PySpark"
+
+
+def _xgboost_verbose(kwargs: Dict[str, Any]) -> bool:
+    """Whether a fit reports at INFO: only when xgbParams ask for it, with ``verbosity`` >= 2
+    (xgboost's info level) or ``verbose`` (the per-round evaluation lines).  By default a fit
+    prints warnings only, like Spark's logging here (session.get_spark)."""
+    if "verbose" in kwargs:
+        return bool(kwargs["verbose"])
+    try:
+        return int(kwargs.get("verbosity", 1)) >= 2
+    except (TypeError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _xgboost_spark_log_level(verbose: bool):
+    """xgboost.spark's logger at WARNING for a quiet fit (it logs its params, "Training on
+    CPUs" and "Finished" at INFO, on the driver and, with the level it reads here, in the
+    training task), unless the user set its level themselves; restored afterwards."""
+    log = logging.getLogger(_XGBOOST_SPARK_LOGGER)
+    previous = log.level
+    if verbose or previous not in (logging.NOTSET, logging.INFO):
+        yield
+        return
+    # xgboost.spark sets INFO itself on a NOTSET logger, so INFO is not a user's choice.
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(previous)
+
 
 _CLASSIFIER_OBJECTIVES = ("auto", "binary:logistic", "multi:softprob")
 _REGRESSOR_OBJECTIVES = ("reg:squarederror", "reg:squaredlogerror", "reg:absoluteerror",
@@ -411,13 +446,16 @@ class _XGBoostEstimator(KeywordParams, Estimator, DefaultParamsReadable, Default
         from xgboost.spark import SparkXGBClassifier, SparkXGBRegressor
 
         trainer_class = SparkXGBClassifier if self._classifier else SparkXGBRegressor
+        verbose = _xgboost_verbose(kwargs)
+        kwargs.setdefault("verbose", verbose)
         trainer = trainer_class(features_col=_FEATURES, label_col=_LABEL,
                                 weight_col=_WEIGHT if weight_col else None,
                                 num_workers=num_workers, **kwargs)
         logger.info("%s: xgboost.spark on %d worker(s), %d rows, %s", type(self).__name__,
                     num_workers, rows, {k: v for k, v in sorted(kwargs.items())})
         try:
-            fitted = trainer.fit(frame)
+            with _xgboost_spark_log_level(verbose):
+                fitted = trainer.fit(frame)
         except Exception as exc:
             # xgboost.spark reports bad params as ValueError; anything else is not ours to wrap.
             if isinstance(exc, ValueError) and not isinstance(exc, DataValidationError):
