@@ -43,6 +43,7 @@ from sparkml_aiaas.models.artifact import as_int, predictor_section
 from sparkml_aiaas.models.persistence import (ArtifactReader, ArtifactWriter, input_signature,
                                               restored_signature, restored_summary)
 from sparkml_aiaas.models.xgboost_predictor import (BOOSTER_FILE, XGBoostPredictor,
+                                                    check_xgboost_distribution,
                                                     booster_from_bytes, booster_kind)
 from sparkml_aiaas.scoring.mllib_output import (omitted_outputs, output_names,
                                                  predictor_outputs, transform_types)
@@ -443,6 +444,7 @@ class _XGBoostEstimator(KeywordParams, Estimator, DefaultParamsReadable, Default
         kwargs.update(self._rounds_and_rate())
         if not self._classifier:
             kwargs["objective"] = objective
+        check_xgboost_distribution()
         from xgboost.spark import SparkXGBClassifier, SparkXGBRegressor
 
         trainer_class = SparkXGBClassifier if self._classifier else SparkXGBRegressor
