@@ -71,15 +71,22 @@ def _name(name) -> str:
     return text if re.fullmatch(r"[\w.\-]+", text) else repr(text)
 
 
-def expected_names(names: Sequence, what: str = "columns", limit: int = SHOWN_NAMES) -> str:
-    """``expected 32 columns: id, mean_radius, …, (+22 more)``: the expectation that ends
-    a message, in parentheses after the cause.  Plain names are shown bare, others quoted;
-    past ``limit`` names the rest is a count."""
+def name_list(names: Sequence, limit: int = SHOWN_NAMES) -> str:
+    """``id, mean_radius, …, (+22 more)``: plain names bare, others quoted; past ``limit``
+    names the rest is a count."""
     names = list(names)
     shown = ", ".join(_name(n) for n in names[:limit])
     if len(names) > limit:
         shown += f", … (+{len(names) - limit} more)"
-    return f"expected {len(names)} {what}: {shown}" if names else f"expected no {what}"
+    return shown
+
+
+def expected_names(names: Sequence, what: str = "columns", limit: int = SHOWN_NAMES) -> str:
+    """``expected 32 columns: id, mean_radius, …, (+22 more)``: the expectation that ends
+    a message, in parentheses after the cause (:func:`name_list` shortens it)."""
+    names = list(names)
+    return f"expected {len(names)} {what}: {name_list(names, limit)}" if names \
+        else f"expected no {what}"
 
 
 def closest_name(name: str, known: Iterable[str]) -> Optional[str]:
