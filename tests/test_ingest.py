@@ -312,6 +312,33 @@ def test_csv_header_mismatch_names_columns(spark, tmp_path):
         ingest(spark, path, SCHEMA)
 
 
+def test_a_missing_column_is_named_first_then_the_file_then_the_declared_columns(
+        spark, tmp_path):
+    # The README's quickstart CSV without mean_area, read with conf/train.yaml's schema.
+    import csv
+
+    import yaml
+
+    full = str(tmp_path / "full.csv")
+    write_breast_cancer_csv(full)
+    with open(full, newline="") as f:
+        rows = list(csv.reader(f))
+    drop = rows[0].index("mean_area")
+    path = tmp_path / "x.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(row[:drop] + row[drop + 1:] for row in rows)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "conf", "train.yaml")) as f:
+        declared = yaml.safe_load(f)["input"]["schema"]
+    with pytest.raises(DataValidationError) as info:
+        ingest(spark, str(path), declared, options={"header": True})
+    assert str(info.value) == (
+        f"missing columns ['mean_area'] in the header of file:{path} (expected 32 columns: id, "
+        "mean_radius, mean_texture, mean_perimeter, mean_area, mean_smoothness, "
+        "mean_compactness, mean_concavity, mean_concave_points, mean_symmetry, … (+22 more); "
+        "on_schema_drift='error')")
+
+
 def test_max_reject_fraction_reports_counts_and_top_reasons(spark, tmp_path):
     path = write(tmp_path, "messy.csv", MESSY_CSV)
     quarantine = str(tmp_path / "quarantine")
