@@ -221,3 +221,15 @@ def test_cli_prints_a_config_error_on_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"error: invalid configuration in {path}: unknown key 'on_schema_drif' in input; did "
         "you mean 'on_schema_drift'?\n")
+
+
+def test_reproduce_names_an_unknown_recorded_key_as_a_config_error_does(tmp_path):
+    from sparkml_aiaas.registry.reproduce import CannotReproduce, reproduction_config
+
+    recorded = {"config": {"input": {"path": "x.parquet", "format": "parquet", "quarantin": 1},
+                           "model": {"features": ["a"]}}}
+    with pytest.raises(CannotReproduce) as info:
+        reproduction_config(recorded, str(tmp_path))
+    assert str(info.value) == ("the recorded train config does not validate with this version "
+                               "(unknown key 'quarantin' in input; did you mean "
+                               "'quarantine_path'?)")
