@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Type, TypeVar, 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sparkml_aiaas.errors import ConfigError
+from sparkml_aiaas.errors import ConfigError, unknown_names_hint
 
 MODEL_TYPES = ("logistic_regression", "linear_regression", "linear_svc")
 
@@ -124,14 +124,15 @@ def model_param_aliases(model_type: str,
                         params: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
     """``{snake_case: camelCase}`` of the params a config may set for ``model_type``: its
     estimator's Params but the columns the config's own keys set (``features``,
-    ``features_col``, ``label_col``).  ValueError names the ``params`` it does not know."""
+    ``features_col``, ``label_col``).  ValueError names the ``params`` it does not know,
+    then the closest known one ("did you mean") or, with none close, the known ones."""
     from sparkml_aiaas.models.param_signature import config_param_names
 
     aliases = config_param_names(estimator_class(model_type))
     unknown = sorted(set(params or {}) - set(aliases))
     if unknown:
-        raise ValueError(f"unknown model param(s) {unknown} for type {model_type!r}; known: "
-                         f"{sorted(aliases)}")
+        raise ValueError(f"unknown model param(s) {unknown} for type {model_type!r}"
+                         + unknown_names_hint(unknown, aliases))
     return aliases
 
 
@@ -182,14 +183,16 @@ class ModelSettings(_Strict):
 def preprocess_param_aliases(params: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
     """``{snake_case: camelCase}`` of the keys a ``preprocess:`` block may set: every Param
     of :class:`~sparkml_aiaas.preprocessing.Preprocessor`, derived as the models' are.
-    ValueError names the keys of ``params`` it does not know."""
+    ValueError names the keys of ``params`` it does not know, then a "did you mean" or
+    the known keys (as :func:`model_param_aliases`)."""
     from sparkml_aiaas.models.param_signature import config_param_names
     from sparkml_aiaas.preprocessing.stages import Preprocessor
 
     aliases = config_param_names(Preprocessor, skip=())
     unknown = sorted(set(params or {}) - set(aliases))
     if unknown:
-        raise ValueError(f"unknown preprocess key(s) {unknown}; known: {sorted(aliases)}")
+        raise ValueError(f"unknown preprocess key(s) {unknown}"
+                         + unknown_names_hint(unknown, aliases))
     return aliases
 
 
@@ -523,20 +526,78 @@ def apply_overrides(data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str,
     return data
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
-    lines = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        message = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}: {message}")
-    return f"invalid configuration in {source}:\n" + "\n".join(lines)
+#: At most this many problems are joined on the one line of a config error, then "(+N more)".
+MAX_PROBLEMS = 5
 
 
-def validate_config(model: Type[C], data: Dict[str, Any], source: str = "<arguments>") -> C:
+def _section_model(model: Type[BaseModel], loc: Sequence[Any]) -> Optional[Type[BaseModel]]:
+    """The model class of the section at ``loc`` (field names or aliases; list indices are
+    skipped), or None when ``loc`` leads outside declared models (a dict, a scalar)."""
+    import typing
+
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = {(f.alias or name): f for name, f in model.model_fields.items()}
+        fields.update(model.model_fields)
+        field = fields.get(str(part))
+        if field is None:
+            return None
+        pending, found = [field.annotation], None
+        while pending and found is None:  # Optional[X], Union[...], List[X]: the model inside
+            annotation = pending.pop()
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                found = annotation
+            else:
+                pending.extend(typing.get_args(annotation))
+        if found is None:
+            return None
+        model = found
+    return model
+
+
+def _known_keys(model: Type[BaseModel]) -> List[str]:
+    return sorted(f.alias or name for name, f in model.model_fields.items())
+
+
+def _problem(err: Dict[str, Any], model: Type[BaseModel], overridden: Sequence[str]) -> str:
+    """One problem of a ValidationError as text: ``where: message``, or for an unknown key
+    ``unknown key 'k' in section; did you mean 'key'?`` (the known keys when none is close)."""
+    loc = [str(p) for p in err["loc"]]
+    if err["type"] == "extra_forbidden" and loc:
+        *section, key = err["loc"]
+        where = ".".join(str(p) for p in section)
+        text = f"unknown key {key!r} " + (f"in {where}" if where else "at the top level")
+        dotted = ".".join(loc)
+        if any(k == dotted or k.startswith(dotted + ".") for k in overridden):
+            text += " (from --set)"
+        known = _section_model(model, section)
+        return text + (unknown_names_hint([str(key)], _known_keys(known)) if known else "")
+    where = ".".join(loc) or "(top level)"
+    return f"{where}: {err['msg'].removeprefix('Value error, ')}"
+
+
+def _format_errors(exc: ValidationError, source: str, model: Optional[Type[BaseModel]] = None,
+                   overridden: Sequence[str] = ()) -> str:
+    """The one line of an invalid config: ``invalid configuration in SOURCE: PROBLEM``.
+    Several problems are counted and joined with ``; `` (each starts with its dotted field
+    or ``unknown key``), at most :data:`MAX_PROBLEMS` of them, then ``(+N more)``."""
+    problems = [_problem(err, model or BaseModel, overridden) for err in exc.errors()]
+    if len(problems) == 1:
+        return f"invalid configuration in {source}: {problems[0]}"
+    more = f" (+{len(problems) - MAX_PROBLEMS} more)" if len(problems) > MAX_PROBLEMS else ""
+    return (f"invalid configuration in {source} ({len(problems)} problems): "
+            + "; ".join(problems[:MAX_PROBLEMS]) + more)
+
+
+def validate_config(model: Type[C], data: Dict[str, Any], source: str = "<arguments>",
+                    overridden: Sequence[str] = ()) -> C:
+    """``data`` validated into ``model``; ConfigError (one line) names every problem.
+    ``overridden``: the dotted keys that came from ``--set`` (an unknown one says so)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        raise ConfigError(_format_errors(exc, source, model, overridden)) from None
 
 
 def load_config(model: Type[C], path: Optional[str] = None,
@@ -565,4 +626,5 @@ def load_config(model: Type[C], path: Optional[str] = None,
             raise ConfigError(f"config file {path!r} must hold a mapping at the top level")
         data = loaded
     data = apply_overrides(data, overrides)
-    return validate_config(model, data, source)
+    overridden = [item.partition("=")[0].strip() for item in overrides]
+    return validate_config(model, data, source, overridden)

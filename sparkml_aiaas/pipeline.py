@@ -210,7 +210,7 @@ def _read_delta_input(spark, settings: InputSettings):
     from sparkml_aiaas.data.ingest import REJECTED_SCHEMA, IngestResult
     from sparkml_aiaas.data.ingest_job import fingerprint_files
     from sparkml_aiaas.data.schema import parse_schema
-    from sparkml_aiaas.errors import DataValidationError
+    from sparkml_aiaas.errors import DataValidationError, expected_names, name_list
 
     # Resolve "latest" to a number first and read that version: a commit landing
     # in between cannot make the recorded version differ from the rows read.
@@ -222,8 +222,9 @@ def _read_delta_input(spark, settings: InputSettings):
         missing = [n for n in declared.names if n not in frame.columns]
         if missing:
             raise DataValidationError(
-                f"Delta table {settings.path!r} (version {version}) lacks declared columns "
-                f"{missing}; it has {frame.columns}")
+                f"missing columns {missing} in Delta table {settings.path!r} (version "
+                f"{version}) ({expected_names(declared.names)}; it has {len(frame.columns)}: "
+                f"{name_list(frame.columns)})")
         try:
             frame = frame.selectExpr(*[
                 f"CAST(`{f.name}` AS {f.dataType.simpleString()}) AS `{f.name}`"

@@ -166,7 +166,12 @@ def test_score_refuses_input_without_the_model_columns(spark, quickstart_run, tm
         ["score", "--config", SCORE_YAML, "--model-path", str(workdir / "model"),
          "--input", str(csv), "--output", str(output),
          "--set", 'input.schema=id INT, x DOUBLE'], capsys)
-    assert "missing column 'mean_radius'" in err
+    assert "error: missing column 'mean_radius' (double); missing column 'mean_texture'" in err
+    assert err.rstrip().endswith(" in the input (the model's signature: expected 30 columns: "
+                                 "mean_radius, mean_texture, mean_perimeter, mean_area, "
+                                 "mean_smoothness, mean_compactness, mean_concavity, "
+                                 "mean_concave_points, mean_symmetry, mean_fractal_dimension, "
+                                 "… (+20 more))")
     assert not output.exists()
 
 

@@ -52,7 +52,8 @@ def test_apply_overrides_creates_sections_and_rejects_malformed_items():
 
 
 def test_unknown_field_is_named():
-    with pytest.raises(ConfigError, match=r"output\.modle_path: Extra inputs are not permitted"):
+    with pytest.raises(ConfigError, match=r"unknown key 'modle_path' in output \(from --set\); "
+                                          r"did you mean 'model_path'\?$"):
         load_config(TrainJobConfig, conf("train.yaml"), ["output.modle_path=x"])
 
 

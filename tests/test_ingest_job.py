@@ -300,7 +300,9 @@ def test_training_records_the_delta_version_and_time_travels(spark, tmp_path, ca
         tmp_path, f'{{path: {table}, format: delta, schema: "id INT, x DOUBLE, label INT, w INT"}}',
         "bad")])
     assert err_status == EXIT_USER_ERROR
-    assert "lacks declared columns ['w']" in capsys.readouterr().err
+    (line,) = [e for e in capsys.readouterr().err.splitlines() if e.startswith("error:")]
+    assert line.startswith("error: missing columns ['w'] in Delta table ") and line.endswith(
+        "(expected 4 columns: id, x, label, w; it has 3: id, x, label)")
     with pytest.raises(ConfigError, match=r"version \(time travel\) applies to format 'delta'"):
         load_config(TrainJobConfig, pinned, ["input.format=parquet"])
 

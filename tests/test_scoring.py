@@ -79,7 +79,9 @@ def test_scores_equal_transform_and_predictor(spark, model, model_path, input_pa
 def test_schema_mismatch_writes_nothing(spark, model_path, input_path, tmp_path):
     out = tmp_path / "scored"
     bad = spark.read.parquet(input_path).drop("x1")
-    with pytest.raises(DataValidationError, match="missing column 'x1'"):
+    # Cause first, then where, then the whole signature.
+    with pytest.raises(DataValidationError, match=r"^missing column 'x1' \(double\) in the input "
+                       r"\(the model's signature: expected \d+ columns: .*x1"):
         score(spark, model_path, bad, str(out))
     mistyped = spark.read.parquet(input_path).withColumn("x2", __import__(
         "pyspark.sql.functions", fromlist=["lit"]).lit("a"))

@@ -196,12 +196,13 @@ def test_forest_fit_from_config_forces_num_workers(spark, csv_path, tmp_path):
 
 
 def _problem(data):
-    """The one problem line of the ConfigError ``data`` raises (after the header line)."""
+    """The one problem of the ConfigError ``data`` raises (its one line, after the source)."""
     with pytest.raises(ConfigError) as info:
         validate_config(TrainJobConfig, data)
-    header, *problems = str(info.value).splitlines()
-    assert header.startswith("invalid configuration in") and len(problems) == 1
-    return problems[0].strip()
+    (line,) = str(info.value).splitlines()
+    header = "invalid configuration in <arguments>: "
+    assert line.startswith(header)
+    return line[len(header):]
 
 
 BASE = {"input": {"path": "rows.csv", "schema": SCHEMA}, "output": {"model_path": "m"}}
@@ -218,9 +219,12 @@ def test_features_with_preprocess_is_one_line_error():
 
 
 def test_bad_preprocess_key_is_one_line_error_listing_the_known_keys():
-    line = _problem({**BASE, "preprocess": {"numeric_cols": ["a"], "scalling": "standard"},
+    assert _problem({**BASE, "preprocess": {"numeric_cols": ["a"], "scalling": "standard"},
+                     "model": {}}) == (
+        "preprocess: unknown preprocess key(s) ['scalling']; did you mean 'scaling'?")
+    line = _problem({**BASE, "preprocess": {"numeric_cols": ["a"], "zzz": "standard"},
                      "model": {}})
-    assert line.startswith("preprocess: unknown preprocess key(s) ['scalling']; known: [")
+    assert line.startswith("preprocess: unknown preprocess key(s) ['zzz']; known: [")
     for key in ("numeric_cols", "categorical_cols", "hashed_cols", "num_hash_features",
                 "impute_strategy", "impute_fill_value", "scaling", "with_mean", "with_std",
                 "log_cols", "clip_bounds", "handle_unseen", "max_categories", "output_col"):
@@ -249,5 +253,6 @@ def test_cli_prints_a_bad_config_as_one_problem_line(tmp_path, capsys):
                                 "model": {}}))
     assert main(["train", "--config", str(path)]) != 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and err[1].strip().startswith(
-        "preprocess: unknown preprocess key(s) ['bogus']")
+    assert len(err) == 1 and err[0].startswith(
+        f"error: invalid configuration in {path}: preprocess: unknown preprocess key(s) "
+        "['bogus']; known: [")

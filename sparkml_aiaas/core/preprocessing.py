@@ -68,7 +68,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from sparkml_aiaas.errors import ConfigError, DataValidationError, ModelFormatError
+from sparkml_aiaas.errors import (ConfigError, DataValidationError, ModelFormatError,
+                                  expected_names, name_list)
 
 __all__ = [
     "IMPUTE_STRATEGIES",
@@ -628,8 +629,9 @@ def _check_columns(frame: pd.DataFrame, columns: Sequence[str]) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataValidationError(
-            f"the data is missing column(s) {missing} needed by the preprocessing; available "
-            f"columns: {list(frame.columns)}")
+            f"missing column(s) {missing} in the data the preprocessing reads "
+            f"({expected_names(list(columns))}; it has {len(frame.columns)}: "
+            f"{name_list(list(frame.columns))})")
 
 
 def fit_from_pandas(pdf: pd.DataFrame, spec: PreprocessSpec) -> "FittedPreprocessor":

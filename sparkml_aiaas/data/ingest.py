@@ -68,7 +68,8 @@ from sparkml_aiaas.data import record_batches as B
 from sparkml_aiaas.data import records as R
 from sparkml_aiaas.data.deidentify import Deidentify as _Deidentify
 from sparkml_aiaas.data.schema import NUMERIC_TYPES, DeclaredSchema, SchemaLike, parse_schema
-from sparkml_aiaas.errors import ConfigError, DataValidationError, InputNotFoundError
+from sparkml_aiaas.errors import (ConfigError, DataValidationError, InputNotFoundError,
+                                  expected_names, name_list)
 from sparkml_aiaas.server_tasks import run_on_server
 from sparkml_aiaas.spark_env import is_connect
 
@@ -765,22 +766,21 @@ def _field_layout(declared: DeclaredSchema, headers, spec: R.TextSpec, drift: st
     problems = []
     for source_file, header, error in headers:
         if error is not None:
-            problems.append(f"{source_file}: header is malformed ({error})")
+            problems.append(f"malformed header in {source_file} ({error})")
             continue
         header = [name.strip() for name in header]
         mismatch = _header_mismatch(header, declared, drift)
         if mismatch:
-            problems.append(f"{source_file}: {mismatch}")
+            problems.append(f"{mismatch} in the header of {source_file}")
             continue
         layout.orders[source_file] = tuple(header.index(n) if n in header else -1 for n in names)
         layout.widths[source_file] = len(header)
     if problems:
-        more = f"; and {len(problems) - 5} more files" if len(problems) > 5 else ""
-        shown = "; ".join(problems[:5]) + more
-        policy = "" if drift != "error" else " (on_schema_drift='error')"
+        # Cause first (the columns, per file), then the declared schema, shortened.
+        more = f" (+{len(problems) - 5} more files)" if len(problems) > 5 else ""
+        policy = "" if drift != "error" else "; on_schema_drift='error'"
         raise DataValidationError(
-            f"CSV header does not match the declared schema {names}{policy}: {shown}"
-        )
+            "; ".join(problems[:5]) + more + f" ({expected_names(names)}{policy})")
     return layout
 
 
@@ -799,7 +799,7 @@ def _header_mismatch(header: list[str], declared: DeclaredSchema, drift: str) ->
         parts.append(f"unexpected columns {unexpected}")
     if duplicates:
         parts.append(f"duplicate columns {duplicates}")
-    return ", ".join(parts) or None
+    return " and ".join(parts) or None
 
 
 def _check_text_records(
@@ -963,12 +963,13 @@ def _check_parquet(
         missing = [n for n in missing if not declared.struct[n].nullable]
     unexpected = sorted(available - set(declared.names)) if drift == "error" else []
     if missing or unexpected:
-        parts = [f"lacks declared columns {missing}"] if missing else []
+        parts = [f"missing columns {missing}"] if missing else []
         if unexpected:
-            parts.append(f"has unexpected columns {unexpected}")
+            parts.append(f"unexpected columns {unexpected}")
         raise DataValidationError(
-            f"{kind} data at {', '.join(paths)} {' and '.join(parts)} "
-            f"(on_schema_drift={drift!r}; its columns: {sorted(available)})"
+            f"{' and '.join(parts)} in {kind} data at {', '.join(paths)} "
+            f"({expected_names(declared.names)}; on_schema_drift={drift!r}; it has "
+            f"{len(available)}: {name_list(sorted(available))})"
         )
     fields = declared.struct.fields
     present = [f for f in fields if f.name in available]

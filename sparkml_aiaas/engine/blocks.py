@@ -35,7 +35,7 @@ from sparkml_aiaas.core.stats import BlockStats, merge_stats
 from sparkml_aiaas.engine.block_rows import (BLOCK_DTYPES, BLOCK_FORMATS,  # noqa: F401
                                              GROUP_COLUMN, SPARSE_DENSITY_THRESHOLD,
                                              BlockOptions, write_block, write_grouped_blocks)
-from sparkml_aiaas.errors import DataValidationError
+from sparkml_aiaas.errors import DataValidationError, name_list
 from sparkml_aiaas.spark_env import (add_job_tag, app_id, cancel_job_tag, default_parallelism,
                                      is_connect, job_description, ship)
 
@@ -81,7 +81,8 @@ def _type_name(data_type) -> str:
 def _check_numeric(df, column: str, role: str) -> None:
     if column not in df.columns:
         raise DataValidationError(
-            f"{role} column {column!r} is not in the data; available columns: {df.columns}"
+            f"{role} column {column!r} is not in the data (it has {len(df.columns)}: "
+            f"{name_list(df.columns)})"
         )
     data_type = df.schema[column].dataType
     if _type_name(data_type) not in _NUMERIC_TYPES:
@@ -164,8 +165,9 @@ def training_frame(df, spec: FeatureSpec, label_col: str, weight_col: Optional[s
     column = spec.vector_col
     if column not in df.columns:
         raise DataValidationError(
-            f"features column {column!r} is not in the data; available columns: {df.columns} "
-            "(set featuresCols to train on numeric columns without assembling a vector)"
+            f"features column {column!r} is not in the data (it has {len(df.columns)}: "
+            f"{name_list(df.columns)}; set featuresCols to train on numeric columns without "
+            "assembling a vector)"
         )
     data_type = df.schema[column].dataType
     if _type_name(data_type) == "VectorUDT":

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from sparkml_aiaas.errors import DataValidationError
+from sparkml_aiaas.errors import DataValidationError, expected_names
 
 __all__ = ["Predictor", "output_arrays"]
 
@@ -110,7 +110,8 @@ class Predictor:
         missing = [name for name in self.input_columns if name not in available]
         if missing:
             raise DataValidationError(
-                f"input is missing column(s) {missing}; the model needs {self.input_columns}")
+                f"missing column(s) {missing} in the model's input "
+                f"({expected_names(self.input_columns)})")
 
     def _scalar_matrix(self, values: List[Any]) -> np.ndarray:
         # One numpy call converts every column (float(v) for object cells: None -> NaN,

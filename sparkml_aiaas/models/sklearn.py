@@ -36,7 +36,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLRead
 
 from sparkml_aiaas.core.stats import single_class_message
 from sparkml_aiaas.engine.blocks import training_frame
-from sparkml_aiaas.errors import ConfigError, DataValidationError
+from sparkml_aiaas.errors import ConfigError, DataValidationError, name_list
 from sparkml_aiaas.models.param_signature import KeywordParams
 from sparkml_aiaas.models.params import HasFeaturesCols, with_doc
 from sparkml_aiaas.models.persistence import (ArtifactReader, ArtifactWriter, input_signature,
@@ -197,8 +197,8 @@ def _check_feature_types(dataset, spec) -> None:
     for name in spec.input_columns():
         if name not in dataset.columns:
             raise DataValidationError(
-                f"feature column {name!r} is not in the data; available columns: "
-                f"{dataset.columns}")
+                f"feature column {name!r} is not in the data (it has {len(dataset.columns)}: "
+                f"{name_list(dataset.columns)})")
         data_type = dataset.schema[name].dataType
         kind = type(data_type).__name__
         ok = (kind in _NUMERIC_TYPES if spec.columns else

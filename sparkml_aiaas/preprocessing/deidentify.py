@@ -21,7 +21,7 @@ from pyspark.ml.util import MLReadable, MLWritable
 
 from sparkml_aiaas.columns import named_column
 from sparkml_aiaas.core.pii import PiiPolicy, key_id, keyed_hashes
-from sparkml_aiaas.errors import ConfigError, DataValidationError
+from sparkml_aiaas.errors import ConfigError, DataValidationError, name_list
 from sparkml_aiaas.models.persistence import ArtifactReader, ArtifactWriter
 
 __all__ = ["Deidentifier"]
@@ -159,8 +159,8 @@ class Deidentifier(Transformer, MLWritable, MLReadable):
         missing = [c for c in policy.columns if c not in dataset.columns]
         if missing:
             raise DataValidationError(
-                f"PII column(s) {missing} are not in the data; available columns: "
-                f"{dataset.columns}")
+                f"PII column(s) {missing} are not in the data (it has {len(dataset.columns)}: "
+                f"{name_list(dataset.columns)})")
         key = self._key(policy)
         hashed = set(policy.hashed)
         dropped = set(policy.dropped)

@@ -23,7 +23,8 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable, MLRead
 from sparkml_aiaas.columns import named_column
 from sparkml_aiaas.core.preprocessing import (ColumnStats, FittedPreprocessor, NumericStats,
                                               PreprocessSpec, fit_from_stats, stats_needed)
-from sparkml_aiaas.errors import ConfigError, DataValidationError, ModelFormatError
+from sparkml_aiaas.errors import (ConfigError, DataValidationError, ModelFormatError,
+                                  expected_names, name_list)
 from sparkml_aiaas.models.persistence import ArtifactReader, ArtifactWriter, restored_signature
 
 __all__ = ["Preprocessor", "PreprocessorModel"]
@@ -162,8 +163,9 @@ def _check_input(dataset, numeric: List[str], categorical: List[str]) -> None:
     missing = [c for c in numeric + categorical if c not in dataset.columns]
     if missing:
         raise DataValidationError(
-            f"the data is missing column(s) {missing} needed by the preprocessing; available "
-            f"columns: {dataset.columns}")
+            f"missing column(s) {missing} in the data the preprocessing reads "
+            f"({expected_names(numeric + categorical)}; it has {len(dataset.columns)}: "
+            f"{name_list(dataset.columns)})")
     for name in numeric:
         data_type = dataset.schema[name].dataType
         if not isinstance(data_type, NumericType):

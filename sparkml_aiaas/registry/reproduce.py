@@ -168,10 +168,12 @@ def reproduction_config(provenance: Mapping[str, Any], workdir: str):
     try:
         return TrainJobConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
+        from sparkml_aiaas.config import _problem
+
+        # Its first problem, written as a config error's (an unknown key: "did you mean").
+        first = _problem(exc.errors()[0], TrainJobConfig, ()) if exc.errors() else str(exc)
         raise CannotReproduce(f"the recorded train config does not validate with this "
-                              f"version ({where}: {first.get('msg', exc)})") from None
+                              f"version ({first})") from None
 
 
 def _refusals(registry, mv, spark, allow_environment_change: bool,

@@ -6,7 +6,7 @@ import datetime as _dt
 import uuid
 from typing import Any, Dict, Optional, Sequence
 
-from sparkml_aiaas.errors import DataValidationError
+from sparkml_aiaas.errors import DataValidationError, expected_names
 
 _NUMERIC = {"tinyint", "smallint", "int", "bigint", "float", "double", "boolean"}
 
@@ -34,8 +34,10 @@ def check_signature(df, signature: Dict[str, Any]) -> None:
         if not compatible:
             problems.append(f"column {name!r} is {actual}, the model expects {expected}")
     if problems:
+        names = [column["name"] for column in signature.get("inputs", [])]
         raise DataValidationError(
-            "the input does not match the model's signature: " + "; ".join(problems)
+            "; ".join(problems) + " in the input (the model's signature: "
+            + expected_names(names) + ")"
         )
 
 

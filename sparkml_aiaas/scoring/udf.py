@@ -13,7 +13,7 @@ from typing import Iterator
 import pandas as pd
 
 from sparkml_aiaas.columns import named_column, quoted, vector_as_array
-from sparkml_aiaas.errors import DataValidationError
+from sparkml_aiaas.errors import DataValidationError, expected_names, name_list
 
 logger = logging.getLogger("sparkml_aiaas.scoring")
 
@@ -30,8 +30,9 @@ def _check_inputs(df, predictor) -> None:
     missing = [c for c in predictor.input_columns if c not in df.columns]
     if missing:
         raise DataValidationError(
-            f"the data is missing column(s) {missing} that the model needs "
-            f"({predictor.input_columns}); available columns: {df.columns}"
+            f"missing column(s) {missing} in the data the model reads "
+            f"({expected_names(predictor.input_columns)}; it has {len(df.columns)}: "
+            f"{name_list(df.columns)})"
         )
 
 
