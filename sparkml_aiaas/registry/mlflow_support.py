@@ -22,6 +22,8 @@ import os
 import time
 from typing import Any, Dict, Optional
 
+import pandas as pd
+
 from sparkml_aiaas import __version__
 from sparkml_aiaas.errors import ConfigError
 
@@ -59,9 +61,9 @@ class SparkmlAiaasPyfunc(_PythonModel):
 
         self._predictor = load_predictor(context.artifacts[_ARTIFACT_KEY])
 
-    def predict(self, context, model_input, params=None):
-        import pandas as pd
-
+    # Annotated with a frame: MLflow then neither validates by type hint nor warns that
+    # the method has none (it checks at class definition).
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         if not isinstance(model_input, pd.DataFrame):
             model_input = pd.DataFrame(model_input)
         return self._predictor.predict(model_input)
@@ -80,6 +82,34 @@ def _signature(predictor) -> Any:
     if any(column.get("type") not in kinds for column in inputs):
         return None  # vectors and other types MLflow's column specs cannot state
     return ModelSignature(inputs=Schema([ColSpec(kinds[c["type"]], c["name"]) for c in inputs]))
+
+
+_EXAMPLE_VALUES = {"string": "", "boolean": False, "int": 0, "bigint": 0, "float": 0.0,
+                   "double": 0.0}
+
+
+def _input_example(predictor) -> Optional[pd.DataFrame]:
+    """One row that fits the signature and that the model scores: zeros (and a category
+    the preprocessor knows, when it has one); MLflow stores it beside the signature.
+    None for vector inputs, or when no such row is found."""
+    inputs = (getattr(predictor, "metadata", None) or {}).get("signature", {}).get("inputs")
+    if not inputs or any(c.get("type") not in _EXAMPLE_VALUES for c in inputs):
+        return None
+    row = {c["name"]: _EXAMPLE_VALUES[c["type"]] for c in inputs}
+    # A bundle's one-hot steps may refuse an unseen category: take one each step kept.
+    for fitted, _ in getattr(predictor, "preprocessors", None) or ():
+        for step in getattr(fitted, "steps", ()):
+            kept = [c for c in getattr(step, "categories", None) or () if c is not None]
+            if getattr(step, "kind", "") == "onehot" and step.column in row and kept:
+                row[step.column] = kept[0]
+    example = pd.DataFrame([row]).astype(
+        {c["name"]: {"int": "int32", "bigint": "int64", "float": "float32"}[c["type"]]
+         for c in inputs if c["type"] in ("int", "bigint", "float")})
+    try:
+        predictor.predict(example)
+    except Exception:  # noqa: BLE001 - an example the model refuses is no example
+        return None
+    return example
 
 
 def export_mlflow(registry, ref: str, path: str, trusted_factories=None) -> str:
@@ -107,6 +137,7 @@ def export_mlflow(registry, ref: str, path: str, trusted_factories=None) -> str:
         loader_module="sparkml_aiaas.registry.mlflow_loader",
         data_path=artifact,
         signature=_signature(predictor),
+        input_example=_input_example(predictor),
         pip_requirements=[f"sparkml_aiaas=={__version__}", "numpy", "pandas"],
         metadata={"sparkml_aiaas_ref": mv.ref, "sparkml_aiaas_digest": mv.digest},
     )
