@@ -197,10 +197,21 @@ def _overrides(args: argparse.Namespace, flag_to_key: dict) -> List[str]:
 def _configure_logging(quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    # On a terminal the training bar (engine/progress.py) shows the iteration and objective:
+    # the lines it shows are left out there; a file or a pipe gets every line.
+    handler.addFilter(lambda record: not (getattr(record, "shown_on_progress_bar", False)
+                                          and _isatty(handler.stream)))
     root = logging.getLogger("sparkml_aiaas")
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if quiet else logging.INFO)
     root.propagate = False
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
 
 
 def _session(settings):

@@ -584,6 +584,8 @@ def run_scoring(spark, config: ScoreJobConfig) -> ScoreReport:
         report = score(spark, config.model_ref, ingested.accepted, config.output.path,
                        rows_rejected=ingested.counts["rejected"], snapshot=snapshot, **common)
         report.rows_in = ingested.counts["read"]
+    # The run's one timing: from before the ingest (and the model's resolution) to the
+    # commit; the summary line's rows_per_s is rows_out over these seconds.
     report.seconds = time.perf_counter() - started
     return report
 

@@ -46,6 +46,10 @@ def test_train_and_score_jobs_through_spark_submit(tmp_path):
                     "--set", f"input.quarantine_path={tmp_path / 'sq'}", cwd=tmp_path)
     assert score.returncode == 0, score.stdout + score.stderr[-3000:]
     assert "rows_in=569 rows_out=569" in score.stdout
+    # One summary line (the library's own, timed differently, is gone).
+    summary_like = [line for line in score.stdout.splitlines() if "rows_per_s=" in line]
+    assert len(summary_like) == 1 and summary_like[0].startswith("scored rows_in=569 "), \
+        score.stdout
 
     # A user error exits non-zero with one clear line and no traceback.  (spark-submit merges
     # the Python driver's stderr into its stdout.)

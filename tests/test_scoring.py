@@ -221,6 +221,72 @@ batch_size: 128
     assert status != 0
 
 
+def _summary_fields(line):
+    head, *pairs = line.split(" ")
+    assert head == "scored"
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_cli_prints_one_summary_timed_from_the_ingest(spark, model_path, pdf, tmp_path,
+                                                      capsys, monkeypatch, quiet):
+    """One summary line (no second ``scored ...`` from the library with another timing), and
+    its seconds cover the ingest: a slow read shows in seconds and rows_per_s."""
+    import time
+
+    from sparkml_aiaas import pipeline
+    from sparkml_aiaas.cli import main
+
+    csv = tmp_path / "input.csv"
+    pdf.to_csv(csv, index=False)
+    config = tmp_path / "score.yaml"
+    config.write_text(f"""
+model_path: {model_path}
+model_name: churn
+input:
+  path: {csv}
+  format: csv
+  options: {{header: true}}
+  schema:
+    - {{name: x0, type: double}}
+    - {{name: x1, type: double}}
+    - {{name: x2, type: double}}
+    - {{name: label, type: double}}
+    - {{name: id, type: long}}
+    - {{name: day, type: string}}
+  quarantine_path: {tmp_path / 'quarantine'}
+output: {{path: {tmp_path / 'scored'}}}
+""")
+    read = pipeline.read_input_with_source
+
+    def slow_read(*args, **kwargs):
+        time.sleep(1.5)  # a slow ingest: part of the run the summary times
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "read_input_with_source", slow_read)
+    status = main(["score", "--config", str(config), *(["--quiet"] if quiet else [])])
+    out, err = capsys.readouterr()
+    assert status == 0, out + err
+    lines = out.splitlines()
+    summaries = [line for line in lines if line.startswith("scored ")]
+    assert len(summaries) == 1, out
+    # Nothing else looks like a summary (the library used to log its own, timed differently).
+    others = [line for line in lines if line not in summaries]
+    assert not [line for line in others if "rows_per_s=" in line or "seconds=" in line], out
+    if quiet:
+        assert lines == summaries, out
+    fields = _summary_fields(summaries[0])
+    assert list(fields) == ["rows_in", "rows_out", "rejected", "seconds", "rows_per_s",
+                            "output", "run_id"]
+    assert (fields["rows_in"], fields["rows_out"], fields["rejected"]) == (str(N), str(N), "0")
+    seconds = float(fields["seconds"])
+    assert seconds >= 1.5  # the ingest is inside the timing
+    rate = float(fields["rows_per_s"].replace(",", ""))
+    assert abs(rate - N / seconds) <= max(1.0, 0.06 * N / seconds)  # seconds is rounded
+    assert fields["output"] == str(tmp_path / "scored" / f"run_id={fields['run_id']}")
+    assert read_scores(spark, str(tmp_path / "scored")).count() == N
+
+
 def test_registry_reference(spark, model_path, input_path, tmp_path):
     pytest.importorskip("sparkml_aiaas.registry")
     from sparkml_aiaas.registry import ModelRegistry

@@ -179,8 +179,12 @@ class _LinearEstimator(KeywordParams, Estimator, DefaultParamsReadable, DefaultP
         return loss, n_outputs
 
     def _iteration_logger(self, name: str, progress=None):
+        # While a bar shows the iteration and objective, the CLI's console leaves the line
+        # out (engine.progress.HideLinesShownOnBar); other handlers still get it.
+        shown = {"shown_on_progress_bar": progress is not None}
+
         def log_iteration(iteration: int, objective: float) -> None:
-            logger.info("%s iter %4d  objective %.10g", name, iteration, objective)
+            logger.info("%s iter %4d  objective %.10g", name, iteration, objective, extra=shown)
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(objective=f"{objective:.8g}")

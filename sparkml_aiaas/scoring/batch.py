@@ -469,5 +469,7 @@ def score(spark, model_ref, input, output: str, *, registry: Optional[str] = Non
         _save_state(spark, output, new_state)
     out = report(output_path=output_path, run_id=run_id, rows_in=rows_in, rows_out=rows_out,
                  skipped=skipped, delta_version=delta_version)
-    logger.info("score     %s", out.summary_line())
+    # Not the summary: a caller prints ``summary_line()`` once, with its own timing scope
+    # (the CLI's covers the ingest too); a second ``scored ...`` line would contradict it.
+    logger.debug("score     wrote %d rows to %s (run_id %s)", rows_out, output_path, run_id)
     return out
