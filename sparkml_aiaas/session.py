@@ -53,8 +53,9 @@ LOCAL_DEFAULTS: dict[str, str] = {
 #: when unset).
 LOG_LEVEL_ENV = "SPARKML_AIAAS_SPARK_LOG_LEVEL"
 #: The JVM system property our log4j2 file reads its level from (the environment
-#: variable's, checked, when we set it; the variable itself otherwise).
-_LEVEL_PROPERTY = "sparkml_aiaas.spark.log.level"
+#: variable's, checked, when we set it; the variable itself otherwise).  Not named
+#: ``spark...``: Spark refuses executor Java options holding ``-Dspark`` anywhere.
+_LEVEL_PROPERTY = "aiaas.log4j.level"
 _LEVELS = ("OFF", "FATAL", "ERROR", "WARN", "INFO", "DEBUG", "TRACE", "ALL")
 _LOG4J_FILES = tuple(f"log4j2{test}.{ext}" for test in ("", "-test")
                      for ext in ("properties", "xml", "json", "jsn", "yaml", "yml"))

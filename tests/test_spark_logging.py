@@ -49,7 +49,7 @@ def test_log4j2_file_is_shipped_and_named_by_absolute_uri():
     assert uri is not None and uri.startswith("file:///")
     path = os.path.join(os.path.dirname(session.__file__), "resources", "log4j2.properties")
     text = open(path, encoding="utf-8").read()
-    assert "rootLogger.level = ${sys:sparkml_aiaas.spark.log.level:-${env:" in text
+    assert "rootLogger.level = ${sys:aiaas.log4j.level:-${env:" in text
 
 
 def test_launch_options_leave_the_users_own_log4j_config_alone(monkeypatch, tmp_path):
@@ -63,7 +63,7 @@ def test_launch_options_leave_the_users_own_log4j_config_alone(monkeypatch, tmp_
     session._quiet_launch(settings, "local[2]", "WARN")
     options = settings["spark.driver.defaultJavaOptions"]
     assert options.startswith("-Dlog4j2.configurationFile=file:///")
-    assert options.endswith("-Dsparkml_aiaas.spark.log.level=WARN -Xss4m")  # theirs last
+    assert options.endswith("-Daiaas.log4j.level=WARN -Xss4m")  # theirs last
     assert "spark.executor.defaultJavaOptions" not in settings
     settings = {}
     session._quiet_launch(settings, "local-cluster[2,1,1024]", "INFO")
