@@ -9,6 +9,7 @@ uninterrupted fit, and no block files may remain afterwards, including the dead
 executor's, which no task of that executor can ever remove.
 """
 
+import inspect
 import json
 import os
 import subprocess
@@ -17,7 +18,35 @@ import sys
 import numpy as np
 import pytest
 
-SCRIPT = r'''
+
+def executor_jvms(processes):
+    """{pid: executor id} of the executor JVMs among ``processes`` ({pid: (ppid, cmdline)}).
+
+    A JVM starts a child (an executor, its Python worker) by forking and then exec'ing; in
+    between, the child shows its parent's command line.  On a loaded machine that window is
+    long enough to be seen: a third "executor" whose parent is executor 0, with executor 0's
+    command line, one thread, named after the forking thread ("Executor task l").  It is not
+    an executor: executors are started by the Worker, never by another executor, so a process
+    whose parent is an executor JVM is left out.  (SCRIPT's driver runs this same source.)"""
+    candidates = {pid: cmd for pid, (ppid, cmd) in processes.items()
+                  if "org.apache.spark.executor.CoarseGrainedExecutorBackend" in cmd
+                  and "--executor-id" in cmd}
+    return {pid: cmd[cmd.index("--executor-id") + 1] for pid, cmd in candidates.items()
+            if processes[pid][0] not in candidates}
+
+
+def _assert_executors(seen, message, count=2):
+    """``seen`` holds ``count`` executor JVMs with distinct ids and, when the driver reported
+    them (``registered``), exactly the executors Spark has registered."""
+    jvms = seen["jvms"]
+    ids = sorted(jvms.values(), key=int)
+    text = f"expected {count} executor JVMs, saw {json.dumps(seen, indent=1)}\n{message}"
+    assert len(jvms) == count and len(set(ids)) == count, text
+    if "registered" in seen:
+        assert sorted(seen["registered"], key=int) == ids, text
+
+
+SCRIPT = inspect.getsource(executor_jvms) + r'''
 import glob, json, logging, os, signal, sys, threading, time
 from pyspark.sql import functions as F
 from sparkml_aiaas.session import get_spark
@@ -35,8 +64,8 @@ def block_folders():
                             recursive=True))
 
 
-def executor_processes():
-    """{pid: executor id} of the CoarseGrainedExecutorBackend JVMs started for this driver."""
+def process_tree():
+    """{pid: (ppid, cmdline)} of every process."""
     tree = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -49,16 +78,40 @@ def executor_processes():
         except (OSError, IndexError, ValueError):
             continue
         tree[int(entry)] = (ppid, cmd)
+    return tree
+
+
+def executor_processes():
+    """{pid: executor id} of the executor JVMs started for this driver."""
+    tree = process_tree()
     found = {}
-    for pid, (ppid, cmd) in tree.items():
-        if "org.apache.spark.executor.CoarseGrainedExecutorBackend" not in cmd:
-            continue
-        ancestor = ppid
+    for pid, executor_id in executor_jvms(tree).items():
+        ancestor = tree[pid][0]
         while ancestor > 1 and ancestor != os.getpid():
             ancestor = tree.get(ancestor, (1, None))[0]
         if ancestor == os.getpid():
-            found[pid] = cmd[cmd.index("--executor-id") + 1]
+            found[pid] = executor_id
     return found
+
+
+def registered_executors():
+    """The executor ids Spark's scheduler has registered and not lost (no driver)."""
+    ids = spark.sparkContext._jsc.sc().getExecutorIds()
+    return sorted((ids.apply(i) for i in range(ids.size())), key=int)
+
+
+def wait_for_executors(count=2, lost=None, timeout=180):
+    """Wait until ``count`` executors are registered with Spark, none of them ``lost``, each
+    one JVM of this driver; return what was seen last (the test asserts on it)."""
+    started = time.time()
+    while True:
+        registered, jvms = registered_executors(), executor_processes()
+        if ((len(registered) == count and lost not in registered
+             and sorted(jvms.values(), key=int) == registered)
+                or time.time() - started > timeout):
+            return {"registered": registered, "jvms": jvms,
+                    "waited": round(time.time() - started, 2)}
+        time.sleep(0.1)
 
 
 def alive(pid):
@@ -105,7 +158,7 @@ df = spark.range(0, n, 1, 2).select(
 lr = LogisticRegression(featuresCols=[f"x{j}" for j in range(d)], optimizer="gd", maxIter=15,
                         tol=0.0, numPartitions=2)
 
-result = {"executors_at_start": executor_processes()}
+result = {"executors_at_start": wait_for_executors(2)}
 started = time.time()
 first = lr.fit(df)
 result["first_seconds"] = time.time() - started
@@ -132,7 +185,8 @@ second = lr.fit(df)
 result["second_seconds"] = time.time() - started
 result.update(
     kill=kill, killed_alive=alive(kill["pid"]) if kill else None,
-    executors_after=executor_processes(), second_iterations=iterations["count"],
+    executors_after=wait_for_executors(2, lost=kill.get("executor_id")),
+    second_iterations=iterations["count"],
     second_passes=second.summary.numPasses, rebuilt=second.summary.rebuiltPartitions,
     before_cleanup=before_cleanup[-1], left_after_second=block_folders(),
     first=[float(v) for v in first.coefficients] + [first.intercept],
@@ -165,7 +219,7 @@ def test_fit_survives_a_killed_executor_bit_identically_and_cleans_up(tmp_path):
     result = json.loads(line[len("RESULT "):])
     message = json.dumps(result, indent=1) + "\n" + output
 
-    assert len(result["executors_at_start"]) == 2, message
+    _assert_executors(result["executors_at_start"], message)
     assert result["first_passes"] >= 15, message
     assert result["left_after_first"] == [], message
 
@@ -175,8 +229,9 @@ def test_fit_survives_a_killed_executor_bit_identically_and_cleans_up(tmp_path):
     assert 3 <= kill["at_iteration"] < result["second_iterations"], message
     assert len(kill["folders"]) == 2, message
     assert result["killed_alive"] is False, message
-    assert kill["executor_id"] not in result["executors_after"].values(), message
-    assert len(result["executors_after"]) == 2, message  # the replacement is up
+    assert kill["executor_id"] not in result["executors_after"]["jvms"].values(), message
+    assert kill["executor_id"] not in result["executors_after"]["registered"], message
+    _assert_executors(result["executors_after"], message)  # the replacement is up
 
     # The lost block was rewritten elsewhere; the dead executor's copy was still on disk.
     assert set(kill["folders"]) <= set(result["before_cleanup"]), message
@@ -242,17 +297,33 @@ def _cmdline(pid):
         return []  # ended since it was listed
 
 
+def _ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None  # ended since it was listed
+
+
 def _group(pgid):
-    """{pid: cmdline} of the live members of process group ``pgid``."""
+    """{pid: (ppid, cmdline)} of the live members of process group ``pgid``."""
     from sparkml_aiaas.cluster import process_group_members
 
-    return {pid: _cmdline(pid) for pid in process_group_members(pgid)}
+    return {pid: (_ppid(pid), _cmdline(pid)) for pid in process_group_members(pgid)}
+
+
+def _group_executors(members):
+    """What :func:`_assert_executors` checks, from a :func:`_group` snapshot: the executor
+    JVMs, and every member (pid, ppid, the command line's start) for the failure message."""
+    return {"jvms": executor_jvms(members),
+            "members": {pid: [ppid, " ".join(cmd)[:160]] for pid, (ppid, cmd) in members.items()}}
 
 
 def _kill_group_when(proc, ready, what, timeout=300):
     """Poll ``ready()`` until it is true, then SIGKILL ``proc``'s whole process group (the
     Python driver, its JVM, the executors and their Python workers: nothing can clean up).
-    Returns the group's {pid: cmdline} at the kill; the group is gone when this returns."""
+    Returns the group's {pid: (ppid, cmdline)} at the kill; the group is gone when this
+    returns."""
     import signal
     import time
 
@@ -314,9 +385,8 @@ def test_killed_driver_resumes_from_its_checkpoint_and_ends_identical(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     members = _kill_group_when(killed, checkpoint_written, "the first checkpoint")
     # The group held the driver, its JVM and both executors; none of them survived.
-    executors = [pid for pid, cmd in members.items()
-                 if "org.apache.spark.executor.CoarseGrainedExecutorBackend" in cmd]
-    assert killed.pid in members and len(executors) == 2, members
+    assert killed.pid in members, members
+    _assert_executors(_group_executors(members), "the group at the kill")
     assert _group(killed.pid) == {}, _group(killed.pid)
     # It died mid-fit: the checkpoint is there, and no fit completed (a completed fit
     # removes its checkpoint).
@@ -404,9 +474,8 @@ def test_scoring_killed_mid_write_leaves_nothing_visible_and_rerun_scores_once(t
          str(tmp_path / "local-killed"), "killed"], cwd=tmp_path, env=_spark_env(),
         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     members = _kill_group_when(killed, lambda: bool(partial_output()), "the scoring write")
-    assert len([pid for pid, cmd in members.items()
-                if "org.apache.spark.executor.CoarseGrainedExecutorBackend" in cmd]) == 2
-    assert _group(killed.pid) == {}
+    _assert_executors(_group_executors(members), "the group at the kill")
+    assert _group(killed.pid) == {}, _group(killed.pid)
     # Partial files are left, but only in the hidden staging folder: readers see nothing.
     assert partial_output()
     visible = [p for p in os.listdir(out) if not p.startswith((".", "_"))]

@@ -726,3 +726,25 @@ def test_block_files_round_trip(tmp_path, monkeypatch):
     assert not os.path.exists(block_files.fit_dir("fit-a"))
     assert block_files.remove_fit("fit-a") == 0
     assert block_files.open_block(path) is None
+
+
+def test_remove_fit_siblings_reach_the_other_workers_app_dirs(tmp_path, monkeypatch):
+    """A standalone worker's executors live under <local>/spark-*/executor-*/blockmgr-*, one
+    executor-* per worker: a surviving executor's sweep reaches a lost executor's folder under
+    another worker of the machine (local-cluster), and nothing of another fit."""
+    from sparkml_aiaas.engine import block_files
+
+    def blocks(*parts):
+        path = tmp_path.joinpath(*parts, block_files.BLOCKS_DIRNAME)
+        (path / "fit-a" / "part-00000-0").mkdir(parents=True)
+        (path / "fit-b" / "part-00000-0").mkdir(parents=True)
+        return path
+
+    own = blocks("spark-1", "executor-a", "blockmgr-own")
+    dead_here = blocks("spark-1", "executor-a", "blockmgr-dead")
+    other_worker = blocks("spark-1", "executor-b", "blockmgr-dead")
+    other_jvm = blocks("spark-2", "executor-c", "blockmgr-dead")
+    monkeypatch.setenv("SPARK_LOCAL_DIRS", str(own.parent))
+    assert block_files.remove_fit("fit-a", siblings=True) == 4
+    for path in (own, dead_here, other_worker, other_jvm):
+        assert sorted(os.listdir(path)) == ["fit-b"]

@@ -192,8 +192,12 @@ def _sibling_fit_dirs(fit_id: str) -> list:
     Python workers get their executor's block-manager directories as
     ``SPARK_LOCAL_DIRS`` (``<app dir>/blockmgr-<uuid>``); an executor that was
     lost (killed, out of memory) never removed its folder, and its replacement
-    gets a new ``blockmgr-*`` beside it.  The fit id names one fit of one
-    application, so whatever matches it is ours to delete.
+    gets a new ``blockmgr-*`` beside it.  A standalone Worker's app dir is
+    ``<local dir>/spark-<uuid>/executor-<uuid>``, one per worker: with several
+    workers on the machine (``local-cluster``), the lost executor's folder is in
+    another worker's app dir, which a surviving executor must reach too when the
+    replacement is not up yet.  The fit id names one fit of one application, so
+    whatever matches it is ours to delete.
     """
     dirs = os.environ.get("SPARK_LOCAL_DIRS", "")
     found = []
@@ -201,6 +205,12 @@ def _sibling_fit_dirs(fit_id: str) -> list:
         parent = os.path.dirname(os.path.abspath(local))
         found += glob.glob(os.path.join(glob.escape(parent), "*", BLOCKS_DIRNAME,
                                         glob.escape(fit_id)))
+        root = os.path.dirname(parent)
+        if (os.path.basename(parent).startswith("executor-")
+                and os.path.basename(root).startswith("spark-")):
+            found += glob.glob(os.path.join(glob.escape(os.path.dirname(root)), "spark-*",
+                                            "executor-*", "*", BLOCKS_DIRNAME,
+                                            glob.escape(fit_id)))
     return found
 
 
