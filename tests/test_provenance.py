@@ -106,3 +106,14 @@ def test_checked_keys(family, checked):
     keys = provenance.checked_keys(family)
     assert {"code_digest", "numpy", "pyspark", "blas"} <= set(keys)
     assert set(checked) <= set(keys)
+
+
+def test_blas_is_numpys_whatever_else_is_loaded():
+    """scipy and torch load their own BLAS; the record names the one numpy calls."""
+    import scipy.linalg  # noqa: F401 - another OpenBLAS in the process
+    from threadpoolctl import threadpool_info
+
+    numpy_home = os.path.dirname(np.__file__)
+    (ours,) = [e for e in threadpool_info() if e["user_api"] == "blas"
+               and e["filepath"].startswith((numpy_home + os.sep, numpy_home + ".libs"))]
+    assert provenance.blas().startswith(f"{ours['internal_api']} {ours['version']}")

@@ -89,17 +89,22 @@ def _library_version(name: str) -> Optional[str]:
 
 
 def blas() -> Optional[str]:
-    """The BLAS numpy calls at run time (threadpoolctl), e.g. ``openblas 0.3.31
-    (SkylakeX)``: its kernels decide the last bits of a dot product."""
+    """The BLAS *numpy* calls at run time (threadpoolctl), e.g. ``openblas 0.3.31
+    (SkylakeX)``: its kernels decide the last bits of a dot product.  Other libraries load
+    their own BLAS into the process (scipy's, torch's), in an order that depends on what
+    was imported first: numpy's is the one whose file sits in numpy's folders."""
     try:
-        importlib.import_module("numpy")  # loads the BLAS that threadpoolctl inspects
+        numpy = importlib.import_module("numpy")  # loads the BLAS threadpoolctl inspects
         from threadpoolctl import threadpool_info
     except ImportError:
         return None
-    for entry in threadpool_info():
-        if entry.get("user_api") == "blas":
-            arch = f" ({entry['architecture']})" if entry.get("architecture") else ""
-            return f"{entry.get('internal_api')} {entry.get('version')}{arch}"
+    home = os.path.dirname(os.path.abspath(numpy.__file__))
+    folders = (home + os.sep, home + ".libs" + os.sep)  # numpy/ and numpy.libs/ (wheels)
+    entries = [e for e in threadpool_info() if e.get("user_api") == "blas"]
+    ours = [e for e in entries if str(e.get("filepath", "")).startswith(folders)]
+    for entry in ours or entries[:1]:
+        arch = f" ({entry['architecture']})" if entry.get("architecture") else ""
+        return f"{entry.get('internal_api')} {entry.get('version')}{arch}"
     return None
 
 
