@@ -946,3 +946,27 @@ def test_serve_refuses_a_registry_that_does_not_exist(tmp_path, tokens_file, cap
         f"model: sparkml-aiaas models register MODEL_DIR --registry {missing} --name NAME "
         "--alias production")
     assert not os.path.exists(missing)
+
+
+def test_serve_log_handlers_write_to_the_current_streams(capsys):
+    """The log config writes to sys.stdout/sys.stderr as they are at each record: a stream
+    replaced (and closed) since configuration is never written to."""
+    import io
+    import logging.config
+    import sys
+
+    from sparkml_aiaas.serving.logs import log_config
+
+    logging.config.dictConfig(log_config(False))
+    try:
+        first = io.StringIO()
+        real, sys.stdout = sys.stdout, first
+        first.close()
+        second = io.StringIO()
+        sys.stdout = second
+        logging.getLogger("sparkml_aiaas.serving.access").info("hello %s", "there")
+        sys.stdout = real
+        assert second.getvalue() == "hello there\n"
+    finally:
+        sys.stdout = sys.__stdout__ if sys.stdout is None else sys.stdout
+        logging.getLogger("sparkml_aiaas").handlers[:] = []

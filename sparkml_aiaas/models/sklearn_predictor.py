@@ -466,6 +466,13 @@ class SklearnPredictor(Predictor):
         return result
 
     def _predict_rows(self, X: np.ndarray) -> Dict[str, np.ndarray]:
+        # Finite inputs near the float limits (1e308: the serving fuzzer sends them)
+        # overflow inside the estimator's matmul to ±inf, IEEE's answer, which the outputs
+        # carry (a probability of 0 or 1, a margin of ±inf); numpy's warning says no more.
+        with np.errstate(over="ignore"):
+            return self._predict_rows_unchecked(X)
+
+    def _predict_rows_unchecked(self, X: np.ndarray) -> Dict[str, np.ndarray]:
         Xs = self._estimator_input(X)
         est = self.estimator
         if self.task == "regressor":

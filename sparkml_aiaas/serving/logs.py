@@ -19,6 +19,7 @@ neither FastAPI nor uvicorn.
 from __future__ import annotations
 
 import logging
+import sys
 import re
 import urllib.parse
 from typing import Any, Dict, Mapping
@@ -46,6 +47,25 @@ def redact(text: str) -> str:
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
+
+
+class CurrentStreamHandler(logging.StreamHandler):
+    """A StreamHandler writing to whatever ``sys.stdout`` / ``sys.stderr`` is when a record
+    is emitted, not the object it was when logging was configured: a stream swapped since
+    (a notebook's, a test harness's, later closed) never turns log lines into "I/O
+    operation on closed file" tracebacks."""
+
+    def __init__(self, name: str = "stderr"):
+        super().__init__()
+        self._stream_name = name
+
+    @property
+    def stream(self):
+        return getattr(sys, self._stream_name)
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ assigns one; the property decides
+        pass
 
 
 class RedactingFormatter(logging.Formatter):
@@ -91,10 +111,10 @@ def log_config(quiet: bool = False) -> Dict[str, Any]:
             "level": {"()": formatter, "fmt": "%(levelname)s: %(message)s"},
         },
         "handlers": {
-            "stdout": {"class": "logging.StreamHandler", "formatter": "message",
-                       "stream": "ext://sys.stdout"},
-            "stderr": {"class": "logging.StreamHandler", "formatter": "level",
-                       "stream": "ext://sys.stderr"},
+            "stdout": {"()": f"{__name__}.CurrentStreamHandler", "formatter": "message",
+                       "name": "stdout"},
+            "stderr": {"()": f"{__name__}.CurrentStreamHandler", "formatter": "level",
+                       "name": "stderr"},
         },
         "loggers": {
             "sparkml_aiaas": {"handlers": ["stdout"], "level": level, "propagate": False},
