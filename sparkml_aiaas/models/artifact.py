@@ -30,8 +30,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
 import time
 import zipfile
 import zlib
@@ -40,6 +38,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from sparkml_aiaas import __version__
+from sparkml_aiaas.atomic import atomic_directory
 from sparkml_aiaas.errors import ModelFormatError, SparkmlAiaasError
 
 #: Bump when the layout or the meaning of a field changes; readers refuse
@@ -113,10 +112,10 @@ def write_artifact(path: str, metadata: Mapping[str, Any], arrays: Mapping[str, 
             f"model path {path!r} already exists; use model.write().overwrite().save(path) "
             "to replace it"
         )
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
-    try:
+    # Built beside the target and renamed onto it (an old model moved aside first), or
+    # removed on any error: readers see the old model or the new one, never half of one.
+    with atomic_directory(target) as staging:
+        os.makedirs(staging, mode=0o700)  # the mode mkdtemp gave it before
         buffer = io.BytesIO()
         save = np.savez_compressed if compress else np.savez
         save(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
@@ -151,17 +150,6 @@ def write_artifact(path: str, metadata: Mapping[str, Any], arrays: Mapping[str, 
         with open(os.path.join(staging, SPARK_METADATA_DIR, "part-00000"), "w") as f:
             f.write(json.dumps({k: full[k] for k in spark_keys if k in full}, sort_keys=True,
                                default=_to_json) + "\n")
-        if os.path.exists(target):
-            # Move the old one aside first so the rename below stays atomic.
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-", dir=parent)
-            os.rename(target, os.path.join(old, "model"))
-            os.rename(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return full
 
 
