@@ -128,11 +128,17 @@ def model_param_aliases(model_type: str,
     then the closest known one ("did you mean") or, with none close, the known ones."""
     from sparkml_aiaas.models.param_signature import config_param_names
 
-    aliases = config_param_names(estimator_class(model_type))
+    return _checked_aliases(config_param_names(estimator_class(model_type)), params,
+                            "model param(s)", f" for type {model_type!r}")
+
+
+def _checked_aliases(aliases: Dict[str, str], params: Optional[Dict[str, Any]], what: str,
+                     where: str = "") -> Dict[str, str]:
+    """``aliases``, after a ValueError when ``params`` holds keys it lacks: ``unknown
+    {what} [...]{where}``, then the closest known key or the known ones."""
     unknown = sorted(set(params or {}) - set(aliases))
     if unknown:
-        raise ValueError(f"unknown model param(s) {unknown} for type {model_type!r}"
-                         + unknown_names_hint(unknown, aliases))
+        raise ValueError(f"unknown {what} {unknown}{where}" + unknown_names_hint(unknown, aliases))
     return aliases
 
 
@@ -188,12 +194,8 @@ def preprocess_param_aliases(params: Optional[Dict[str, Any]] = None) -> Dict[st
     from sparkml_aiaas.models.param_signature import config_param_names
     from sparkml_aiaas.preprocessing.stages import Preprocessor
 
-    aliases = config_param_names(Preprocessor, skip=())
-    unknown = sorted(set(params or {}) - set(aliases))
-    if unknown:
-        raise ValueError(f"unknown preprocess key(s) {unknown}"
-                         + unknown_names_hint(unknown, aliases))
-    return aliases
+    return _checked_aliases(config_param_names(Preprocessor, skip=()), params,
+                            "preprocess key(s)")
 
 
 class PreprocessSettings(BaseModel):
