@@ -146,8 +146,9 @@ def _rpc(scope: Optional[str]):
             finally:
                 elapsed = time.perf_counter() - started
                 self.record(name, code, elapsed)
-                access_logger.info("grpc %s %s %s %.1fms", peer_host(context.peer()), name,
-                                   code.name, elapsed * 1000)
+                if access_logger.isEnabledFor(logging.INFO):  # context.peer() costs a call
+                    access_logger.info("grpc %s %s %s %.1fms", peer_host(context.peer()),
+                                       name, code.name, elapsed * 1000)
         return handler
     return decorate
 
