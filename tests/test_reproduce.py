@@ -304,3 +304,26 @@ def test_reproduce_on_spark_connect(classic_registry, connect):
     bits (the input is listed and hashed on the server)."""
     outcome = ModelRegistry(classic_registry).reproduce("m/1", spark=connect)
     assert outcome.status == "identical", outcome.summary
+
+
+def test_a_recorded_factory_is_not_imported_unless_allowlisted(spark, input_dir, tmp_path,
+                                                                monkeypatch):
+    """registry.json of an unsigned registry can be edited: a torch factory it names is
+    code, refused as a string before anything is imported or trained."""
+    import sys
+
+    root = str(tmp_path / "registry")
+    _train(spark, _job(input_dir, str(tmp_path), "torch_classifier",
+                       registry={"root": root, "name": "m"}))
+    meta_path = os.path.join(root, "m", "versions", "1", "registry.json")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    meta["provenance"]["config"]["model"]["params"]["architecture"] = "evil_module_x:make"
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    monkeypatch.delenv("SPARKML_AIAAS_TRUSTED_FACTORIES", raising=False)
+    outcome = ModelRegistry(root).reproduce("m/1", spark=spark)
+    assert outcome.exit_code == 2
+    assert "names the network factory 'evil_module_x:make', which is not trusted" in \
+        outcome.summary
+    assert "evil_module_x" not in sys.modules

@@ -165,6 +165,7 @@ def reproduction_config(provenance: Mapping[str, Any], workdir: str):
     if recorded_input.get("format") == "delta":
         source["version"] = recorded_input.get("delta_version")
     data["input"] = source
+    _check_factory(provenance, data)
     try:
         return TrainJobConfig.model_validate(data)
     except ValidationError as exc:
@@ -174,6 +175,21 @@ def reproduction_config(provenance: Mapping[str, Any], workdir: str):
         first = _problem(exc.errors()[0], TrainJobConfig, ()) if exc.errors() else str(exc)
         raise CannotReproduce(f"the recorded train config does not validate with this "
                               f"version ({first})") from None
+
+
+def _check_factory(provenance: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """A recorded torch ``architecture`` that names a factory (``pkg.module:function``) is
+    code named by a file: registry.json of an unsigned registry can be edited.  It must be
+    in the caller's allowlist (``SPARKML_AIAAS_TRUSTED_FACTORIES``), checked as a string
+    before anything is imported, as every model load does."""
+    from sparkml_aiaas.models.trust import trusted
+
+    architecture = ((config.get("model") or {}).get("params") or {}).get("architecture")
+    if isinstance(architecture, str) and ":" in architecture:
+        try:
+            trusted(None).check(architecture, where="the recorded train config")
+        except SparkmlAiaasError as exc:  # UntrustedCodeError, or not a factory name
+            raise CannotReproduce(str(exc)) from None
 
 
 def _refusals(registry, mv, spark, allow_environment_change: bool,
